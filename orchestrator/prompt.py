@@ -41,7 +41,8 @@ class PromptRenderer:
 
     @classmethod
     def load(cls, path: str) -> PromptRenderer:
-        if not Path(path).is_dir() and "/" not in path:
+        looks_local = path.startswith(("/", ".", "~")) or "/" not in path
+        if looks_local and not Path(path).expanduser().is_dir():
             raise SetupError(f"tokenizer {path!r} not found: prepare the model first (make setup)")
         try:
             from transformers import AutoTokenizer

@@ -1,0 +1,1 @@
+"""prefill-ahead: warm vLLM's prefix cache while the user types."""

@@ -1,0 +1,172 @@
+"""The warm-up planner: which token prefixes to prefill while the user is still typing.
+
+Pure logic (no I/O, no asyncio, no clock): the session code feeds it what the user typed,
+already rendered with the chat template and tokenized, and it answers with the warm-up to
+send (a ``max_tokens=1`` request whose prompt is ``WarmUp.tokens``), or ``None``.
+
+What it encodes about vLLM's automatic prefix caching:
+
+- Only FULL blocks of ``block_size`` tokens are cached, and the last prompt token is always
+  recomputed, so a request of N prompt tokens leaves ``floor((N - 1) / block_size)`` full
+  blocks reusable (:func:`usable_blocks`).
+- A later request hits those blocks only for its longest common token prefix with what was
+  warmed, block by block: an edit behind the warmed frontier moves the frontier back.
+
+Per session it keeps at most one warm-up in flight; a newer candidate replaces an older one
+that is still waiting (coalescing), and a candidate is sent only if it adds at least one
+full usable block over what is (or will be, once the in-flight warm-up lands) cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Characters after which the text so far is a stable pre-token boundary.
+STABLE_END_CHARS = frozenset(".,;:!?)]}\"'")
+
+
+def stable_prefix(text: str) -> str:
+    """The text up to its last stable boundary, never with trailing whitespace.
+
+    If the text ends with whitespace or a closing punctuation character, everything but the
+    trailing whitespace is stable (in GPT-2-style BPE the whitespace belongs to the next word's
+    pre-token). Otherwise the last, still-being-typed word may yet merge with what follows, so
+    it is dropped together with the whitespace before it.
+
+    >>> stable_prefix("show me the")
+    'show me'
+    >>> stable_prefix("show me the ")
+    'show me the'
+    """
+    if not text:
+        return ""
+    last = text[-1]
+    if last.isspace() or last in STABLE_END_CHARS:
+        return text.rstrip()
+    end = len(text)
+    while end > 0 and not text[end - 1].isspace():
+        end -= 1
+    return text[:end].rstrip()
+
+
+def usable_blocks(sent_tokens: int, block_size: int) -> int:
+    """Full blocks reusable after a request of ``sent_tokens`` prompt tokens: floor((N-1)/B)."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if sent_tokens <= 1:
+        return 0
+    return (sent_tokens - 1) // block_size
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def valid_blocks(warmed: Sequence[int], tokens: Sequence[int], block_size: int) -> int:
+    """Blocks of ``tokens`` that hit the cache left by warming ``warmed``."""
+    return min(
+        usable_blocks(len(warmed), block_size),
+        common_prefix_len(warmed, tokens) // block_size,
+    )
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """One warm-up request to send: the prompt of a ``max_tokens=1`` completion."""
+
+    tokens: tuple[int, ...]
+    seq: int
+    submit_ready: bool
+
+
+class WarmPlanner:
+    """Per-session warm-up state machine; see the module docstring.
+
+    The caller sends each returned :class:`WarmUp` and reports its end with
+    :meth:`on_warm_done`, passing back the very object it was given.
+    """
+
+    def __init__(self, block_size: int) -> None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        self._block_size = block_size
+        self._confirmed: tuple[int, ...] = ()
+        self._in_flight: WarmUp | None = None
+        self._pending: WarmUp | None = None
+        self._current: tuple[int, ...] = ()
+
+    @property
+    def block_size(self) -> int:
+        return self._block_size
+
+    @property
+    def confirmed(self) -> tuple[int, ...]:
+        """Tokens of the last warm-up that completed OK (what vLLM has cached for us)."""
+        return self._confirmed
+
+    @property
+    def in_flight(self) -> WarmUp | None:
+        return self._in_flight
+
+    @property
+    def pending(self) -> WarmUp | None:
+        """The newest candidate waiting for the in-flight warm-up to end."""
+        return self._pending
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens of the latest prompt seen that are believed cached (whole blocks)."""
+        return valid_blocks(self._confirmed, self._current, self._block_size) * self._block_size
+
+    def on_input(self, tokens: Sequence[int], seq: int) -> WarmUp | None:
+        """New typed text (rendered up to its stable prefix): maybe warm it."""
+        return self._offer(WarmUp(tuple(tokens), seq, submit_ready=False))
+
+    def on_pause(self, tokens: Sequence[int], seq: int) -> WarmUp | None:
+        """Typing paused: maybe warm the whole submit-ready prompt."""
+        return self._offer(WarmUp(tuple(tokens), seq, submit_ready=True))
+
+    def on_warm_done(self, warm: WarmUp, ok: bool) -> WarmUp | None:
+        """The in-flight warm-up ended; returns the pending one to send next, if worth it."""
+        if self._in_flight is None or warm is not self._in_flight:
+            return None  # stale: from before a reset, or already reported
+        self._in_flight = None
+        if ok:
+            self._confirmed = warm.tokens
+        pending, self._pending = self._pending, None
+        if pending is not None and self._worth(pending.tokens, self._confirmed):
+            self._in_flight = pending
+            return pending
+        return None
+
+    def reset(self) -> None:
+        """Forget everything (after a submit, or when the context changes)."""
+        self._confirmed = ()
+        self._in_flight = None
+        self._pending = None
+        self._current = ()
+
+    def _offer(self, candidate: WarmUp) -> WarmUp | None:
+        self._current = candidate.tokens
+        if self._in_flight is not None:
+            # Decide against what will be cached once the in-flight warm-up lands. A newer
+            # candidate replaces an older pending one, even when it is not worth sending.
+            worth = self._worth(candidate.tokens, self._in_flight.tokens)
+            self._pending = candidate if worth else None
+            return None
+        self._pending = None
+        if not self._worth(candidate.tokens, self._confirmed):
+            return None
+        self._in_flight = candidate
+        return candidate
+
+    def _worth(self, tokens: tuple[int, ...], warmed: tuple[int, ...]) -> bool:
+        """True if warming ``tokens`` adds at least one usable block over ``warmed``."""
+        have = valid_blocks(warmed, tokens, self._block_size)
+        return usable_blocks(len(tokens), self._block_size) >= have + 1
