@@ -20,7 +20,7 @@ from orchestrator.errors import SetupError
 from orchestrator.settings import Settings
 from vllm_launch.engine_env import detect_device, ensure_engine_env
 from vllm_launch.errors import LaunchError
-from vllm_launch.model import prepare_model, served_name
+from vllm_launch.model import prepare_model, resolve_model, served_name
 from vllm_launch.server import EngineProcess, ServeOptions, answers, port_in_use
 
 
@@ -31,6 +31,7 @@ def launched_vllm(settings: Settings, enforce_eager: bool) -> Iterator[None]:
         print(f"Using the vLLM already answering at {settings.vllm_base_url}")
         yield
         return
+    resolve_model(settings.model)
     url = urlsplit(settings.vllm_base_url)
     device = detect_device()
     engine = ensure_engine_env(settings.data_dir, device)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,7 +24,9 @@ UI_DIR = Path(__file__).resolve().parent.parent / "ui_static"
 
 
 @asynccontextmanager
-async def lifespan_for(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+async def lifespan_for(
+    app: FastAPI, settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> AsyncIterator[None]:
     renderer = PromptRenderer.load(settings.tokenizer_path) if settings.load_tokenizer else None
     database = (
         Database(settings.database_url, settings.data_dir) if settings.enable_database else None
@@ -31,7 +34,7 @@ async def lifespan_for(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     if database is not None:
         await database.start()
     http = make_http_client(
-        settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s
+        settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s, transport
     )
     app.state.services = Services(settings, http, VLLMClient(http), renderer, database)
     try:
@@ -42,10 +45,14 @@ async def lifespan_for(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             await database.stop()
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(
+    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The application; `upstream_transport` replaces the network to vLLM (tests)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with lifespan_for(app, settings):
+        async with lifespan_for(app, settings, upstream_transport):
             yield
 
     app = FastAPI(

@@ -145,10 +145,14 @@ def parse_sse_line(line: str) -> dict[str, Any] | None:
 
 
 def make_http_client(
-    base_url: str, connect_timeout_s: float, timeout_s: float
+    base_url: str,
+    connect_timeout_s: float,
+    timeout_s: float,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url,
+        transport=transport,
         timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
         limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
     )

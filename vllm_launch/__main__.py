@@ -14,7 +14,7 @@ from types import FrameType
 
 from vllm_launch.engine_env import detect_device, ensure_engine_env
 from vllm_launch.errors import LaunchError
-from vllm_launch.model import prepare_model, served_name
+from vllm_launch.model import prepare_model, resolve_model, served_name
 from vllm_launch.server import EngineProcess, ServeOptions
 
 
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args.data_dir = args.data_dir.expanduser().resolve()
     device = detect_device() if args.device == "auto" else args.device
     try:
+        resolve_model(args.model)
         if args.command == "serve":
             return serve(args, device)
         engine = ensure_engine_env(args.data_dir, device)

@@ -19,10 +19,10 @@ def default_model_dir(data_dir: Path) -> Path:
     return data_dir / "models" / DEFAULT_MODEL_DIRNAME
 
 
-def prepare_model(model: str | None, data_dir: Path, engine: EngineEnv) -> str:
-    """Return what vLLM's `--model` should be; build the default folder if needed."""
+def resolve_model(model: str | None) -> str | None:
+    """Check a named model before anything is installed; None means the default."""
     if model is None:
-        return str(build_default_model(data_dir, engine))
+        return None
     folder = Path(model).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").exists():
@@ -31,6 +31,12 @@ def prepare_model(model: str | None, data_dir: Path, engine: EngineEnv) -> str:
     if HUB_ID.match(model) and not folder.exists():
         return model  # vLLM fetches it from the hub (GPU machines with network)
     raise LaunchError(f"unknown model {model!r}: give a model folder or a hub id like org/name")
+
+
+def prepare_model(model: str | None, data_dir: Path, engine: EngineEnv) -> str:
+    """Return what vLLM's `--model` should be; build the default folder if needed."""
+    resolved = resolve_model(model)
+    return resolved if resolved is not None else str(build_default_model(data_dir, engine))
 
 
 def build_default_model(data_dir: Path, engine: EngineEnv) -> Path:

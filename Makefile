@@ -1,0 +1,55 @@
+# prefill-ahead: `make run-app` brings everything up; `make test` runs every test.
+# Both do all set-up on a fresh machine (Python venv, the vLLM engine venv, the model, PostgreSQL).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DATA   ?= .data
+export PREFILL_DATA_DIR ?= $(abspath $(DATA))
+
+.DEFAULT_GOAL := help
+.PHONY: help setup setup-engine setup-db run-app test test-unit lint eval clean distclean rebuild
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed setup-engine ## install the orchestrator, the vLLM engine and the model
+	@echo "set-up done"
+
+setup-engine: $(VENV)/.installed ## the vLLM engine's own venv and the default model folder
+	$(PY) -m vllm_launch prepare-model
+
+setup-db: $(VENV)/.installed ## start PostgreSQL (embedded unless DATABASE_URL) and seed the datasets
+	$(PY) -m orchestrator.database seed
+
+run-app: setup setup-db ## vLLM + PostgreSQL + the orchestrator, page at http://localhost:8000
+	$(PY) -m orchestrator --launch-vllm
+
+test: setup lint ## lint, unit tests, then the suite against a real vLLM (started once for the run)
+	$(PY) -m pytest
+
+test-unit: $(VENV)/.installed ## unit tests only (no engine)
+	$(PY) -m pytest tests/unit
+
+lint: $(VENV)/.installed ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+eval: setup setup-db ## TTFT of cold / static / keystroke / oracle warm-ups (eval/data/reports/latest)
+	$(PY) -m eval $(EVAL_ARGS)
+
+clean: ## remove the Python venv, caches and reports (keeps the engine and model in $(DATA))
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info eval/data/reports tests/artifacts
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## also remove $(DATA): the engine venv, the model, the database
+	rm -rf $(DATA)
+
+rebuild: clean setup ## clean, then set up again

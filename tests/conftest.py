@@ -1,0 +1,79 @@
+"""Shared fixtures: a real vLLM started once per test run (or reused), and its tokenizer.
+
+Set `PREFILL_TEST_VLLM_URL=http://127.0.0.1:8001` to reuse a running server instead of
+starting one (it must serve the default model with prefix caching; `python -m vllm_launch serve`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.prompt import PromptRenderer
+from vllm_launch.model import default_model_dir
+from vllm_launch.server import answers
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("PREFILL_DATA_DIR", ROOT / ".data")).resolve()
+ENGINE_START_TIMEOUT_S = 900.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def vllm_url(data_dir: Path) -> Iterator[str]:
+    reused = os.environ.get("PREFILL_TEST_VLLM_URL")
+    if reused:
+        if not answers(reused.rstrip("/")):
+            pytest.fail(f"PREFILL_TEST_VLLM_URL={reused} does not answer")
+        yield reused.rstrip("/")
+        return
+    port = free_port()
+    log = data_dir / "logs" / "test-serve.out"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "vllm_launch", "--data-dir", str(data_dir), "serve"]
+    command += ["--port", str(port), "--enforce-eager"]
+    with log.open("wb") as out:
+        serve = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(serve, url, log)
+        yield url
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+
+
+def wait_until_answers(serve: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + ENGINE_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if serve.poll() is not None:
+            pytest.fail(f"vllm_launch serve exited with {serve.returncode}:\n{log.read_text()}")
+        if answers(url):
+            return
+        time.sleep(1.0)
+    serve.terminate()
+    pytest.fail(f"vLLM did not answer at {url} in {ENGINE_START_TIMEOUT_S:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def renderer(data_dir: Path) -> PromptRenderer:
+    return PromptRenderer.load(str(default_model_dir(data_dir)))
