@@ -14,11 +14,13 @@ from fastapi.staticfiles import StaticFiles
 
 from orchestrator.database import Database
 from orchestrator.errors import ServiceError, error_envelope
+from orchestrator.gate import WarmupGate
 from orchestrator.health import router as health_router
 from orchestrator.prompt import PromptRenderer
 from orchestrator.services import Services
 from orchestrator.settings import Settings
 from orchestrator.vllm_client import VLLMClient, make_http_client
+from orchestrator.ws import router as ws_router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui_static"
 
@@ -36,7 +38,8 @@ async def lifespan_for(
     http = make_http_client(
         settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s, transport
     )
-    app.state.services = Services(settings, http, VLLMClient(http), renderer, database)
+    gate = WarmupGate(settings.warmups_per_second)
+    app.state.services = Services(settings, http, VLLMClient(http), renderer, database, gate)
     try:
         yield
     finally:
@@ -62,6 +65,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(health_router)
+    app.include_router(ws_router)
     install_error_handlers(app)
     if UI_DIR.is_dir():
         app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")

@@ -145,6 +145,12 @@ class WarmPlanner:
             return pending
         return None
 
+    def assume_cached(self, tokens: Sequence[int]) -> None:
+        """A request outside the planner (the final one) left ``tokens`` in the cache."""
+        self._confirmed = tuple(tokens)
+        self._current = self._confirmed
+        self._pending = None
+
     def reset(self) -> None:
         """Forget everything (after a submit, or when the context changes)."""
         self._confirmed = ()

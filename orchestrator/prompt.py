@@ -33,6 +33,27 @@ class ChatFrame:
         return self.head + user_text + self.tail
 
 
+@dataclass(frozen=True)
+class SessionPrompt:
+    """Token ids of a session's prompts: the head encoded once, the typed text per keystroke.
+
+    Warm-ups and the final request are composed the same way (head ids + ids of the text that
+    follows), so a warm-up is always a token prefix of the final prompt that follows it.
+    """
+
+    frame: ChatFrame
+    head_tokens: tuple[int, ...]
+    renderer: PromptRenderer
+
+    def warm_tokens(self, stable_text: str) -> list[int]:
+        """The head plus the stable part of the typed text (no template tail)."""
+        return [*self.head_tokens, *self.renderer.encode(stable_text)]
+
+    def final_tokens(self, text: str) -> list[int]:
+        """The submit-ready prompt: head, typed text, the template's tail (assistant header)."""
+        return [*self.head_tokens, *self.renderer.encode(text + self.frame.tail)]
+
+
 class PromptRenderer:
     """Wraps a Hugging Face tokenizer: chat frames and token ids."""
 
@@ -70,6 +91,12 @@ class PromptRenderer:
         if not found:
             raise SetupError("the chat template does not place the user's message verbatim")
         return ChatFrame(head=head, tail=tail)
+
+    def session_prompt(
+        self, system: str | None, history: list[dict[str, str]] | None = None
+    ) -> SessionPrompt:
+        frame = self.frame(system, history)
+        return SessionPrompt(frame, tuple(self.encode(frame.head)), self)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of rendered text; special tokens are spelled in it, none are added."""

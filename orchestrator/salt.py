@@ -12,8 +12,10 @@ import hmac
 from pydantic import SecretStr
 
 
-def tenant_salt(secret: SecretStr, tenant: str) -> str:
-    digest = hmac.new(
-        secret.get_secret_value().encode(), f"tenant:{tenant}".encode(), hashlib.sha256
-    )
-    return digest.hexdigest()
+def tenant_salt(secret: SecretStr, tenant: str, namespace: str | None = None) -> str:
+    """HMAC(secret, tenant, namespace): a client may pick a namespace to separate its own runs
+    (each eval case takes a fresh one), but it can never reach another tenant's salt."""
+    message = f"tenant:{tenant}\x00namespace:{namespace or ''}"
+    return hmac.new(
+        secret.get_secret_value().encode(), message.encode(), hashlib.sha256
+    ).hexdigest()

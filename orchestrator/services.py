@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 import httpx
 from starlette.requests import HTTPConnection
 
 from orchestrator.database import Database
+from orchestrator.gate import WarmupGate
 from orchestrator.prompt import PromptRenderer
 from orchestrator.settings import Settings
-from orchestrator.vllm_client import VLLMClient
+from orchestrator.vllm_client import EngineFacts, VLLMClient
 
 
 @dataclass
@@ -22,6 +24,20 @@ class Services:
     vllm: VLLMClient
     renderer: PromptRenderer | None
     database: Database | None
+    gate: WarmupGate
+    _facts: EngineFacts | None = field(default=None, repr=False)
+    _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    async def engine_facts(self) -> EngineFacts:
+        """Model, block size and context length of the served model (read once, then kept)."""
+        async with self._facts_lock:
+            if self._facts is None:
+                self._facts = await self.vllm.facts(self.settings.block_size)
+            return self._facts
+
+    def forget_engine_facts(self) -> None:
+        """After vLLM restarts it may serve another model: read the facts again next time."""
+        self._facts = None
 
 
 def services_of(connection: HTTPConnection) -> Services:

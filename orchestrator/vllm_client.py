@@ -24,6 +24,15 @@ class EngineStatus:
 
 
 @dataclass(frozen=True)
+class EngineFacts:
+    """What sessions need to know about the served model, read once from vLLM."""
+
+    model: str
+    block_size: int
+    max_model_len: int | None
+
+
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
@@ -77,6 +86,19 @@ class VLLMClient:
                 f"vLLM answered {response.status_code}: {upstream_message(response)}"
             )
         return response
+
+    async def facts(self, block_size: int | None = None) -> EngineFacts:
+        """The served model, its block size (unless given) and context length."""
+        models = (await self.request("GET", "/v1/models")).json().get("data", [])
+        if not models:
+            raise UpstreamError("vLLM serves no model")
+        block = block_size or await self.block_size()
+        if block is None:
+            raise UpstreamError(
+                "vLLM's /metrics does not say its block size; set PREFILL_BLOCK_SIZE"
+            )
+        length = models[0].get("max_model_len")
+        return EngineFacts(str(models[0]["id"]), block, int(length) if length else None)
 
     async def model_names(self) -> list[str]:
         body = (await self.request("GET", "/v1/models")).json()
