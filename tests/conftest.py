@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.prompt import PromptRenderer
+from tests.servers import free_port
 from vllm_launch.model import default_model_dir
 from vllm_launch.server import answers
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("PREFILL_DATA_DIR", ROOT / ".data")).resolve()
 ENGINE_START_TIMEOUT_S = 900.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
