@@ -16,10 +16,12 @@ from orchestrator.database import Database
 from orchestrator.errors import ServiceError, error_envelope
 from orchestrator.gate import WarmupGate
 from orchestrator.health import router as health_router
+from orchestrator.passthrough import router as passthrough_router
 from orchestrator.prompt import PromptRenderer
 from orchestrator.services import Services
 from orchestrator.settings import Settings
 from orchestrator.vllm_client import VLLMClient, make_http_client
+from orchestrator.warm_api import router as warm_router
 from orchestrator.ws import router as ws_router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui_static"
@@ -66,6 +68,8 @@ def create_app(
     )
     app.include_router(health_router)
     app.include_router(ws_router)
+    app.include_router(passthrough_router)
+    app.include_router(warm_router)
     install_error_handlers(app)
     if UI_DIR.is_dir():
         app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.requests import HTTPConnection
@@ -13,6 +14,9 @@ from orchestrator.gate import WarmupGate
 from orchestrator.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.vllm_client import EngineFacts, VLLMClient
+
+if TYPE_CHECKING:
+    from orchestrator.session import Session
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Services:
     renderer: PromptRenderer | None
     database: Database | None
     gate: WarmupGate
+    sessions: dict[str, Session] = field(default_factory=dict)  # live WebSocket sessions by id
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 

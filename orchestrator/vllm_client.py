@@ -72,15 +72,18 @@ class VLLMClient:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send `request`; transport failures become UpstreamTimeout / UpstreamUnavailable."""
         try:
-            response = await self.http.request(method, path, **kwargs)
+            return await self.http.send(request, stream=stream)
         except httpx.TimeoutException as error:
-            raise UpstreamTimeout(f"vLLM did not answer {path} in time") from error
+            raise UpstreamTimeout(f"vLLM did not answer {request.url.path} in time") from error
         except httpx.TransportError as error:
-            raise UpstreamUnavailable(
-                f"vLLM is unreachable: {error or type(error).__name__}"
-            ) from error
+            reason = str(error) or type(error).__name__
+            raise UpstreamUnavailable(f"vLLM is unreachable: {reason}") from error
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self.send(self.http.build_request(method, path, **kwargs))
         if response.status_code >= 400:
             raise UpstreamError(
                 f"vLLM answered {response.status_code}: {upstream_message(response)}"
@@ -125,14 +128,7 @@ class VLLMClient:
         """Stream `/v1/completions` chunks; closing the iterator closes the upstream stream."""
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
         request = self.http.build_request("POST", "/v1/completions", json=payload)
-        try:
-            response = await self.http.send(request, stream=True)
-        except httpx.TimeoutException as error:
-            raise UpstreamTimeout("vLLM did not start the stream in time") from error
-        except httpx.TransportError as error:
-            raise UpstreamUnavailable(
-                f"vLLM is unreachable: {error or type(error).__name__}"
-            ) from error
+        response = await self.send(request, stream=True)
         try:
             if response.status_code >= 400:
                 await response.aread()

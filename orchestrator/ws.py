@@ -44,6 +44,7 @@ async def ws_session(websocket: WebSocket) -> None:
     await websocket.accept()
     send = FrameSender(websocket)
     session = Session(services, send, tenant=ANONYMOUS_TENANT)
+    services.sessions[session.id] = session
     try:
         while True:
             message = await websocket.receive()
@@ -58,6 +59,7 @@ async def ws_session(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        services.sessions.pop(session.id, None)
         await session.close()
 
 

@@ -1,0 +1,156 @@
+"""The OpenAI-compatible passthrough: `/v1/models`, `/v1/completions`, `/v1/chat/completions`.
+
+Existing OpenAI clients point at the orchestrator instead of vLLM. Each request is relayed
+with the tenant's (or the associated WebSocket session's) `cache_salt` and the final-request
+priority; streams are passed through event by event as they arrive, errors always come back
+in the OpenAI envelope, and a client that goes away closes the upstream stream (vLLM aborts).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from orchestrator.errors import (
+    InvalidRequest,
+    UpstreamError,
+    error_envelope,
+)
+from orchestrator.openapi_examples import CHAT_EXAMPLES, COMPLETION_EXAMPLES
+from orchestrator.salt import tenant_salt
+from orchestrator.services import Services, services_of
+
+router = APIRouter(tags=["OpenAI-compatible"])
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailers", "transfer-encoding", "upgrade", "host", "content-length", "content-encoding",
+    }
+)  # fmt: skip
+STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
+SESSION_HEADER = "x-session-id"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def forwarded_headers(headers: httpx.Headers | Any) -> dict[str, str]:
+    """Headers minus the hop-by-hop ones (and those httpx recomputes)."""
+    return {key: value for key, value in headers.items() if key.lower() not in HOP_BY_HOP}
+
+
+def request_id(request: Request) -> str:
+    return request.headers.get(REQUEST_ID_HEADER) or f"prefill-{uuid.uuid4().hex}"
+
+
+def normalise_error(status: int, body: bytes) -> dict[str, Any]:
+    """vLLM's error body (integer codes, older shapes, or not JSON) in the OpenAI envelope."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        text = body.decode(errors="replace").strip()[:500] or f"vLLM answered {status}"
+        return error_envelope(text, "upstream_error", None, code_for(status))
+    code = error.get("code")
+    return error_envelope(
+        str(error.get("message") or error.get("detail") or f"vLLM answered {status}"),
+        "invalid_request_error" if 400 <= status < 500 else "upstream_error",
+        error.get("param"),
+        code if isinstance(code, str) else code_for(status),
+    )
+
+
+def code_for(status: int) -> str:
+    if status in STATUS_CODES:
+        return STATUS_CODES[status]
+    return "rate_limited" if status == 429 else "upstream_error"
+
+
+def salt_for(services: Services, request: Request) -> str:
+    """The associated WebSocket session's salt, or the tenant's; never the client's."""
+    session_id = request.headers.get(SESSION_HEADER)
+    if session_id:
+        session = services.sessions.get(session_id)
+        if session is None:
+            raise InvalidRequest(
+                f"no live session {session_id!r}", param=SESSION_HEADER, code="unknown_session"
+            )
+        return session.salt
+    return tenant_salt(services.settings.server_secret, "anonymous")
+
+
+def prepared_body(services: Services, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    prepared = {key: value for key, value in body.items() if key != "cache_salt"}
+    prepared["cache_salt"] = salt_for(services, request)
+    prepared.setdefault("priority", services.settings.final_priority)
+    return prepared
+
+
+async def relay(request: Request, path: str, body: dict[str, Any] | None) -> Response:
+    services = services_of(request)
+    rid = request_id(request)
+    headers = forwarded_headers(request.headers)
+    headers[REQUEST_ID_HEADER] = rid
+    payload = None if body is None else prepared_body(services, request, body)
+    method = "GET" if body is None else "POST"
+    upstream = services.http.build_request(method, path, json=payload, headers=headers)
+    response = await services.vllm.send(upstream, stream=True)
+    reply_headers = {**forwarded_headers(response.headers), REQUEST_ID_HEADER: rid}
+    if response.status_code >= 400:
+        content = await response.aread()
+        await response.aclose()
+        envelope = normalise_error(response.status_code, content)
+        return JSONResponse(
+            envelope, status_code=response.status_code, headers={REQUEST_ID_HEADER: rid}
+        )
+    if not (payload or {}).get("stream"):
+        content = await response.aread()
+        await response.aclose()
+        return Response(content, status_code=response.status_code, headers=reply_headers)
+    return StreamingResponse(
+        sse_events(response), status_code=response.status_code, headers=reply_headers
+    )
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
+    """Pass SSE lines through as they arrive; errors become OpenAI-shaped error events.
+
+    When the client goes away Starlette cancels this generator, and `finally` closes the
+    upstream response: vLLM sees the disconnect and aborts the request.
+    """
+    try:
+        async for line in response.aiter_lines():
+            if line.startswith("data:") and '"error"' in line:
+                line = "data: " + json.dumps(normalise_error(500, line[5:].strip().encode()))
+            yield (line + "\n").encode()
+    except (httpx.TransportError, httpx.TimeoutException) as error:
+        failure = UpstreamError(f"vLLM dropped the stream: {error or type(error).__name__}")
+        yield f"data: {json.dumps(failure.envelope())}\n\ndata: [DONE]\n\n".encode()
+    finally:
+        await response.aclose()
+
+
+@router.get("/v1/models", summary="Models served by vLLM")
+async def models(request: Request) -> Response:
+    return await relay(request, "/v1/models", None)
+
+
+@router.post("/v1/completions", summary="Completions, relayed to vLLM with the tenant's salt")
+async def completions(
+    request: Request, body: Annotated[dict[str, Any], Body(openapi_examples=COMPLETION_EXAMPLES)]
+) -> Response:
+    return await relay(request, "/v1/completions", body)
+
+
+@router.post("/v1/chat/completions", summary="Chat completions, relayed with the tenant's salt")
+async def chat_completions(
+    request: Request, body: Annotated[dict[str, Any], Body(openapi_examples=CHAT_EXAMPLES)]
+) -> Response:
+    return await relay(request, "/v1/chat/completions", body)

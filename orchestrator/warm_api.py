@@ -1,0 +1,89 @@
+"""`POST /v1/warm`: put a document, a system prompt or a chat history in vLLM's prefix cache.
+
+The prompt is tokenized by vLLM itself (`/tokenize`, with the served chat template), so a later
+chat or completion request through the passthrough produces the very same token prefix and
+hits every full block warmed here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from orchestrator.openapi_examples import WARM_EXAMPLES
+from orchestrator.passthrough import salt_for
+from orchestrator.planner import usable_blocks
+from orchestrator.services import services_of
+from orchestrator.vllm_client import Usage
+
+router = APIRouter(tags=["warm-ups"])
+
+
+class WarmRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[dict[str, Any]] | None = Field(
+        None, max_length=1000, description="A chat so far: it is warmed without the next turn."
+    )
+    prompt: str | list[int] | None = Field(None, description="A raw prompt: text or token ids.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WarmRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of messages or prompt")
+        return self
+
+
+class WarmResponse(BaseModel):
+    prompt_tokens: int = Field(description="Tokens of the rendered prompt.")
+    cached_tokens: int = Field(description="Tokens of it now in the cache (whole blocks).")
+    hit_tokens: int = Field(description="Tokens that were already cached before this warm-up.")
+    block_size: int
+    ms: float
+
+
+@router.post("/v1/warm", summary="Warm the prefix cache; answers how many tokens are cached")
+async def warm(
+    request: Request, body: Annotated[WarmRequest, Body(openapi_examples=WARM_EXAMPLES)]
+) -> WarmResponse:
+    """Block-aligned: only whole blocks can be cached, so the warm-up stops one token past the
+    last full block. With `X-Session-Id` it uses that WebSocket session's salt."""
+    services = services_of(request)
+    salt = salt_for(services, request)
+    facts = await services.engine_facts()
+    started = time.perf_counter()
+    tokens = await tokenize(request, body, facts.model)
+    blocks = usable_blocks(len(tokens), facts.block_size)
+    hit = 0
+    if blocks:
+        warm_body = {
+            "model": facts.model,
+            "prompt": tokens[: blocks * facts.block_size + 1],
+            "max_tokens": 1,
+            "priority": services.settings.warm_priority,
+            "cache_salt": salt,
+        }
+        hit = Usage.from_body((await services.vllm.complete(warm_body)).get("usage")).cached_tokens
+    return WarmResponse(
+        prompt_tokens=len(tokens),
+        cached_tokens=blocks * facts.block_size,
+        hit_tokens=hit,
+        block_size=facts.block_size,
+        ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+async def tokenize(request: Request, body: WarmRequest, model: str) -> list[int]:
+    if isinstance(body.prompt, list):
+        return body.prompt
+    services = services_of(request)
+    payload: dict[str, Any] = {"model": model}
+    if body.messages is not None:
+        payload |= {"messages": body.messages, "add_generation_prompt": False}
+    else:
+        payload["prompt"] = body.prompt
+    reply = await services.vllm.request("POST", "/tokenize", json=payload)
+    return [int(token) for token in reply.json()["tokens"]]
