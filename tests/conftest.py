@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from eval.serving import free_port
 from orchestrator.prompt import PromptRenderer
-from tests.servers import free_port
 from vllm_launch.model import default_model_dir
 from vllm_launch.server import answers
 

@@ -11,9 +11,9 @@ import httpx
 import openai
 import pytest
 
+from eval.serving import serve_in_thread
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
-from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.engine
 
