@@ -1,4 +1,4 @@
-"""Run an ASGI app (the orchestrator, a fake vLLM) on uvicorn on a free port, in a thread, for tests that need a real socket."""
+"""Run an ASGI app (the orchestrator, a fake vLLM) on uvicorn on a free port, in a thread."""
 
 from __future__ import annotations
 
