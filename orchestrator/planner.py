@@ -149,6 +149,7 @@ class WarmPlanner:
         """A request outside the planner (the final one) left ``tokens`` in the cache."""
         self._confirmed = tuple(tokens)
         self._current = self._confirmed
+        self._in_flight = None
         self._pending = None
 
     def reset(self) -> None:

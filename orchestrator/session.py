@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
@@ -54,6 +55,8 @@ class Session:
         self.warm_task: asyncio.Task[None] | None = None
         self.generation: asyncio.Task[None] | None = None
         self.cancel_requested = False
+        self.warm_dispatched = False  # the current warm-up has passed the gate
+        self.request_numbers = itertools.count()  # request ids: warm-<session>-<seq>-<n>
 
     # -- client frames -------------------------------------------------------------------
 
@@ -136,13 +139,41 @@ class Session:
                 code="input_too_long",
             )
 
+    def generating(self) -> bool:
+        return self.generation is not None and not self.generation.done()
+
     def offer(self, warm: WarmUp | None) -> None:
+        while warm is not None and self.generating():
+            # A submit is under way and its own request caches the prompt: drop the warm-up.
+            warm = self.planner.on_warm_done(warm, ok=False) if self.planner else None
         if warm is not None:
             self.warm_task = asyncio.create_task(self.run_warm(warm))
 
+    async def settle_warm_up(self) -> None:
+        """Before the final request: drop a warm-up still queued at the gate, and wait for one
+        already sent, so the final request finds its blocks instead of computing them again
+        beside it."""
+        task = self.warm_task
+        if task is None or task.done():
+            return
+        if not self.warm_dispatched:
+            task.cancel()
+        await asyncio.wait({task}, timeout=self.settings.request_timeout_s)
+
     async def run_warm(self, warm: WarmUp) -> None:
         facts, planner = self.engine()
-        await self.services.gate.acquire()
+        try:
+            await self.services.gate.acquire()
+        except asyncio.CancelledError:
+            planner.on_warm_done(warm, ok=False)
+            raise
+        self.warm_dispatched = True
+        try:
+            await self.send_warm(warm, facts, planner)
+        finally:
+            self.warm_dispatched = False
+
+    async def send_warm(self, warm: WarmUp, facts: EngineFacts, planner: WarmPlanner) -> None:
         started = time.perf_counter()
         body = {
             "model": facts.model,
@@ -153,7 +184,10 @@ class Session:
             "cache_salt": self.salt,
         }
         try:
-            usage = Usage.from_body((await self.services.vllm.complete(body)).get("usage"))
+            reply = await self.services.vllm.complete(
+                body, f"warm-{self.id}-{warm.seq}-{next(self.request_numbers)}"
+            )
+            usage = Usage.from_body(reply.get("usage"))
         except ServiceError as error:
             self.stats.failures += 1
             log.warning("warm-up failed: %s", error.message)
@@ -193,6 +227,7 @@ class Session:
 
     async def generate(self, tokens: list[int], received: float) -> None:
         facts, planner = self.engine()
+        await self.settle_warm_up()
         body = {
             "model": facts.model,
             "prompt": tokens,
@@ -205,7 +240,8 @@ class Session:
         output: list[str] = []
         usage, finish = Usage(len(tokens), 0, 0), None
         try:
-            async for chunk in self.services.vllm.stream_completion(body):
+            request_id = f"final-{self.id}-{self.seq}-{next(self.request_numbers)}"
+            async for chunk in self.services.vllm.stream_completion(body, request_id):
                 for choice in chunk.get("choices", []):
                     text = choice.get("text") or ""
                     finish = choice.get("finish_reason") or finish

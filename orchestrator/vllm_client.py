@@ -118,16 +118,21 @@ class VLLMClient:
             return EngineStatus(ok=False, error=error.message)
         return EngineStatus(ok=True, model=models[0] if models else None, block_size=block)
 
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A non-streaming `/v1/completions` call."""
-        response = await self.request("POST", "/v1/completions", json={**body, "stream": False})
+    async def complete(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+        """A non-streaming `/v1/completions` call (`request_id` names it in vLLM's logs)."""
+        headers = {"X-Request-Id": request_id} if request_id else None
+        payload = {**body, "stream": False}
+        response = await self.request("POST", "/v1/completions", json=payload, headers=headers)
         result: dict[str, Any] = response.json()
         return result
 
-    async def stream_completion(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream_completion(
+        self, body: dict[str, Any], request_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Stream `/v1/completions` chunks; closing the iterator closes the upstream stream."""
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        request = self.http.build_request("POST", "/v1/completions", json=payload)
+        headers = {"X-Request-Id": request_id} if request_id else None
+        request = self.http.build_request("POST", "/v1/completions", json=payload, headers=headers)
         response = await self.send(request, stream=True)
         try:
             if response.status_code >= 400:
