@@ -20,6 +20,7 @@ from orchestrator.passthrough import router as passthrough_router
 from orchestrator.prompt import PromptRenderer
 from orchestrator.services import Services
 from orchestrator.settings import Settings
+from orchestrator.text_to_sql import SqlContexts
 from orchestrator.vllm_client import VLLMClient, make_http_client
 from orchestrator.warm_api import router as warm_router
 from orchestrator.ws import router as ws_router
@@ -35,13 +36,19 @@ async def lifespan_for(
     database = (
         Database(settings.database_url, settings.data_dir) if settings.enable_database else None
     )
+    sql = SqlContexts()
     if database is not None:
         await database.start()
+        try:
+            await sql.load(database, settings.datasets_dir)
+        except BaseException:
+            await database.stop()
+            raise
     http = make_http_client(
         settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s, transport
     )
     gate = WarmupGate(settings.warmups_per_second)
-    app.state.services = Services(settings, http, VLLMClient(http), renderer, database, gate)
+    app.state.services = Services(settings, http, VLLMClient(http), renderer, database, gate, sql)
     try:
         yield
     finally:

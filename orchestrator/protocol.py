@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from orchestrator.errors import InvalidRequest
 
 MAX_TEXT_CHARS = 100_000
+WarmupMode = Literal["keystroke", "context", "off"]
 
 
 class Frame(BaseModel):
@@ -41,7 +42,11 @@ class Start(Frame):
     type: Literal["start"]
     context: Context = Field(default_factory=Context)
     params: GenerationParams = Field(default_factory=GenerationParams)
-    warmups: bool = Field(True, description="False: no warm-up at all (the cold baseline).")
+    warmups: WarmupMode = Field(
+        "keystroke",
+        description="keystroke: the full planner; context: only the context (system prompt, "
+        "schema) at start; off: none at all (the cold baseline).",
+    )
     cache_namespace: str | None = Field(
         None,
         max_length=128,
@@ -80,7 +85,7 @@ def parse_client_frame(raw: str | bytes) -> Start | Input | Submit | Cancel:
         raise InvalidRequest(f"{where}: {first['msg']}", param=where, code="bad_frame") from None
 
 
-def ready(session_id: str, model: str, block_size: int, warmups: bool) -> dict[str, Any]:
+def ready(session_id: str, model: str, block_size: int, warmups: WarmupMode) -> dict[str, Any]:
     return {
         "type": "ready",
         "session_id": session_id,

@@ -13,6 +13,7 @@ from orchestrator.database import Database
 from orchestrator.gate import WarmupGate
 from orchestrator.prompt import PromptRenderer
 from orchestrator.settings import Settings
+from orchestrator.text_to_sql import SqlContexts
 from orchestrator.vllm_client import EngineFacts, VLLMClient
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class Services:
     renderer: PromptRenderer | None
     database: Database | None
     gate: WarmupGate
+    sql: SqlContexts
     sessions: dict[str, Session] = field(default_factory=dict)  # live WebSocket sessions by id
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)

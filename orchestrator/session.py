@@ -22,6 +22,7 @@ from orchestrator.planner import WarmPlanner, WarmUp, stable_prefix
 from orchestrator.prompt import SessionPrompt
 from orchestrator.salt import tenant_salt
 from orchestrator.services import Services
+from orchestrator.text_to_sql import SqlContext, answer_query
 from orchestrator.vllm_client import EngineFacts, Usage
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class Session:
         self.planner: WarmPlanner | None = None
         self.salt = ""
         self.params = protocol.GenerationParams()
-        self.warmups = True
+        self.warmups: protocol.WarmupMode = "keystroke"
+        self.sql_context: SqlContext | None = None
         self.text = ""
         self.seq = 0
         self.stats = WarmStats()
@@ -64,12 +66,15 @@ class Session:
         renderer = self.services.renderer
         if renderer is None:
             raise InvalidRequest("this server has no tokenizer loaded", code="not_configured")
+        system = frame.context.system
+        self.sql_context = None
         if frame.context.database is not None:
-            raise InvalidRequest("text-to-SQL contexts are not available yet", code="unsupported")
+            self.sql_context = self.services.sql.get(frame.context.database)
+            system = self.sql_context.system_prompt
         self.cancel_all()
         self.facts = await self.services.engine_facts()
         history = [turn.model_dump() for turn in frame.context.history]
-        self.prompt = renderer.session_prompt(frame.context.system, history)
+        self.prompt = renderer.session_prompt(system, history)
         self.planner = WarmPlanner(self.facts.block_size)
         self.salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
         self.params, self.warmups = frame.params, frame.warmups
@@ -77,13 +82,13 @@ class Session:
         await self.send(
             protocol.ready(self.id, self.facts.model, self.facts.block_size, self.warmups)
         )
-        if self.warmups:  # the context itself, before the first keystroke
+        if self.warmups != "off":  # the context itself, before the first keystroke
             self.offer(self.planner.on_input(self.prompt.warm_tokens(""), 0))
 
     def on_input(self, frame: protocol.Input) -> None:
         prompt, planner = self.require_started()
         self.text, self.seq = frame.text, frame.seq
-        if not self.warmups:
+        if self.warmups != "keystroke":
             return
         tokens = prompt.warm_tokens(stable_prefix(frame.text))
         self.check_length(len(tokens))
@@ -262,7 +267,10 @@ class Session:
         finally:
             self.cancel_requested = False
         planner.assume_cached(tokens)  # the final request left its blocks in the cache
-        await self.send(self.done_frame(ttft_ms, usage, finish, "".join(output), received))
+        done = self.done_frame(ttft_ms, usage, finish, "".join(output), received)
+        if self.sql_context is not None and finish != "cancelled":
+            done |= await answer_query(self.sql_context, done["text"])
+        await self.send(done)
         self.stats = WarmStats()
 
     def done_frame(

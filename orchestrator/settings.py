@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         description="PostgreSQL URL; when unset an embedded PostgreSQL runs in the data folder.",
     )
 
+    datasets_dir: Path = Field(
+        Path(__file__).resolve().parent.parent / "eval" / "datasets",
+        description="Text-to-SQL datasets (schema.sql, seed.sql, questions.jsonl per folder).",
+    )
     enable_database: bool = Field(
         True, description="Start/connect PostgreSQL (off for a pure chat deployment)."
     )

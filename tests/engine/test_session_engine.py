@@ -104,9 +104,9 @@ async def test_typed_prompt_is_cached_at_submit(app_url: str) -> None:
 async def test_cold_session_sends_no_warm_up_and_misses(app_url: str) -> None:
     ws_url = app_url.replace("http://", "ws://") + "/ws/session"
     async with websockets.connect(ws_url) as ws:
-        start = {"type": "start", "context": {"system": SYSTEM}, "warmups": False}
+        start = {"type": "start", "context": {"system": SYSTEM}, "warmups": "off"}
         await ws.send(json.dumps({**start, "cache_namespace": secrets.token_hex(8)}))
-        assert json.loads(await ws.recv())["warmups"] is False
+        assert json.loads(await ws.recv())["warmups"] == "off"
         await ws.send(json.dumps({"type": "input", "text": "how many orders", "seq": 1}))
         await ws.send(json.dumps({"type": "submit", "text": "how many orders shipped?"}))
         frames = [json.loads(await ws.recv())]

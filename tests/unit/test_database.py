@@ -80,7 +80,7 @@ async def test_embedded_server_answers(db: Database) -> None:
 
 async def test_demo_is_seeded(demo: DatasetDatabase) -> None:
     assert demo.name == "demo"
-    assert await fetch(demo.admin_url, "SELECT count(*) FROM customers") == [(6,)]
+    assert await fetch(demo.admin_url, "SELECT count(*) FROM customers") == [(56,)]
     assert "***" in repr(demo)
     assert demo.reader_url.split("@")[0].split(":")[-1] not in repr(demo)
 
@@ -102,22 +102,22 @@ async def test_reseed_only_when_changed(db: Database, tmp_path: Path) -> None:
     shutil.copytree(DEMO, folder)
     first = await db.ensure_dataset("shop", folder)
     assert first.loaded
-    sentinel = "INSERT INTO customers VALUES (99, 'Sentinel', 'Nowhere', '2024-01-01')"
+    sentinel = "INSERT INTO categories VALUES (99, 'Sentinel', NULL)"
     async with await psycopg.AsyncConnection.connect(first.admin_url, autocommit=True) as conn:
         await conn.execute(sentinel)
 
     unchanged = await db.ensure_dataset("shop", folder)
     assert not unchanged.loaded
-    assert await fetch(first.admin_url, "SELECT name FROM customers WHERE id = 99") == [
+    assert await fetch(first.admin_url, "SELECT name FROM categories WHERE id = 99") == [
         ("Sentinel",)
     ]
 
     with (folder / "seed.sql").open("a") as f:
-        f.write("\nINSERT INTO customers VALUES (7, 'Niklaus Wirth', 'Zurich', '2024-07-01');\n")
+        f.write("\nINSERT INTO categories VALUES (98, 'Snowshoes', 5);\n")
     changed = await db.ensure_dataset("shop", folder)
     assert changed.loaded
-    assert await fetch(first.admin_url, "SELECT id FROM customers WHERE id IN (7, 99)") == [(7,)]
-    assert await fetch(changed.reader_url, "SELECT count(*) FROM customers") == [(7,)]
+    assert await fetch(first.admin_url, "SELECT id FROM categories WHERE id IN (98, 99)") == [(98,)]
+    assert await fetch(changed.reader_url, "SELECT count(*) FROM categories") == [(24,)]
 
     forced = await db.ensure_dataset("shop", folder, reseed=True)
     assert forced.loaded
@@ -127,7 +127,7 @@ async def test_reseed_only_when_changed(db: Database, tmp_path: Path) -> None:
 async def test_broken_seed_reports_file_and_line(db: Database, tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     shutil.copytree(DEMO, folder)
-    good = "INSERT INTO customers VALUES (1, 'a', 'b', '2024-01-01');"
+    good = "INSERT INTO categories VALUES (1, 'a', NULL);"
     (folder / "seed.sql").write_text(f"{good}\nINSERT INTO nowhere VALUES (1);\n")
     with pytest.raises(SetupError) as info:
         await db.ensure_dataset("broken", folder)
@@ -141,13 +141,13 @@ async def test_broken_seed_reports_file_and_line(db: Database, tmp_path: Path) -
 
 async def test_reader_can_only_select(demo: DatasetDatabase) -> None:
     async with await psycopg.AsyncConnection.connect(demo.reader_url, autocommit=True) as conn:
-        assert await (await conn.execute("SELECT count(*) FROM orders")).fetchone() == (8,)
+        assert await (await conn.execute("SELECT count(*) FROM orders")).fetchone() == (284,)
         with pytest.raises(errors.ReadOnlySqlTransaction):
-            await conn.execute("INSERT INTO products VALUES (9, 'x', 'y', 1)")
+            await conn.execute("INSERT INTO categories VALUES (99, 'x', NULL)")
         # Even with read-only switched off, privileges forbid every write.
         await conn.execute("SET default_transaction_read_only = off")
         for statement in (
-            "INSERT INTO products VALUES (9, 'x', 'y', 1)",
+            "INSERT INTO categories VALUES (99, 'x', NULL)",
             "UPDATE orders SET status = 'shipped'",
             "DELETE FROM orders",
             "CREATE TABLE evil (id int)",
@@ -158,7 +158,7 @@ async def test_reader_can_only_select(demo: DatasetDatabase) -> None:
         ):
             with pytest.raises(errors.InsufficientPrivilege):
                 await conn.execute(statement)
-    assert await fetch(demo.admin_url, "SELECT count(*) FROM orders") == [(8,)]
+    assert await fetch(demo.admin_url, "SELECT count(*) FROM orders") == [(284,)]
 
 
 async def test_other_readers_cannot_connect(db: Database, demo: DatasetDatabase) -> None:

@@ -101,7 +101,7 @@ CREATE TABLE orders (
 );
 COMMENT ON COLUMN orders.store_id IS 'The shop of a store sale, or the location that ships a web or phone order.';
 COMMENT ON COLUMN orders.employee_id IS 'Who took the order; NULL for web orders.';
-COMMENT ON COLUMN orders.status IS 'Store sales are delivered at once; other orders go pending, paid, shipped, delivered, or end cancelled or returned.';
+COMMENT ON COLUMN orders.status IS 'Store sales are delivered at once; web and phone orders go pending, paid, shipped, delivered, and may end up cancelled or returned.';
 COMMENT ON COLUMN orders.shipping_address_id IS 'NULL for store sales.';
 
 CREATE TABLE order_items (

@@ -1,0 +1,40 @@
+"""Start vLLM for the orchestrator (or the eval) unless one already answers at its URL."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from orchestrator.settings import Settings
+from vllm_launch.engine_env import detect_device, ensure_engine_env
+from vllm_launch.model import prepare_model, resolve_model, served_name
+from vllm_launch.server import EngineProcess, ServeOptions, answers
+
+
+@contextlib.contextmanager
+def launched_vllm(settings: Settings, enforce_eager: bool) -> Iterator[None]:
+    """Start vLLM at `settings.vllm_url` unless one already answers there."""
+    if answers(settings.vllm_base_url):
+        print(f"Using the vLLM already answering at {settings.vllm_base_url}")
+        yield
+        return
+    resolve_model(settings.model)
+    url = urlsplit(settings.vllm_base_url)
+    device = detect_device()
+    engine = ensure_engine_env(settings.data_dir, device)
+    model = prepare_model(settings.model, settings.data_dir, engine)
+    opts = ServeOptions(
+        model=model,
+        served_model_name=served_name(settings.model, model),
+        device=device,
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 8001,
+        block_size=settings.block_size,
+        enforce_eager=enforce_eager,
+    )
+    process = EngineProcess(engine, opts, settings.data_dir / "logs" / f"vllm-{opts.port}.log")
+    print(f"Starting vLLM ({device}); log: {process.log_path}", flush=True)
+    with process:
+        print(f"vLLM ready at {opts.base_url}", flush=True)
+        yield
