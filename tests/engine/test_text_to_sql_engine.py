@@ -1,0 +1,85 @@
+"""Text-to-SQL on the real vLLM and a real PostgreSQL, and `python -m eval` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+
+from eval.serving import serve_in_thread
+from orchestrator.app import create_app
+from orchestrator.settings import Settings
+from vllm_launch.model import default_model_dir
+
+pytestmark = pytest.mark.engine
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sql_app_url(
+    vllm_url: str, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    settings = Settings(
+        vllm_url=vllm_url,
+        data_dir=tmp_path_factory.mktemp("sql-app"),  # its own embedded PostgreSQL
+        tokenizer=str(default_model_dir(data_dir)),
+        max_tokens=64,
+    )
+    with serve_in_thread(create_app(settings), timeout_s=120) as url:
+        yield url
+
+
+async def test_sql_session_answers_with_rows_or_a_reason(sql_app_url: str) -> None:
+    ws_url = sql_app_url.replace("http://", "ws://") + "/ws/session"
+    async with websockets.connect(ws_url, max_size=2**24) as ws:
+        await ws.send(json.dumps({"type": "start", "context": {"database": "demo"}}))
+        ready = json.loads(await ws.recv())
+        assert ready["type"] == "ready"
+        await ws.send(json.dumps({"type": "submit", "text": "How many customers are there?"}))
+        frames = [json.loads(await ws.recv())]
+        while frames[-1]["type"] not in ("done", "error"):
+            frames.append(json.loads(await ws.recv()))
+    done = frames[-1]
+    assert done["type"] == "done", done
+    assert done["prompt_tokens"] > 1000  # the schema prompt
+    assert "sql" in done
+    if done.get("refused"):
+        assert isinstance(done["refused"], str)
+        assert done["refused"]
+    else:
+        assert done["columns"]
+        assert isinstance(done["rows"], list)
+
+
+async def test_unknown_database_is_an_error_frame(sql_app_url: str) -> None:
+    ws_url = sql_app_url.replace("http://", "ws://") + "/ws/session"
+    async with websockets.connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "start", "context": {"database": "nowhere"}}))
+        error = json.loads(await ws.recv())
+    assert error["type"] == "error"
+    assert error["code"] == "unknown_database"
+
+
+def test_eval_runs_end_to_end(vllm_url: str, data_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PREFILL_VLLM_URL": vllm_url, "PREFILL_DATA_DIR": str(data_dir)}
+    command = [sys.executable, "-m", "eval", "--cases", "1", "--modes", "cold,keystroke,oracle"]
+    done = subprocess.run(
+        [*command, "--max-tokens", "16", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["cases"] == 1
+    assert set(report["modes"]) == {"cold", "keystroke", "oracle"}
+    keystroke = report["modes"]["keystroke"]
+    assert keystroke["warm_requests"] >= 1
+    assert keystroke["cached_tokens_mean"] > report["modes"]["cold"]["cached_tokens_mean"]
+    assert report["identical_outputs"] == 1.0
+    assert (tmp_path / "ttft.png").exists()
+    assert (tmp_path / "report.md").exists()
