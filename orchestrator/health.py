@@ -33,3 +33,8 @@ async def health(request: Request) -> JSONResponse:
         healthy = healthy and db_ok
     body = {"status": "ok" if healthy else "degraded", **body}
     return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/contexts", summary="What a session can start with: the text-to-SQL databases")
+async def contexts(request: Request) -> dict[str, list[str]]:
+    return {"databases": services_of(request).sql.names()}
