@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as error:
         first = error.errors()[0]
-        print(f"error: setting {first['loc'][0]}: {first['msg']}", file=sys.stderr)
+        where = f"setting {first['loc'][0]}: " if first["loc"] else "settings: "
+        print(f"error: {where}{first['msg']}", file=sys.stderr)
         return 2
     try:
         if port_in_use(settings.host, settings.port):
@@ -39,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         with launched_vllm(settings, args.enforce_eager) if args.launch_vllm else _nothing():
             print(f"Orchestrator at http://{settings.host}:{settings.port}", flush=True)
             logging.getLogger("uvicorn.error").addFilter(OneLineSetupErrors())
-            uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+            uvicorn.run(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                ws_max_size=settings.ws_max_message_bytes,
+            )
     except (SetupError, LaunchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

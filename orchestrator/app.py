@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,9 +14,11 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from orchestrator.database import Database
+from orchestrator.engine_watch import EngineWatch, stop_task
 from orchestrator.errors import ServiceError, error_envelope
 from orchestrator.gate import WarmupGate
 from orchestrator.health import router as health_router
+from orchestrator.limits import BodySizeLimit, SessionRegistry
 from orchestrator.passthrough import router as passthrough_router
 from orchestrator.prompt import PromptRenderer
 from orchestrator.services import Services
@@ -48,10 +51,24 @@ async def lifespan_for(
         settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s, transport
     )
     gate = WarmupGate(settings.warmups_per_second)
-    app.state.services = Services(settings, http, VLLMClient(http), renderer, database, gate, sql)
+    sessions = SessionRegistry(settings.max_sessions, settings.max_sessions_per_tenant)
+    engine = EngineWatch(settings.max_warmups_in_flight)
+    services = Services(
+        settings, http, VLLMClient(http), renderer, database, gate, sql, sessions, engine
+    )
+    app.state.services = services
+    watcher = asyncio.create_task(
+        engine.watch(
+            services.probe_engine,
+            services.broadcast,
+            lambda: len(sessions) > 0,
+            services.forget_engine_facts,
+        )
+    )
     try:
         yield
     finally:
+        await stop_task(watcher)
         await http.aclose()
         if database is not None:
             await database.stop()
@@ -73,6 +90,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
     app.include_router(health_router)
     app.include_router(ws_router)
     app.include_router(passthrough_router)

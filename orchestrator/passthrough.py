@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from orchestrator.auth import http_tenant
 from orchestrator.errors import (
     InvalidRequest,
     UpstreamError,
@@ -27,6 +28,7 @@ from orchestrator.salt import tenant_salt
 from orchestrator.services import Services, services_of
 
 router = APIRouter(tags=["OpenAI-compatible"])
+Tenant = Annotated[str, Depends(http_tenant)]
 
 HOP_BY_HOP = frozenset(
     {
@@ -73,32 +75,35 @@ def code_for(status: int) -> str:
     return "rate_limited" if status == 429 else "upstream_error"
 
 
-def salt_for(services: Services, request: Request) -> str:
+def salt_for(services: Services, request: Request, tenant: str) -> str:
     """The associated WebSocket session's salt, or the tenant's; never the client's."""
     session_id = request.headers.get(SESSION_HEADER)
     if session_id:
-        session = services.sessions.get(session_id)
+        session = services.sessions.get(session_id, tenant)
         if session is None:
             raise InvalidRequest(
                 f"no live session {session_id!r}", param=SESSION_HEADER, code="unknown_session"
             )
         return session.salt
-    return tenant_salt(services.settings.server_secret, "anonymous")
+    return tenant_salt(services.settings.server_secret, tenant)
 
 
-def prepared_body(services: Services, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+def prepared_body(
+    services: Services, request: Request, body: dict[str, Any], tenant: str
+) -> dict[str, Any]:
     prepared = {key: value for key, value in body.items() if key != "cache_salt"}
-    prepared["cache_salt"] = salt_for(services, request)
+    prepared["cache_salt"] = salt_for(services, request, tenant)
     prepared.setdefault("priority", services.settings.final_priority)
     return prepared
 
 
-async def relay(request: Request, path: str, body: dict[str, Any] | None) -> Response:
+async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant: str) -> Response:
     services = services_of(request)
     rid = request_id(request)
     headers = forwarded_headers(request.headers)
+    headers.pop("authorization", None)  # the orchestrator's key is not vLLM's
     headers[REQUEST_ID_HEADER] = rid
-    payload = None if body is None else prepared_body(services, request, body)
+    payload = None if body is None else prepared_body(services, request, body, tenant)
     method = "GET" if body is None else "POST"
     upstream = services.http.build_request(method, path, json=payload, headers=headers)
     response = await services.vllm.send(upstream, stream=True)
@@ -138,19 +143,23 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
 
 
 @router.get("/v1/models", summary="Models served by vLLM")
-async def models(request: Request) -> Response:
-    return await relay(request, "/v1/models", None)
+async def models(request: Request, tenant: Tenant) -> Response:
+    return await relay(request, "/v1/models", None, tenant)
 
 
 @router.post("/v1/completions", summary="Completions, relayed to vLLM with the tenant's salt")
 async def completions(
-    request: Request, body: Annotated[dict[str, Any], Body(openapi_examples=COMPLETION_EXAMPLES)]
+    request: Request,
+    body: Annotated[dict[str, Any], Body(openapi_examples=COMPLETION_EXAMPLES)],
+    tenant: Tenant,
 ) -> Response:
-    return await relay(request, "/v1/completions", body)
+    return await relay(request, "/v1/completions", body, tenant)
 
 
 @router.post("/v1/chat/completions", summary="Chat completions, relayed with the tenant's salt")
 async def chat_completions(
-    request: Request, body: Annotated[dict[str, Any], Body(openapi_examples=CHAT_EXAMPLES)]
+    request: Request,
+    body: Annotated[dict[str, Any], Body(openapi_examples=CHAT_EXAMPLES)],
+    tenant: Tenant,
 ) -> Response:
-    return await relay(request, "/v1/chat/completions", body)
+    return await relay(request, "/v1/chat/completions", body, tenant)

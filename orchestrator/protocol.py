@@ -47,6 +47,9 @@ class Start(Frame):
         description="keystroke: the full planner; context: only the context (system prompt, "
         "schema) at start; off: none at all (the cold baseline).",
     )
+    api_key: str | None = Field(
+        None, max_length=512, description="The API key, when not sent as the subprotocol."
+    )
     cache_namespace: str | None = Field(
         None,
         max_length=128,

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import httpx
 from starlette.requests import HTTPConnection
 
 from orchestrator.database import Database
+from orchestrator.engine_watch import EngineWatch
 from orchestrator.gate import WarmupGate
+from orchestrator.limits import SessionRegistry
 from orchestrator.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql import SqlContexts
 from orchestrator.vllm_client import EngineFacts, VLLMClient
-
-if TYPE_CHECKING:
-    from orchestrator.session import Session
 
 
 @dataclass
@@ -31,7 +30,8 @@ class Services:
     database: Database | None
     gate: WarmupGate
     sql: SqlContexts
-    sessions: dict[str, Session] = field(default_factory=dict)  # live WebSocket sessions by id
+    sessions: SessionRegistry
+    engine: EngineWatch
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -41,6 +41,14 @@ class Services:
             if self._facts is None:
                 self._facts = await self.vllm.facts(self.settings.block_size)
             return self._facts
+
+    async def broadcast(self, frame: dict[str, Any]) -> None:
+        """Send a frame to every live session."""
+        for session in self.sessions.all():
+            await session.send(frame)
+
+    async def probe_engine(self) -> None:
+        await self.vllm.request("GET", "/v1/models", timeout=1.0)
 
     def forget_engine_facts(self) -> None:
         """After vLLM restarts it may serve another model: read the facts again next time."""

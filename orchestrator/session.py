@@ -9,31 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import protocol
-from orchestrator.errors import InvalidRequest, ServiceError, UpstreamError
+from orchestrator.errors import InvalidRequest, UpstreamError
 from orchestrator.planner import WarmPlanner, WarmUp, stable_prefix
 from orchestrator.prompt import SessionPrompt
 from orchestrator.salt import tenant_salt
 from orchestrator.services import Services
 from orchestrator.text_to_sql import SqlContext, answer_query
 from orchestrator.vllm_client import EngineFacts, Usage
-
-log = logging.getLogger(__name__)
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-@dataclass
-class WarmStats:
-    requests: int = 0
-    prefill_tokens: int = 0  # prompt tokens the warm-ups made vLLM compute (not cache hits)
-    failures: int = 0
+from orchestrator.warmer import Send, Warmer, WarmStats
 
 
 class Session:
@@ -52,13 +40,11 @@ class Session:
         self.sql_context: SqlContext | None = None
         self.text = ""
         self.seq = 0
-        self.stats = WarmStats()
+        self.warmer: Warmer | None = None
         self.pause_timer: asyncio.TimerHandle | None = None
-        self.warm_task: asyncio.Task[None] | None = None
         self.generation: asyncio.Task[None] | None = None
         self.cancel_requested = False
-        self.warm_dispatched = False  # the current warm-up has passed the gate
-        self.request_numbers = itertools.count()  # request ids: warm-<session>-<seq>-<n>
+        self.request_numbers = itertools.count()  # request ids: final-<session>-<seq>-<n>
 
     # -- client frames -------------------------------------------------------------------
 
@@ -77,26 +63,28 @@ class Session:
         self.prompt = renderer.session_prompt(system, history)
         self.planner = WarmPlanner(self.facts.block_size)
         self.salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
+        self.warmer = Warmer(
+            self.services, self.send, self.id, self.facts, self.salt, self.planner, self.replan
+        )
         self.params, self.warmups = frame.params, frame.warmups
-        self.text, self.seq, self.stats = "", 0, WarmStats()
+        self.text, self.seq = "", 0
         await self.send(
             protocol.ready(self.id, self.facts.model, self.facts.block_size, self.warmups)
         )
-        if self.warmups != "off":  # the context itself, before the first keystroke
-            self.offer(self.planner.on_input(self.prompt.warm_tokens(""), 0))
+        self.warmer.offer(self.replan())  # the context itself, before the first keystroke
 
     def on_input(self, frame: protocol.Input) -> None:
-        prompt, planner = self.require_started()
+        prompt, planner, warmer = self.require_started()
         self.text, self.seq = frame.text, frame.seq
         if self.warmups != "keystroke":
             return
         tokens = prompt.warm_tokens(stable_prefix(frame.text))
         self.check_length(len(tokens))
-        self.offer(planner.on_input(tokens, frame.seq))
+        warmer.offer(planner.on_input(tokens, frame.seq))
         self.restart_pause_timer()
 
     async def submit(self, frame: protocol.Submit, received: float) -> None:
-        prompt, _ = self.require_started()
+        prompt, _, _ = self.require_started()
         if self.generation is not None and not self.generation.done():
             raise InvalidRequest("a generation is already running; cancel it first", code="busy")
         self.cancel_pause_timer()
@@ -111,28 +99,24 @@ class Session:
             self.generation.cancel()
 
     def cancel_all(self) -> None:
-        """Stop everything in flight: the pause timer, the warm-up, the generation."""
+        """Stop everything in flight: the pause timer, the warm-ups, the generation."""
         self.cancel_pause_timer()
-        for task in (self.warm_task, self.generation):
-            if task is not None:
-                task.cancel()
+        if self.warmer is not None:
+            self.warmer.cancel()
+        if self.generation is not None:
+            self.generation.cancel()
 
     async def close(self) -> None:
         self.cancel_all()
-        tasks = [task for task in (self.warm_task, self.generation) if task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = [self.generation, self.warmer.task if self.warmer else None]
+        await asyncio.gather(*(task for task in tasks if task is not None), return_exceptions=True)
 
     # -- warm-ups ------------------------------------------------------------------------
 
-    def require_started(self) -> tuple[SessionPrompt, WarmPlanner]:
-        if self.prompt is None or self.planner is None:
+    def require_started(self) -> tuple[SessionPrompt, WarmPlanner, Warmer]:
+        if self.prompt is None or self.planner is None or self.warmer is None:
             raise InvalidRequest("send a start frame first", code="not_started")
-        return self.prompt, self.planner
-
-    def engine(self) -> tuple[EngineFacts, WarmPlanner]:
-        if self.facts is None or self.planner is None:
-            raise InvalidRequest("send a start frame first", code="not_started")
-        return self.facts, self.planner
+        return self.prompt, self.planner, self.warmer
 
     def check_length(self, prompt_tokens: int) -> None:
         limit = self.facts.max_model_len if self.facts else None
@@ -144,70 +128,12 @@ class Session:
                 code="input_too_long",
             )
 
-    def generating(self) -> bool:
-        return self.generation is not None and not self.generation.done()
-
-    def offer(self, warm: WarmUp | None) -> None:
-        while warm is not None and self.generating():
-            # A submit is under way and its own request caches the prompt: drop the warm-up.
-            warm = self.planner.on_warm_done(warm, ok=False) if self.planner else None
-        if warm is not None:
-            self.warm_task = asyncio.create_task(self.run_warm(warm))
-
-    async def settle_warm_up(self) -> None:
-        """Before the final request: drop a warm-up still queued at the gate, and wait for one
-        already sent, so the final request finds its blocks instead of computing them again
-        beside it."""
-        task = self.warm_task
-        if task is None or task.done():
-            return
-        if not self.warm_dispatched:
-            task.cancel()
-        await asyncio.wait({task}, timeout=self.settings.request_timeout_s)
-
-    async def run_warm(self, warm: WarmUp) -> None:
-        facts, planner = self.engine()
-        try:
-            await self.services.gate.acquire()
-        except asyncio.CancelledError:
-            planner.on_warm_done(warm, ok=False)
-            raise
-        self.warm_dispatched = True
-        try:
-            await self.send_warm(warm, facts, planner)
-        finally:
-            self.warm_dispatched = False
-
-    async def send_warm(self, warm: WarmUp, facts: EngineFacts, planner: WarmPlanner) -> None:
-        started = time.perf_counter()
-        body = {
-            "model": facts.model,
-            "prompt": list(warm.tokens),
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "priority": self.settings.warm_priority,
-            "cache_salt": self.salt,
-        }
-        try:
-            reply = await self.services.vllm.complete(
-                body, f"warm-{self.id}-{warm.seq}-{next(self.request_numbers)}"
-            )
-            usage = Usage.from_body(reply.get("usage"))
-        except ServiceError as error:
-            self.stats.failures += 1
-            log.warning("warm-up failed: %s", error.message)
-            self.offer(planner.on_warm_done(warm, ok=False))
-            await self.send({**error.frame(), "code": "warmup_failed"})
-            return
-        self.stats.requests += 1
-        self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        following = planner.on_warm_done(warm, ok=True)
-        cached = planner.cached_tokens
-        await self.send(
-            protocol.warm(warm.seq, len(warm.tokens), cached, elapsed_ms, warm.submit_ready)
-        )
-        self.offer(following)
+    def replan(self) -> WarmUp | None:
+        """The planner's candidate for the current text (a warm-up retried after a pause)."""
+        if self.prompt is None or self.planner is None or self.warmups == "off":
+            return None
+        stable = stable_prefix(self.text) if self.warmups == "keystroke" else ""
+        return self.planner.on_input(self.prompt.warm_tokens(stable), self.seq)
 
     def restart_pause_timer(self) -> None:
         self.cancel_pause_timer()
@@ -221,20 +147,29 @@ class Session:
 
     def on_pause(self) -> None:
         self.pause_timer = None
-        if self.prompt is None or self.planner is None:
-            return
-        with contextlib.suppress(InvalidRequest):  # too long: the submit will say so
-            tokens = self.prompt.final_tokens(self.text)
+        with contextlib.suppress(InvalidRequest):  # not started, or too long: submit says so
+            prompt, planner, warmer = self.require_started()
+            tokens = prompt.final_tokens(self.text)
             self.check_length(len(tokens))
-            self.offer(self.planner.on_pause(tokens, self.seq))
+            warmer.offer(planner.on_pause(tokens, self.seq))
 
     # -- the final request ---------------------------------------------------------------
 
     async def generate(self, tokens: list[int], received: float) -> None:
-        facts, planner = self.engine()
-        await self.settle_warm_up()
+        _, planner, warmer = self.require_started()
+        await warmer.settle()
+        try:
+            await self.stream_answer(tokens, received, planner, warmer.stats)
+        finally:
+            warmer.release()
+            warmer.stats = WarmStats()
+
+    async def stream_answer(
+        self, tokens: list[int], received: float, planner: WarmPlanner, stats: WarmStats
+    ) -> None:
+        assert self.facts is not None
         body = {
-            "model": facts.model,
+            "model": self.facts.model,
             "prompt": tokens,
             "max_tokens": self.params.max_tokens or self.settings.max_tokens,
             "temperature": self.params.temperature,
@@ -267,14 +202,19 @@ class Session:
         finally:
             self.cancel_requested = False
         planner.assume_cached(tokens)  # the final request left its blocks in the cache
-        done = self.done_frame(ttft_ms, usage, finish, "".join(output), received)
+        done = self.done_frame(ttft_ms, usage, finish, "".join(output), received, stats)
         if self.sql_context is not None and finish != "cancelled":
             done |= await answer_query(self.sql_context, done["text"])
         await self.send(done)
-        self.stats = WarmStats()
 
     def done_frame(
-        self, ttft_ms: float | None, usage: Usage, finish: str | None, text: str, received: float
+        self,
+        ttft_ms: float | None,
+        usage: Usage,
+        finish: str | None,
+        text: str,
+        received: float,
+        stats: WarmStats,
     ) -> dict[str, Any]:
         return {
             "type": "done",
@@ -286,6 +226,6 @@ class Session:
             "completion_tokens": usage.completion_tokens,
             "finish_reason": finish,
             "text": text,
-            "warm_requests": self.stats.requests,
-            "warm_prefill_tokens": self.stats.prefill_tokens,
+            "warm_requests": stats.requests,
+            "warm_prefill_tokens": stats.prefill_tokens,
         }

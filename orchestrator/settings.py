@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from pydantic import Field, HttpUrl, SecretStr, field_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".data")
@@ -68,6 +68,33 @@ class Settings(BaseSettings):
         400, ge=50, description="Idle time after a keystroke that warms the submit-ready prompt."
     )
     max_tokens: int = Field(256, ge=1, description="Default max_tokens of a final request.")
+
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='API key -> tenant, as JSON: {"key-a": "tenant-a"}. Empty: no auth.',
+    )
+    allow_remote_without_keys: bool = Field(
+        False, description="Listen beyond loopback even though no API key is configured."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed on the WebSocket besides the same one."
+    )
+    ws_max_message_bytes: int = Field(65_536, ge=1024, description="Largest WebSocket frame.")
+    ws_frames_per_second: float = Field(60.0, gt=0, description="Frames per second per session.")
+    max_sessions: int = Field(2000, ge=1, description="WebSocket sessions in all.")
+    max_sessions_per_tenant: int = Field(200, ge=1, description="WebSocket sessions per tenant.")
+    max_warmups_in_flight: int = Field(64, ge=1, description="Warm-ups outstanding in all.")
+    http_max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP request body.")
+
+    @model_validator(mode="after")
+    def _no_open_remote_without_keys(self) -> Settings:
+        loopback = self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+        if not loopback and not self.api_keys and not self.allow_remote_without_keys:
+            raise ValueError(
+                f"host {self.host} is not loopback and no API key is set: set PREFILL_API_KEYS, "
+                "or PREFILL_ALLOW_REMOTE_WITHOUT_KEYS=true"
+            )
+        return self
 
     @field_validator("data_dir")
     @classmethod

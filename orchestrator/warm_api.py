@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.openapi_examples import WARM_EXAMPLES
-from orchestrator.passthrough import salt_for
+from orchestrator.passthrough import Tenant, salt_for
 from orchestrator.planner import usable_blocks
 from orchestrator.services import services_of
 from orchestrator.vllm_client import Usage
@@ -47,12 +47,14 @@ class WarmResponse(BaseModel):
 
 @router.post("/v1/warm", summary="Warm the prefix cache; answers how many tokens are cached")
 async def warm(
-    request: Request, body: Annotated[WarmRequest, Body(openapi_examples=WARM_EXAMPLES)]
+    request: Request,
+    body: Annotated[WarmRequest, Body(openapi_examples=WARM_EXAMPLES)],
+    tenant: Tenant,
 ) -> WarmResponse:
     """Block-aligned: only whole blocks can be cached, so the warm-up stops one token past the
     last full block. With `X-Session-Id` it uses that WebSocket session's salt."""
     services = services_of(request)
-    salt = salt_for(services, request)
+    salt = salt_for(services, request, tenant)
     facts = await services.engine_facts()
     started = time.perf_counter()
     tokens = await tokenize(request, body, facts.model)

@@ -1,7 +1,12 @@
-"""`/ws/session`: read frames, hand them to the session, answer bad ones with an error frame.
+"""`/ws/session`: admit the client, read frames, hand them to its session.
 
 Follow a keystroke: `receive` → `parse_client_frame` (protocol.py) → `Session.on_input`
-(session.py) → `WarmPlanner.on_input` (planner.py) → `Session.run_warm` → vLLM.
+(session.py) → `WarmPlanner.on_input` (planner.py) → `Warmer.offer` (warmer.py) → vLLM.
+
+Admission: the Origin must be the same site or an allowed one; with API keys configured the
+key comes as the subprotocol `prefill.bearer.<key>` or as `api_key` in the first frame.
+Violations close the socket with 1008 (policy) or 1009 (too big) and a reason; bad frames
+get an error frame and the session goes on.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from orchestrator import protocol
-from orchestrator.errors import ServiceError
-from orchestrator.services import services_of
+from orchestrator.auth import check_origin, subprotocol_key, tenant_for_key
+from orchestrator.errors import RateLimited, ServiceError
+from orchestrator.gate import TokenBucket
+from orchestrator.services import Services, services_of
 from orchestrator.session import Session
 
 router = APIRouter()
-ANONYMOUS_TENANT = "anonymous"
+POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
+FIRST_FRAME_TIMEOUT_S = 10.0
+ClientFrame = protocol.Start | protocol.Input | protocol.Submit | protocol.Cancel
 
 
 class FrameSender:
@@ -38,41 +47,119 @@ class FrameSender:
                 await self.websocket.send_json(frame)
 
 
+class Closing(Exception):
+    """End the connection with a close code and a reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason[:120]  # a close reason fits in 123 bytes
+
+
 @router.websocket("/ws/session")
 async def ws_session(websocket: WebSocket) -> None:
     services = services_of(websocket)
-    await websocket.accept()
-    send = FrameSender(websocket)
-    session = Session(services, send, tenant=ANONYMOUS_TENANT)
-    services.sessions[session.id] = session
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            received = time.perf_counter()
-            raw = message.get("text") or message.get("bytes") or b""
-            try:
-                await handle(session, protocol.parse_client_frame(raw), received)
-            except ServiceError as error:
-                await send(error.frame())
+        check_origin(websocket, services.settings)
+        key, subprotocol = subprotocol_key(websocket)
+        tenant = (
+            tenant_for_key(services.settings, key)
+            if key or not services.settings.api_keys
+            else None
+        )
+    except ServiceError as error:
+        await websocket.close(POLICY_VIOLATION, error.message[:120])
+        return
+    await websocket.accept(subprotocol=subprotocol)
+    send = FrameSender(websocket)
+    try:
+        await serve(websocket, services, send, tenant)
+    except Closing as closing:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+            await websocket.close(closing.code, closing.reason)
     except WebSocketDisconnect:
         pass
+
+
+async def serve(
+    websocket: WebSocket, services: Services, send: FrameSender, tenant: str | None
+) -> None:
+    first: ClientFrame | None = None
+    if tenant is None:  # the key must come in the first frame
+        first, tenant = await first_frame_tenant(websocket, services, send)
+    session = Session(services, send, tenant)
+    try:
+        services.sessions.admit(session)
+    except RateLimited as error:
+        await send(error.frame())
+        raise Closing(POLICY_VIOLATION, error.message) from None
+    try:
+        if first is not None:
+            await dispatch(session, first, time.perf_counter(), send)
+        await read_frames(websocket, services, session, send)
     finally:
-        services.sessions.pop(session.id, None)
+        services.sessions.remove(session)
         await session.close()
 
 
-async def handle(
-    session: Session,
-    frame: protocol.Start | protocol.Input | protocol.Submit | protocol.Cancel,
-    received: float,
+async def first_frame_tenant(
+    websocket: WebSocket, services: Services, send: FrameSender
+) -> tuple[ClientFrame, str]:
+    try:
+        raw = await asyncio.wait_for(receive_raw(websocket, services), FIRST_FRAME_TIMEOUT_S)
+        frame = protocol.parse_client_frame(raw)
+        key = frame.api_key if isinstance(frame, protocol.Start) else None
+        return frame, tenant_for_key(services.settings, key)
+    except TimeoutError:
+        raise Closing(POLICY_VIOLATION, "no start frame with an api_key") from None
+    except ServiceError as error:
+        await send(error.frame())
+        raise Closing(POLICY_VIOLATION, error.message) from None
+
+
+async def receive_raw(websocket: WebSocket, services: Services) -> str | bytes:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    raw: str | bytes = message.get("text") or message.get("bytes") or b""
+    limit = services.settings.ws_max_message_bytes
+    if len(raw) > limit:
+        raise Closing(MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
+    return raw
+
+
+async def read_frames(
+    websocket: WebSocket, services: Services, session: Session, send: FrameSender
 ) -> None:
-    if isinstance(frame, protocol.Input):
-        session.on_input(frame)
-    elif isinstance(frame, protocol.Submit):
-        await session.submit(frame, received)
-    elif isinstance(frame, protocol.Start):
-        await session.start(frame)
-    else:
-        session.cancel()
+    rate = services.settings.ws_frames_per_second
+    bucket = TokenBucket(rate, burst=2 * rate)
+    last_rate_error = 0.0
+    while True:
+        raw = await receive_raw(websocket, services)
+        received = time.perf_counter()
+        if not bucket.try_take():
+            if received - last_rate_error > 1.0:  # one error a second, not one per frame
+                last_rate_error = received
+                await send(RateLimited(f"more than {rate:g} frames a second; slow down").frame())
+            continue
+        try:
+            frame = protocol.parse_client_frame(raw)
+        except ServiceError as error:
+            await send(error.frame())
+            continue
+        await dispatch(session, frame, received, send)
+
+
+async def dispatch(
+    session: Session, frame: ClientFrame, received: float, send: FrameSender
+) -> None:
+    try:
+        if isinstance(frame, protocol.Input):
+            session.on_input(frame)
+        elif isinstance(frame, protocol.Submit):
+            await session.submit(frame, received)
+        elif isinstance(frame, protocol.Start):
+            await session.start(frame)
+        else:
+            session.cancel()
+    except ServiceError as error:
+        await send(error.frame())

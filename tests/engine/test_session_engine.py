@@ -52,6 +52,7 @@ def app_url(vllm_url: str, data_dir: Path) -> Iterator[str]:
         enable_database=False,
         typing_pause_ms=300,
         max_tokens=8,
+        ws_frames_per_second=1000,  # typing is time-compressed here
     )
     with serve_in_thread(create_app(settings)) as url:
         yield url

@@ -1,0 +1,104 @@
+"""Is vLLM up? Warm-ups back off while it is not, and sessions hear about it within a second.
+
+One watcher task per application polls vLLM while sessions are open; on a change it tells
+every session (an `error` frame when vLLM goes away, an `engine` frame when it is back) and
+clears the cached engine facts, since a restarted vLLM may serve another model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from orchestrator.errors import UpstreamError
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+MAX_BACKOFF_S = 5.0
+
+
+class EngineWatch:
+    def __init__(self, max_warmups_in_flight: int, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.up = True
+        self.failures = 0
+        self.paused_until = 0.0
+        self.max_in_flight = max_warmups_in_flight
+        self.in_flight = 0
+
+    # -- warm-up admission ---------------------------------------------------------------
+
+    def pause_s(self) -> float:
+        """Seconds until warm-ups may go to vLLM again (0: now)."""
+        return max(0.0, self.paused_until - self.clock())
+
+    def try_start_warmup(self) -> bool:
+        if self.pause_s() > 0 or self.in_flight >= self.max_in_flight:
+            return False
+        self.in_flight += 1
+        return True
+
+    def finish_warmup(self, ok: bool | None) -> None:
+        """A warm-up ended: ok, failed, or None when it was called off (no verdict)."""
+        self.in_flight = max(0, self.in_flight - 1)
+        if ok is True:
+            self.succeeded()
+        elif ok is False:
+            self.failed()
+
+    def failed(self) -> None:
+        self.failures += 1
+        backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** (self.failures - 1))
+        self.paused_until = self.clock() + backoff
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.paused_until = 0.0
+
+    # -- the watcher ---------------------------------------------------------------------
+
+    async def watch(
+        self,
+        probe: Callable[[], Awaitable[Any]],
+        broadcast: Callable[[dict[str, Any]], Awaitable[None]],
+        has_sessions: Callable[[], bool],
+        on_recovery: Callable[[], None],
+    ) -> None:
+        """Run until cancelled: probe vLLM every POLL_S while sessions are open."""
+        while True:
+            await asyncio.sleep(POLL_S)
+            if not has_sessions():
+                continue
+            try:
+                await probe()
+                up, reason = True, ""
+            except UpstreamError as error:
+                up, reason = False, error.message
+            if up == self.up:
+                continue
+            self.up = up
+            if up:
+                log.info("vLLM answers again")
+                self.succeeded()
+                on_recovery()
+                await broadcast({"type": "engine", "ok": True})
+            else:
+                log.warning("vLLM stopped answering: %s", reason)
+                self.failed()
+                await broadcast(
+                    {
+                        "type": "error",
+                        "code": "upstream_unavailable",
+                        "message": f"{reason}; warm-ups are paused until it is back",
+                    }
+                )
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

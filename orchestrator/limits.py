@@ -1,0 +1,105 @@
+"""Limits that keep one client from hurting the others: sessions, HTTP body size."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator.errors import PayloadTooLarge, RateLimited
+
+if TYPE_CHECKING:
+    from orchestrator.session import Session
+
+
+class SessionRegistry:
+    """Live WebSocket sessions by id, bounded in all and per tenant."""
+
+    def __init__(self, max_sessions: int, max_per_tenant: int) -> None:
+        self.max_sessions = max_sessions
+        self.max_per_tenant = max_per_tenant
+        self.sessions: dict[str, Session] = {}
+        self.per_tenant: Counter[str] = Counter()
+
+    def admit(self, session: Session) -> None:
+        if len(self.sessions) >= self.max_sessions:
+            raise RateLimited("the server has too many sessions; try again later")
+        if self.per_tenant[session.tenant] >= self.max_per_tenant:
+            raise RateLimited(f"too many sessions for this tenant (at most {self.max_per_tenant})")
+        self.sessions[session.id] = session
+        self.per_tenant[session.tenant] += 1
+
+    def remove(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is not None:
+            self.per_tenant[session.tenant] -= 1
+            if self.per_tenant[session.tenant] <= 0:
+                del self.per_tenant[session.tenant]
+
+    def get(self, session_id: str, tenant: str) -> Session | None:
+        """A tenant only ever finds its own sessions."""
+        session = self.sessions.get(session_id)
+        return session if session is not None and session.tenant == tenant else None
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def all(self) -> list[Session]:
+        return list(self.sessions.values())
+
+
+class BodySizeLimit:
+    """ASGI middleware: an HTTP body over `max_bytes` gets 413 in the OpenAI envelope,
+    whether it announces its length or streams in chunks."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self.reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self.reject(send)
+
+    async def reject(self, send: Send) -> None:
+        error = PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
+        body = json.dumps(error.envelope()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass

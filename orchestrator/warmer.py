@@ -1,0 +1,149 @@
+"""A session's warm-ups: the planner's decisions sent to vLLM, one at a time.
+
+Each warm-up is a `max_tokens=1` completion of token ids at the warm-up priority under the
+session's salt. It passes the global gate (warm-ups per second) and the engine watch (a bound
+on warm-ups in flight, and a back-off while vLLM fails); a warm-up turned away there is
+retried by itself once the back-off ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator import protocol
+from orchestrator.errors import ServiceError
+from orchestrator.planner import WarmPlanner, WarmUp
+from orchestrator.services import Services
+from orchestrator.vllm_client import EngineFacts, Usage
+
+log = logging.getLogger(__name__)
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+RETRY_MIN_S = 0.1
+
+
+@dataclass
+class WarmStats:
+    requests: int = 0
+    prefill_tokens: int = 0  # prompt tokens the warm-ups made vLLM compute (not cache hits)
+    failures: int = 0
+
+
+class Warmer:
+    def __init__(
+        self,
+        services: Services,
+        send: Send,
+        name: str,
+        facts: EngineFacts,
+        salt: str,
+        planner: WarmPlanner,
+        replan: Callable[[], WarmUp | None],
+    ) -> None:
+        self.services = services
+        self.send = send
+        self.name = name
+        self.facts = facts
+        self.salt = salt
+        self.planner = planner
+        self.replan = replan  # asks the session for its current candidate (retries)
+        self.stats = WarmStats()
+        self.task: asyncio.Task[None] | None = None
+        self.dispatched = False  # the current warm-up has passed the gate
+        self.held = False  # a submit is under way: its own request caches the prompt
+        self.retry_timer: asyncio.TimerHandle | None = None
+        self.numbers = itertools.count()
+
+    def offer(self, warm: WarmUp | None) -> None:
+        """Send `warm` (a planner decision) unless held, paused or over the bound."""
+        while warm is not None and self.held:
+            warm = self.planner.on_warm_done(warm, ok=False)
+        if warm is None:
+            return
+        engine = self.services.engine
+        if not engine.try_start_warmup():
+            self.planner.on_warm_done(warm, ok=False)
+            self.schedule_retry(max(RETRY_MIN_S, engine.pause_s()))
+            return
+        self.task = asyncio.create_task(self.run(warm))
+
+    def schedule_retry(self, delay_s: float) -> None:
+        if self.retry_timer is None:
+            loop = asyncio.get_running_loop()
+            self.retry_timer = loop.call_later(delay_s, self.retry)
+
+    def retry(self) -> None:
+        self.retry_timer = None
+        self.offer(self.replan())
+
+    async def settle(self) -> None:
+        """Before a final request: hold new warm-ups, drop one still queued at the gate, and
+        wait for one already sent, so the final request finds its blocks instead of computing
+        them again beside it."""
+        self.held = True
+        task = self.task
+        if task is None or task.done():
+            return
+        if not self.dispatched:
+            task.cancel()
+        await asyncio.wait({task}, timeout=self.services.settings.request_timeout_s)
+
+    def release(self) -> None:
+        self.held = False
+
+    def cancel(self) -> None:
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        if self.task is not None:
+            self.task.cancel()
+
+    async def run(self, warm: WarmUp) -> None:
+        verdict: bool | None = None
+        try:
+            await self.services.gate.acquire()
+            self.dispatched = True
+            verdict = await self.send_warm(warm)
+        finally:
+            self.dispatched = False
+            self.services.engine.finish_warmup(verdict)
+            if verdict is None:  # cancelled: the planner must not wait for it
+                self.planner.on_warm_done(warm, ok=False)
+
+    async def send_warm(self, warm: WarmUp) -> bool:
+        started = time.perf_counter()
+        body = {
+            "model": self.facts.model,
+            "prompt": list(warm.tokens),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "priority": self.services.settings.warm_priority,
+            "cache_salt": self.salt,
+        }
+        request_id = f"warm-{self.name}-{warm.seq}-{next(self.numbers)}"
+        try:
+            usage = Usage.from_body(
+                (await self.services.vllm.complete(body, request_id)).get("usage")
+            )
+        except ServiceError as error:
+            self.stats.failures += 1
+            log.warning("warm-up failed: %s", error.message)
+            self.planner.on_warm_done(warm, ok=False)
+            self.schedule_retry(max(RETRY_MIN_S, self.services.engine.pause_s()))
+            await self.send({**error.frame(), "code": "warmup_failed"})
+            return False
+        self.stats.requests += 1
+        self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        following = self.planner.on_warm_done(warm, ok=True)
+        cached = self.planner.cached_tokens
+        await self.send(
+            protocol.warm(warm.seq, len(warm.tokens), cached, elapsed_ms, warm.submit_ready)
+        )
+        self.offer(following)
+        return True
