@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestrator.errors import SetupError
 
+PROMPT_CACHE_SIZE = 256
 SENTINEL = "\u2063PREFILL-USER-TEXT\u2063"
 
 
@@ -59,6 +60,7 @@ class PromptRenderer:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        self._prompts: dict[tuple[str | None, tuple[tuple[str, str], ...]], SessionPrompt] = {}
 
     @classmethod
     def load(cls, path: str) -> PromptRenderer:
@@ -95,8 +97,16 @@ class PromptRenderer:
     def session_prompt(
         self, system: str | None, history: list[dict[str, str]] | None = None
     ) -> SessionPrompt:
-        frame = self.frame(system, history)
-        return SessionPrompt(frame, tuple(self.encode(frame.head)), self)
+        """Sessions with the same context share one (immutable) rendered head."""
+        key = (system, tuple((turn["role"], turn["content"]) for turn in history or []))
+        prompt = self._prompts.get(key)
+        if prompt is None:
+            frame = self.frame(system, history)
+            prompt = SessionPrompt(frame, tuple(self.encode(frame.head)), self)
+            if len(self._prompts) >= PROMPT_CACHE_SIZE:
+                self._prompts.pop(next(iter(self._prompts)))  # the oldest
+            self._prompts[key] = prompt
+        return prompt
 
     def encode(self, text: str) -> list[int]:
         """Token ids of rendered text; special tokens are spelled in it, none are added."""
