@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import secrets
 import time
@@ -44,6 +45,7 @@ class Session:
         self.pause_timer: asyncio.TimerHandle | None = None
         self.generation: asyncio.Task[None] | None = None
         self.cancel_requested = False
+        self.notice: asyncio.Future[None] | None = None  # a `done` sent for an early cancel
         self.request_numbers = itertools.count()  # request ids: final-<session>-<seq>-<n>
 
     # -- client frames -------------------------------------------------------------------
@@ -92,6 +94,22 @@ class Session:
         tokens = prompt.final_tokens(frame.text)
         self.check_length(len(tokens))
         self.generation = asyncio.create_task(self.generate(tokens, received))
+        self.generation.add_done_callback(
+            functools.partial(self.after_generation, tokens, received)
+        )
+
+    def after_generation(
+        self, tokens: list[int], received: float, task: asyncio.Task[None]
+    ) -> None:
+        """A cancel that landed before the answer streamed (the task never reached its own
+        handler) still owes the client its `done`."""
+        if task.cancelled() and self.cancel_requested:
+            self.cancel_requested = False
+            stats = self.warmer.stats if self.warmer else WarmStats()
+            frame = self.done_frame(
+                None, Usage(len(tokens), 0, 0), "cancelled", "", received, stats
+            )
+            self.notice = asyncio.ensure_future(self.send(frame))
 
     def cancel(self) -> None:
         if self.generation is not None and not self.generation.done():

@@ -1,0 +1,610 @@
+"""The `/ws/session` WebSocket against a fake vLLM that records every request it receives.
+
+The orchestrator and the fake each run on uvicorn in the test's own event loop, the client
+is a real `websockets` client: the fake can hold its handlers with `asyncio.Event`s, and a test
+can see whether the session left any task running. One fake (reset before each test) and one
+orchestrator with the default test settings serve the whole module; a test that needs other
+settings starts its own orchestrator. Tests wait on frames and on what the fake recorded, never
+on timings; a short settle (SETTLE_S) is only used to check that nothing more happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from orchestrator.app import create_app
+from orchestrator.planner import stable_prefix, usable_blocks
+from orchestrator.prompt import PromptRenderer
+from orchestrator.salt import tenant_salt
+from orchestrator.settings import Settings
+from tests.fakes import FakeVLLM, SessionClient, serve, wait_until
+from vllm_launch.model import default_model_dir
+
+BLOCK = 32
+SECRET = "session-test-secret"
+SYSTEM = (
+    "You are a careful assistant for a small online shop. Answer questions about orders, "
+    "customers, products and invoices in short, plain sentences, and say so when you do not know."
+)
+QUESTION = (
+    "Which customers placed more than three orders in the last quarter, and what was the total "
+    "value of those orders per customer, sorted from the highest to the lowest?"
+)
+SETTLE_S = 0.3  # how long "nothing more happens" is watched for
+
+
+@dataclass
+class App:
+    settings: Settings
+    url: str
+    stack: contextlib.AsyncExitStack
+
+    async def session(self) -> SessionClient:
+        """A connected client, closed when the test ends."""
+        return await self.stack.enter_async_context(SessionClient.connect(self.url))
+
+
+StartApp = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture(scope="module")
+async def fake_vllm() -> AsyncIterator[FakeVLLM]:
+    vllm = FakeVLLM()
+    async with serve(vllm) as url:
+        vllm.url = url
+        yield vllm
+
+
+@pytest.fixture
+async def fake(fake_vllm: FakeVLLM) -> AsyncIterator[FakeVLLM]:
+    """The module's fake vLLM, reset; whatever a test held is let go when it ends."""
+    fake_vllm.reset()
+    yield fake_vllm
+    fake_vllm.release_warmups()
+    idle = lambda: fake_vllm.warm_in_flight == 0 and fake_vllm.streams_open == 0  # noqa: E731
+    await wait_until(idle, what="the fake's handlers to end")
+
+
+def settings_for(fake: FakeVLLM, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "enable_database": False,
+        "tokenizer": str(default_model_dir(data_dir)),
+        "vllm_url": fake.url,
+        "block_size": BLOCK,
+        "server_secret": SecretStr(SECRET),
+        "typing_pause_ms": 60_000,  # no pause warm-up unless a test asks for one
+        "warmups_per_second": 1000.0,
+        "ws_frames_per_second": 10_000.0,  # tests type faster than people; not under test here
+        "warm_priority": 7,
+        "final_priority": -3,
+        "request_timeout_s": 10.0,
+        "connect_timeout_s": 2.0,
+    }
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+async def default_app(fake_vllm: FakeVLLM, data_dir: Path) -> AsyncIterator[tuple[Settings, str]]:
+    """One orchestrator with the default test settings, shared by the module's tests (each
+    test has its own sessions; nothing else in it outlives a test)."""
+    settings = settings_for(fake_vllm, data_dir)
+    async with serve(create_app(settings), websockets=True) as url:
+        yield settings, url
+
+
+@pytest.fixture
+async def start_app(
+    fake: FakeVLLM, default_app: tuple[Settings, str], data_dir: Path
+) -> AsyncIterator[StartApp]:
+    """The orchestrator against `fake`: the shared one, or a fresh one for other settings."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> App:
+            if not overrides:
+                return App(*default_app, stack)
+            settings = settings_for(fake, data_dir, **overrides)
+            url = await stack.enter_async_context(serve(create_app(settings), websockets=True))
+            return App(settings, url, stack)
+
+        yield start
+    # The sessions closed with their sockets: let them finish before the next test resets the
+    # fake, so none of their warm-ups lands in another test's record.
+    await wait_until(lambda: not session_tasks(), what="the sessions' tasks to end")
+
+
+async def started(app: App, **start: Any) -> SessionClient:
+    """A client whose session is started with SYSTEM as context (and `start` overrides)."""
+    client = await app.session()
+    await client.send(**{"type": "start", "context": {"system": SYSTEM}, **start})
+    await client.next("ready")
+    return client
+
+
+def salt(namespace: str | None = None) -> str:
+    return tenant_salt(SecretStr(SECRET), "anonymous", namespace)
+
+
+SESSION_TASK_OWNERS = ("Session.", "Warmer.")  # generations and warm-ups
+
+
+def session_tasks() -> list[asyncio.Task[Any]]:
+    """The orchestrator's session tasks (warm-ups, generations) still alive in this loop."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done()
+        and getattr(task.get_coro(), "__qualname__", "").startswith(SESSION_TASK_OWNERS)
+    ]
+
+
+def system_where(renderer: PromptRenderer, text: str, *, pause_adds_block: bool) -> str:
+    """SYSTEM padded so that, once `text` is warmed, the submit-ready prompt does (not) end
+    in a new full block: the typing-pause warm-up is worth sending exactly when it does."""
+    for pad in range(4 * BLOCK):
+        system = SYSTEM + " ok" * pad
+        prompt = renderer.session_prompt(system)
+        warmed = len(prompt.warm_tokens(stable_prefix(text)))
+        final = len(prompt.final_tokens(text))
+        if (usable_blocks(final, BLOCK) > usable_blocks(warmed, BLOCK)) == pause_adds_block:
+            return system
+    raise AssertionError("no padding gives the wanted block layout")
+
+
+# --- start ----------------------------------------------------------------------------------
+
+
+async def test_start_answers_ready_and_warms_the_context_once(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app()
+    client = await app.session()
+    await client.send(type="start", context={"system": SYSTEM})
+
+    ready = await client.next("ready")
+    assert ready["model"] == "fake-model"
+    assert ready["block_size"] == BLOCK
+    assert ready["warmups"] == "keystroke"
+    assert ready["session_id"]
+
+    warm = await client.next("warm")
+    assert warm["seq"] == 0
+    assert warm["submit_ready"] is False
+    await asyncio.sleep(SETTLE_S)
+    assert len(fake.warmups) == 1
+    context = renderer.session_prompt(SYSTEM).head_tokens
+    assert fake.warmups[0].prompt == list(context)
+    assert warm["tokens"] == len(context)
+
+
+async def test_block_size_comes_from_metrics_when_not_configured(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    fake.block_size = 16
+    app = await start_app(block_size=None)
+    client = await app.session()
+    await client.send(type="start")
+    ready = await client.next("ready")
+    assert ready["block_size"] == 16
+    assert "/metrics" in fake.gets
+
+
+# --- warm-up requests -----------------------------------------------------------------------
+
+
+async def test_warmups_are_prefixes_of_the_final_prompt_with_server_salt_and_priorities(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app()
+    client = await started(app, cache_namespace="run-1")
+    last = await client.type_text(QUESTION)
+    await client.next("warm", lambda frame: frame["seq"] > 0)  # the typed text was warmed
+    await client.send(type="submit", text=QUESTION, seq=last)
+    await client.next("done")
+    await wait_until(lambda: fake.warm_in_flight == 0, what="warm-ups to end")
+    assert len(fake.warmups) >= 2
+
+    (final,) = fake.finals
+    chat = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    rendered = renderer.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
+    assert final.prompt == list(rendered["input_ids"])  # the model's own chat template
+    assert final.body["priority"] == app.settings.final_priority
+    assert final.body["cache_salt"] == salt("run-1")
+
+    for warm in fake.warmups:
+        body = warm.body
+        assert body["max_tokens"] == 1
+        assert body["priority"] == app.settings.warm_priority
+        assert body["cache_salt"] == salt("run-1")
+        assert all(isinstance(token, int) for token in body["prompt"])
+        assert warm.prompt == final.prompt[: len(warm.prompt)], "warm-up is not a prefix"
+    lengths = [len(warm.prompt) for warm in fake.warmups]
+    assert lengths == sorted(lengths)
+
+
+async def test_client_cannot_set_the_cache_salt(start_app: StartApp, fake: FakeVLLM) -> None:
+    app = await start_app()
+    client = await app.session()
+    await client.send(type="start", context={"system": SYSTEM}, cache_salt="someone-elses")
+    error = await client.next("error")
+    assert error["code"] == "bad_frame"
+    assert "cache_salt" in error["message"]
+    assert fake.completions == []
+
+    await client.send(type="start", context={"system": SYSTEM})
+    await client.next("ready")
+    await client.send(type="submit", text="hello")
+    await client.next("done")
+    salts = {request.body["cache_salt"] for request in fake.completions}
+    assert salts == {salt()}
+
+
+async def test_one_warmup_in_flight_and_only_the_newest_pending_text_is_warmed(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    fake.hold_warmups()
+    app = await start_app()
+    client = await started(app)
+    await wait_until(lambda: fake.warm_in_flight == 1, what="the context warm-up")
+
+    last = await client.type_text(QUESTION)
+    await client.barrier()  # every keystroke handled
+    await asyncio.sleep(SETTLE_S)
+    assert len(fake.warmups) == 1, "a second warm-up was sent while one was in flight"
+
+    fake.release_warmups()
+    warm = await client.next("warm", lambda frame: frame["seq"] == last)
+    await asyncio.sleep(SETTLE_S)
+    assert len(fake.warmups) == 2  # the context, then the newest text only
+    expected = renderer.session_prompt(SYSTEM).warm_tokens(stable_prefix(QUESTION))
+    assert fake.warmups[1].prompt == expected
+    assert warm["tokens"] == len(expected)
+    assert fake.max_warm_in_flight == 1
+
+
+# --- typing pause ---------------------------------------------------------------------------
+
+
+async def test_typing_pause_warms_the_submit_ready_prompt(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    system = system_where(renderer, QUESTION, pause_adds_block=True)
+    prompt = renderer.session_prompt(system)
+    app = await start_app(typing_pause_ms=100)
+    client = await app.session()
+    await client.send(type="start", context={"system": system})
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+
+    await client.send(type="input", text=QUESTION, seq=1)
+    pause = await client.next("warm", lambda frame: frame["submit_ready"], within=3)
+    final_tokens = prompt.final_tokens(QUESTION)
+    assert fake.warmups[-1].prompt == final_tokens  # ends with the template's tail
+    assert pause["seq"] == 1
+
+    await client.send(type="submit", text=QUESTION, seq=1)
+    done = await client.next("done")
+    assert fake.finals[0].prompt == final_tokens
+    assert done["cached_tokens"] == usable_blocks(len(final_tokens), BLOCK) * BLOCK
+
+
+async def test_typing_pause_sends_nothing_when_no_full_block_is_added(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    system = system_where(renderer, QUESTION, pause_adds_block=False)
+    prompt = renderer.session_prompt(system)
+    app = await start_app(typing_pause_ms=100)
+    client = await app.session()
+    await client.send(type="start", context={"system": system})
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+
+    await client.send(type="input", text=QUESTION, seq=1)
+    await client.next("warm", lambda frame: frame["seq"] == 1)
+    await asyncio.sleep(0.1 + SETTLE_S)
+    assert len(fake.warmups) == 2  # the context and the typed text; no pause warm-up
+    assert not [frame for frame in client.of_type("warm") if frame["submit_ready"]]
+
+    await client.send(type="submit", text=QUESTION, seq=1)
+    done = await client.next("done")
+    final_tokens = prompt.final_tokens(QUESTION)
+    assert done["cached_tokens"] == usable_blocks(len(final_tokens), BLOCK) * BLOCK
+
+
+# --- submit, cancel, close ------------------------------------------------------------------
+
+
+async def test_submit_streams_tokens_then_done_with_usage_and_warm_stats(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    client = await started(app)
+    await client.send(type="input", text=QUESTION, seq=1)
+    await client.next("warm", lambda frame: frame["seq"] == 1)
+
+    await client.send(type="submit", text=QUESTION, seq=1)
+    done = await client.next("done")
+    tokens = client.of_type("token")
+    assert [frame["text"] for frame in tokens] == list(fake.reply)
+    assert client.frames.index(tokens[-1]) < client.frames.index(done)
+
+    (final,) = fake.finals
+    assert final.usage is not None
+    assert done["finish_reason"] == "stop"
+    assert done["text"] == "".join(fake.reply)
+    assert isinstance(done["ttft_ms"], float)
+    assert done["ttft_ms"] > 0
+    assert done["prompt_tokens"] == len(final.prompt) == final.usage["prompt_tokens"]
+    assert done["cached_tokens"] == final.usage["prompt_tokens_details"]["cached_tokens"]
+    assert done["cached_tokens"] > 0
+    warm_usages = [warm.usage for warm in fake.warmups if warm.usage is not None]
+    assert done["warm_requests"] == len(warm_usages) == 2
+    assert done["warm_prefill_tokens"] == sum(
+        usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
+        for usage in warm_usages
+    )
+
+
+async def test_submit_waits_for_the_warmup_in_flight_and_finds_its_blocks(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app()
+    client = await started(app)
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+    fake.hold_warmups()
+    await client.send(type="input", text=QUESTION, seq=1)
+    await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
+
+    await client.send(type="submit", text=QUESTION, seq=1)
+    await asyncio.sleep(SETTLE_S)
+    assert fake.finals == [], "the final request did not wait for the warm-up already sent"
+    fake.release_warmups()
+    done = await client.next("done")
+
+    warmed = fake.warmups[-1].prompt
+    assert fake.finals[0].prompt[: len(warmed)] == warmed
+    assert done["cached_tokens"] == usable_blocks(len(warmed), BLOCK) * BLOCK
+
+
+async def test_submit_drops_a_warmup_still_waiting_at_the_gate(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app(warmups_per_second=0.5)  # one warm-up, then one per 2 s
+    client = await started(app)
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+    await client.send(type="input", text=QUESTION, seq=1)  # its warm-up waits at the gate
+    await client.barrier()
+    await client.send(type="submit", text=QUESTION, seq=1)
+    done = await client.next("done", within=1.5)  # long before the gate would open
+    await asyncio.sleep(SETTLE_S)
+
+    assert len(fake.warmups) == 1  # only the context
+    assert done["warm_requests"] == 1
+    assert not session_tasks()
+
+
+async def test_cancel_closes_the_upstream_stream_and_the_session_submits_again(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    fake.stream_hang = True
+    app = await start_app()
+    client = await started(app, warmups="off")
+    await client.send(type="submit", text="hello")
+    first = await client.next("token")
+    await client.send(type="cancel")
+
+    done = await client.next("done")
+    assert done["finish_reason"] == "cancelled"
+    assert done["text"] == first["text"]
+    await wait_until(lambda: fake.stream_disconnects == 1, what="the upstream stream to close")
+    assert fake.streams_open == 0
+
+    fake.stream_hang = False
+    await client.send(type="submit", text="hello again")
+    done = await client.next("done")
+    assert done["finish_reason"] == "stop"
+    assert len(fake.finals) == 2
+
+
+async def test_cancel_sent_right_after_submit_still_ends_with_done(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    fake.stream_hang = True
+    app = await start_app()
+    client = await started(app, warmups="off")
+    await client.send(type="submit", text="hello")
+    await client.send(type="cancel")  # before the generation had a chance to start
+
+    done = await client.next("done", within=2)
+    assert done["finish_reason"] == "cancelled"
+    await wait_until(lambda: not session_tasks(), what="the generation task to end")
+
+
+async def test_cancel_while_the_final_waits_for_a_warmup_still_ends_with_done(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    client = await started(app)
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+    fake.hold_warmups()
+    await client.send(type="input", text=QUESTION, seq=1)
+    await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
+    await client.send(type="submit", text=QUESTION, seq=1)
+    await client.barrier()  # the final request now waits for that warm-up
+    await client.send(type="cancel")
+
+    done = await client.next("done", within=2)
+    assert done["finish_reason"] == "cancelled"
+    assert fake.finals == []
+
+
+async def test_closing_the_socket_mid_stream_closes_the_upstream_stream(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    fake.stream_hang = True
+    app = await start_app()
+    client = await started(app, warmups="off")
+    await client.send(type="submit", text="hello")
+    await client.next("token")
+
+    await client.ws.close()
+    await wait_until(lambda: fake.stream_disconnects == 1, what="the upstream stream to close")
+    await wait_until(lambda: not session_tasks(), what="the session's tasks to end")
+    assert fake.streams_open == 0
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "mentions"),
+    [
+        ("{not json", "JSON"),
+        ('{"type": "shout", "text": "hi"}', "shout"),
+        ('{"type": "input", "seq": 1}', "text"),
+        ('{"type": "start", "bogus": 1}', "bogus"),
+        ('["start"]', ""),
+    ],
+)
+async def test_bad_frames_answer_bad_frame_and_the_session_stays_usable(
+    start_app: StartApp, fake: FakeVLLM, raw: str, mentions: str
+) -> None:
+    app = await start_app()
+    client = await app.session()
+    await client.send_raw(raw)
+    error = await client.next("error")
+    assert error["code"] == "bad_frame"
+    assert mentions in error["message"]
+
+    await client.send(type="start", context={"system": SYSTEM})
+    await client.next("ready")
+    await client.send(type="submit", text="hello")
+    assert (await client.next("done"))["finish_reason"] == "stop"
+
+
+async def test_input_or_submit_before_start_is_not_started(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    client = await app.session()
+    await client.send(type="input", text="hel", seq=1)
+    assert (await client.next("error"))["code"] == "not_started"
+    await client.send(type="submit", text="hello", seq=2)
+    assert (await client.next("error"))["code"] == "not_started"
+    assert fake.completions == []
+
+    await client.send(type="start", context={"system": SYSTEM})
+    await client.next("ready")
+    await client.send(type="submit", text="hello", seq=3)
+    assert (await client.next("done"))["finish_reason"] == "stop"
+
+
+async def test_second_submit_while_generating_is_busy(start_app: StartApp, fake: FakeVLLM) -> None:
+    fake.stream_hang = True
+    app = await start_app()
+    client = await started(app, warmups="off")
+    await client.send(type="submit", text="hello")
+    await client.next("token")
+
+    await client.send(type="submit", text="hello twice")
+    assert (await client.next("error"))["code"] == "busy"
+    assert len(fake.finals) == 1
+
+    await client.send(type="cancel")
+    assert (await client.next("done"))["finish_reason"] == "cancelled"
+    fake.stream_hang = False
+    await client.send(type="submit", text="hello again")
+    assert (await client.next("done"))["finish_reason"] == "stop"
+
+
+async def test_upstream_error_on_the_final_request(start_app: StartApp, fake: FakeVLLM) -> None:
+    fake.final_status = 500
+    app = await start_app()
+    client = await started(app, warmups="off")
+    await client.send(type="submit", text="hello")
+    error = await client.next("error")
+    assert error["code"] == "upstream_error"
+    assert "500" in error["message"]
+    await asyncio.sleep(SETTLE_S)
+    assert client.of_type("done") == []
+
+    fake.final_status = 200
+    await client.send(type="submit", text="hello again")
+    assert (await client.next("done"))["finish_reason"] == "stop"
+
+
+async def test_failing_warmup_reports_warmup_failed_and_submit_still_works(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    fake.warm_status = 500
+    app = await start_app()
+    client = await started(app)  # the context warm-up fails
+    error = await client.next("error")
+    assert error["code"] == "warmup_failed"
+
+    await client.send(type="submit", text=QUESTION, seq=1)
+    done = await client.next("done")
+    assert done["finish_reason"] == "stop"
+    assert done["warm_requests"] == 0
+
+
+async def test_warmups_off_sends_no_warmup_at_all(start_app: StartApp, fake: FakeVLLM) -> None:
+    app = await start_app(typing_pause_ms=50)
+    client = await started(app, warmups="off")
+    assert client.of_type("ready")[0]["warmups"] == "off"
+    last = await client.type_text(QUESTION, per_word=True)
+    await asyncio.sleep(0.05 + SETTLE_S)  # past the typing pause
+    await client.send(type="submit", text=QUESTION, seq=last)
+    done = await client.next("done")
+    await asyncio.sleep(SETTLE_S)
+
+    assert fake.warmups == []
+    assert len(fake.finals) == 1
+    assert client.of_type("warm") == []
+    assert done["warm_requests"] == 0
+    assert done["cached_tokens"] == 0
+
+
+async def test_warmups_context_warms_only_the_context(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app(typing_pause_ms=50)
+    client = await started(app, warmups="context")
+    assert client.of_type("ready")[0]["warmups"] == "context"
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+    last = await client.type_text(QUESTION, per_word=True)
+    await asyncio.sleep(0.05 + SETTLE_S)  # past the typing pause
+    await client.send(type="submit", text=QUESTION, seq=last)
+    done = await client.next("done")
+    await asyncio.sleep(SETTLE_S)
+
+    assert [warm.prompt for warm in fake.warmups] == [
+        list(renderer.session_prompt(SYSTEM).head_tokens)
+    ]
+    assert done["warm_requests"] == 1
+    assert done["cached_tokens"] == usable_blocks(len(fake.warmups[0].prompt), BLOCK) * BLOCK
+
+
+# --- the global gate ------------------------------------------------------------------------
+
+
+async def test_global_gate_bounds_warmups_per_second(start_app: StartApp, fake: FakeVLLM) -> None:
+    rate, sessions, window_s = 2.0, 6, 1.2
+    burst = max(1.0, rate)  # the gate's bucket starts full
+    app = await start_app(warmups_per_second=rate)
+    for _ in range(sessions):  # each start asks for one warm-up (the context)
+        await started(app)
+    await wait_until(lambda: len(fake.warmups) >= 1, what="a first warm-up")
+    await asyncio.sleep(window_s)
+
+    times = [warm.at for warm in fake.warmups]
+    assert 3 <= len(times) < sessions, times  # the gate held some back, but kept going
+    for i in range(len(times)):
+        for j in range(i + 1, len(times)):
+            allowed = burst + rate * (times[j] - times[i]) + 1  # one warm-up of slack
+            assert j - i + 1 <= allowed, f"{j - i + 1} warm-ups in {times[j] - times[i]:.3f} s"
