@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from orchestrator.errors import UpstreamError
+from orchestrator.errors import UpstreamError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
 MAX_BACKOFF_S = 5.0
+SLOW_PROBES_FOR_DOWN = 3  # a refused connection counts at once; timeouts may be our own lag
 
 
 class EngineWatch:
@@ -29,6 +31,7 @@ class EngineWatch:
         self.paused_until = 0.0
         self.max_in_flight = max_warmups_in_flight
         self.in_flight = 0
+        self.slow_probes = 0
 
     # -- warm-up admission ---------------------------------------------------------------
 
@@ -53,7 +56,7 @@ class EngineWatch:
     def failed(self) -> None:
         self.failures += 1
         backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** (self.failures - 1))
-        self.paused_until = self.clock() + backoff
+        self.paused_until = self.clock() + backoff * random.uniform(1.0, 1.5)  # no herd
 
     def succeeded(self) -> None:
         self.failures = 0
@@ -75,9 +78,12 @@ class EngineWatch:
                 continue
             try:
                 await probe()
-                up, reason = True, ""
-            except UpstreamError as error:
+                up, reason, self.slow_probes = True, "", 0
+            except UpstreamUnavailable as error:
                 up, reason = False, error.message
+            except UpstreamError as error:
+                self.slow_probes += 1
+                up, reason = self.slow_probes < SLOW_PROBES_FOR_DOWN, error.message
             if up == self.up:
                 continue
             self.up = up

@@ -41,6 +41,7 @@ class Session:
         self.sql_context: SqlContext | None = None
         self.text = ""
         self.seq = 0
+        self.planned_stable: str | None = None  # the stable text last handed to the planner
         self.warmer: Warmer | None = None
         self.pause_timer: asyncio.TimerHandle | None = None
         self.generation: asyncio.Task[None] | None = None
@@ -69,7 +70,7 @@ class Session:
             self.services, self.send, self.id, self.facts, self.salt, self.planner, self.replan
         )
         self.params, self.warmups = frame.params, frame.warmups
-        self.text, self.seq = "", 0
+        self.text, self.seq, self.planned_stable = "", 0, None
         await self.send(
             protocol.ready(self.id, self.facts.model, self.facts.block_size, self.warmups)
         )
@@ -80,17 +81,21 @@ class Session:
         self.text, self.seq = frame.text, frame.seq
         if self.warmups != "keystroke":
             return
-        tokens = prompt.warm_tokens(stable_prefix(frame.text))
+        self.restart_pause_timer()
+        stable = stable_prefix(frame.text)
+        if stable == self.planned_stable:
+            return  # most keystrokes only change the word being typed: nothing new to warm
+        self.planned_stable = stable
+        tokens = prompt.warm_tokens(stable)
         self.check_length(len(tokens))
         warmer.offer(planner.on_input(tokens, frame.seq))
-        self.restart_pause_timer()
 
     async def submit(self, frame: protocol.Submit, received: float) -> None:
         prompt, _, _ = self.require_started()
         if self.generation is not None and not self.generation.done():
             raise InvalidRequest("a generation is already running; cancel it first", code="busy")
         self.cancel_pause_timer()
-        self.text, self.seq = frame.text, frame.seq
+        self.text, self.seq, self.planned_stable = frame.text, frame.seq, None
         tokens = prompt.final_tokens(frame.text)
         self.check_length(len(tokens))
         self.generation = asyncio.create_task(self.generate(tokens, received))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import protocol
-from orchestrator.errors import ServiceError
+from orchestrator.errors import ServiceError, UpstreamUnavailable
 from orchestrator.planner import WarmPlanner, WarmUp
 from orchestrator.services import Services
 from orchestrator.vllm_client import EngineFacts, Usage
@@ -115,7 +115,8 @@ class Warmer:
             if verdict is None:  # cancelled: the planner must not wait for it
                 self.planner.on_warm_done(warm, ok=False)
 
-    async def send_warm(self, warm: WarmUp) -> bool:
+    async def send_warm(self, warm: WarmUp) -> bool | None:
+        """Send one warm-up; the verdict for the engine watch (None: no verdict)."""
         started = time.perf_counter()
         body = {
             "model": self.facts.model,
@@ -136,7 +137,9 @@ class Warmer:
             self.planner.on_warm_done(warm, ok=False)
             self.schedule_retry(max(RETRY_MIN_S, self.services.engine.pause_s()))
             await self.send({**error.frame(), "code": "warmup_failed"})
-            return False
+            # Only an engine that refuses connections pauses everyone's warm-ups; a slow
+            # answer may be our own lag under load, and the watcher judges that.
+            return False if isinstance(error, UpstreamUnavailable) else None
         self.stats.requests += 1
         self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
         elapsed_ms = (time.perf_counter() - started) * 1000
