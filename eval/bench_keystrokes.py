@@ -4,11 +4,12 @@
 
 For each N: the fake vLLM (`eval/fake_vllm.py`) and the orchestrator (`python -m orchestrator`,
 default tokenizer, no database) run in two subprocesses on free ports. This process opens N
-`/ws/session` WebSockets; each sends `start` with the same ~1,000-token system prompt, then
-types its own deterministic question key by key (one `input` frame with the whole text so far
-per key, at `--keys-per-s` with seeded jitter) for `--seconds`. A keystroke that falls more
-than one interval behind its schedule is skipped, not sent in a burst, so the achieved rate
-says whether this client kept up.
+`/ws/session` WebSockets; each sends `start` with the same ~1,000-token system prompt (padded
+so that the chat head is a whole number of KV blocks: the first stable word typed, and every
+32 tokens after it, makes a keystroke warm-up), then types its own deterministic question key
+by key (one `input` frame with the whole text so far per key, at `--keys-per-s` with seeded
+jitter) for `--seconds`. A keystroke that falls more than one interval behind its schedule is
+skipped, not sent in a burst, so the achieved rate says whether this client kept up.
 
 Measured per N:
 
@@ -30,16 +31,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,71 +52,25 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from eval.serving import free_port
+from orchestrator.errors import SetupError
+from orchestrator.prompt import PromptRenderer
 from orchestrator.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUPS_PER_SECOND = 100_000  # so the global gate never holds a warm-up back
 MODEL_NAME = "SmolLM2-135M-Instruct"
+BLOCK_SIZE = 32  # what the fake vLLM's /metrics says
 IDLE_S = 3.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
-WORDS = [
-    "which",
-    "customers",
-    "orders",
-    "products",
-    "invoices",
-    "placed",
-    "bought",
-    "returned",
-    "shipped",
-    "more",
-    "than",
-    "three",
-    "five",
-    "ten",
-    "the",
-    "last",
-    "quarter",
-    "month",
-    "year",
-    "total",
-    "value",
-    "average",
-    "price",
-    "per",
-    "customer",
-    "region",
-    "category",
-    "sorted",
-    "from",
-    "highest",
-    "lowest",
-    "and",
-    "with",
-    "without",
-    "any",
-    "of",
-    "in",
-    "for",
-    "by",
-    "show",
-    "list",
-    "count",
-    "sum",
-    "all",
-    "distinct",
-    "where",
-    "whose",
-    "between",
-    "before",
-    "after",
-    "during",
-    "each",
-    "every",
-    "only",
-]
+WORDS_TEXT = (
+    "which customers orders products invoices placed bought returned shipped more than three "
+    "five ten the last quarter month year total value average price per customer region "
+    "category sorted from highest lowest and with without any of in for by show list count "
+    "sum all distinct where whose between before after during each every only"
+)
+WORDS = tuple(WORDS_TEXT.split())
 
 
 # --- the texts -------------------------------------------------------------------------------
@@ -152,6 +108,21 @@ def system_prompt() -> str:
     return "\n".join(lines)
 
 
+def aligned_system_prompt(tokenizer_path: str, block_size: int) -> tuple[str, int]:
+    """`system_prompt()`, padded so the chat head (what the context warm-up sends) is a whole
+    number of blocks: then the first stable word typed adds a usable block, and every
+    `block_size` tokens after it, so each session makes keystroke warm-ups early on.
+    Returns the prompt and the head's length in tokens."""
+    renderer = PromptRenderer.load(tokenizer_path)
+    base = system_prompt()
+    for pad in range(4 * block_size):
+        text = base + ("\nNotes:" + " ok" * pad if pad else "")
+        head = len(renderer.session_prompt(text).head_tokens)
+        if head % block_size == 0:
+            return text, head
+    return base, len(renderer.session_prompt(base).head_tokens)
+
+
 def question(rng: random.Random, min_chars: int) -> str:
     words: list[str] = []
     while sum(len(word) + 1 for word in words) < min_chars:
@@ -181,6 +152,14 @@ class Processes:
     fake_url: str
     app_url: str
     logs: Path
+
+
+def sources_digest() -> str:
+    """A fingerprint of the orchestrator's code that was measured."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "orchestrator").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -223,7 +202,7 @@ def started(sessions: int, logs: Path, profile: Path | None) -> Iterator[Process
     fake_port, app_port = free_port(), free_port()
     fake_log, app_log = logs / f"fake-vllm-N{sessions}.log", logs / f"orchestrator-N{sessions}.log"
     fake_cmd = [sys.executable, "-m", "eval.fake_vllm", "--port", str(fake_port)]
-    fake_cmd += ["--model", MODEL_NAME, "--block-size", "32"]
+    fake_cmd += ["--model", MODEL_NAME, "--block-size", str(BLOCK_SIZE)]
     env = {
         **os.environ,
         "PREFILL_HOST": "127.0.0.1",
@@ -231,6 +210,9 @@ def started(sessions: int, logs: Path, profile: Path | None) -> Iterator[Process
         "PREFILL_VLLM_URL": f"http://127.0.0.1:{fake_port}",
         "PREFILL_ENABLE_DATABASE": "false",
         "PREFILL_WARMUPS_PER_SECOND": str(WARMUPS_PER_SECOND),
+        # Every session here is the anonymous tenant: let all N in (default 200 per tenant).
+        "PREFILL_MAX_SESSIONS_PER_TENANT": str(max(sessions, 200)),
+        "PREFILL_MAX_SESSIONS": str(max(sessions, 2000)),
     }
     app_cmd = [sys.executable, "-m", "orchestrator"]
     if profile is not None:
@@ -275,18 +257,23 @@ class TypingSession:
 
     async def read(self) -> None:
         with contextlib.suppress(ConnectionClosed):
-            async for message in self.ws:
-                frame = json.loads(message)
-                kind = frame.get("type")
-                if kind == "warm":
-                    self.warm_frames.append((int(frame["seq"]), bool(frame["submit_ready"])))
-                elif kind == "ready":
-                    self.session_id = str(frame["session_id"])
-                    self.ready.set()
-                elif kind == "error" and "'barrier'" in str(frame.get("message")):
-                    self.drained.set()
-                elif kind == "error":
-                    self.errors.append(frame)
+            await self._read()
+        self.ready.set()  # nothing more will come: release whoever waits
+        self.drained.set()
+
+    async def _read(self) -> None:
+        async for message in self.ws:
+            frame = json.loads(message)
+            kind = frame.get("type")
+            if kind == "warm":
+                self.warm_frames.append((int(frame["seq"]), bool(frame["submit_ready"])))
+            elif kind == "ready":
+                self.session_id = str(frame["session_id"])
+                self.ready.set()
+            elif kind == "error" and "'barrier'" in str(frame.get("message")):
+                self.drained.set()
+            elif kind == "error":
+                self.errors.append(frame)
 
     async def type(self, rng: random.Random, interval: float, jitter: float, end: float) -> None:
         """Type `self.text` key by key until the loop's clock reaches `end`."""
@@ -327,6 +314,9 @@ async def open_session(
         session.reader = asyncio.create_task(session.read())
         await ws.send(json.dumps({"type": "start", "context": {"system": system}}))
         await asyncio.wait_for(session.ready.wait(), timeout=60)
+        if not session.session_id:
+            await close_session(session)
+            raise RuntimeError(f"session {index} was not started: {session.errors}")
         return session
 
 
@@ -364,7 +354,7 @@ class Result:
     head_tokens: int | None
     client_cpu_s: float
     fake_cpu_s: float
-    errors: int
+    errors: dict[str, int]  # error frames by code
 
     @property
     def keys_per_s(self) -> float:
@@ -426,10 +416,15 @@ def classify(
 
 
 async def run_sessions(
-    procs: Processes, n: int, keys_per_s: float, seconds: float, seed: int, compression: bool
+    procs: Processes,
+    n: int,
+    system: str,
+    keys_per_s: float,
+    seconds: float,
+    seed: int,
+    compression: bool,
 ) -> Result:
     pid = procs.orchestrator.pid
-    system = system_prompt()
     interval = 1.0 / keys_per_s
     min_chars = int(keys_per_s * seconds * 2) + 50
     texts = [question(random.Random(seed * 1_000_003 + i), min_chars) for i in range(n)]
@@ -440,11 +435,15 @@ async def run_sessions(
     rss_before = rss_kib(pid)
     gate = asyncio.Semaphore(25)
     connected = time.perf_counter()
-    sessions = list(
-        await asyncio.gather(
-            *(open_session(url, i, texts[i], system, gate, compression) for i in range(n))
-        )
+    opened = await asyncio.gather(
+        *(open_session(url, i, texts[i], system, gate, compression) for i in range(n)),
+        return_exceptions=True,
     )
+    sessions = [session for session in opened if isinstance(session, TypingSession)]
+    failures = [error for error in opened if isinstance(error, BaseException)]
+    if failures:
+        await asyncio.gather(*(close_session(session) for session in sessions))
+        raise RuntimeError(f"{len(failures)} of {n} sessions did not start: {failures[0]!r}")
     print(f"  {n} sessions started in {time.perf_counter() - connected:.1f} s", flush=True)
     try:
         await settle(procs.fake_url, quiet_s=0.5)  # the context warm-ups have landed
@@ -477,6 +476,14 @@ async def run_sessions(
         records: list[dict[str, Any]] = (await http.get(f"{procs.fake_url}/fake/requests")).json()
 
     latencies, context, keystroke, pause, finals = classify(records, sessions)
+    raw = {
+        "records": records,
+        "sessions": {
+            s.session_id: {"sends": s.sends, "warm_frames": s.warm_frames, "errors": s.errors}
+            for s in sessions
+        },
+    }
+    (procs.logs / f"run-N{n}.json").write_text(json.dumps(raw))
     keystrokes = sum(len(session.sends) for session in sessions)
     head_tokens = next(
         (r["prompt_tokens"] for r in records if str(r.get("request_id")).endswith("-0-0")), None
@@ -506,7 +513,9 @@ async def run_sessions(
         head_tokens=head_tokens,
         client_cpu_s=time.process_time() - client_cpu0,
         fake_cpu_s=cpu_seconds(procs.fake.pid) - fake_cpu0,
-        errors=sum(len(session.errors) for session in sessions),
+        errors=dict(
+            Counter(str(error.get("code")) for session in sessions for error in session.errors)
+        ),
     )
 
 
@@ -544,7 +553,7 @@ def report(results: list[Result]) -> None:
             f"warm-ups: {r.context_warmups} context + {r.keystroke_warmups} keystroke "
             f"({len(r.latencies_ms)} latency samples, max "
             f"{max(r.latencies_ms, default=float('nan')):.1f} ms) + {r.pause_warmups} "
-            f"typing-pause; final requests {r.finals}; error frames {r.errors}; "
+            f"typing-pause; final requests {r.finals}; error frames {r.errors or 'none'}; "
             f"orchestrator drained {r.drain_s * 1000:.0f} ms after the last key; "
             f"RSS {r.rss_before_kib / 1024:.1f} -> {r.rss_after_kib / 1024:.1f} MiB; "
             f"orchestrator idle CPU {r.idle_cpu_ms_per_s:.1f} ms/s, CPU per key less idle "
@@ -568,17 +577,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="run the orchestrator under cProfile")
     args = parser.parse_args(argv)
     default_tokenizer = Settings(enable_database=False).tokenizer_path
-    if not Path(default_tokenizer).is_dir() and "PREFILL_TOKENIZER" not in os.environ:
-        print(f"error: no tokenizer at {default_tokenizer}: run make setup", file=sys.stderr)
+    try:
+        system, head_tokens = aligned_system_prompt(default_tokenizer, BLOCK_SIZE)
+    except SetupError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="bench-keystrokes-"))
     print(
         f"orchestrator: PREFILL_WARMUPS_PER_SECOND={WARMUPS_PER_SECOND} (global gate out of "
-        f"the way), PREFILL_ENABLE_DATABASE=false, tokenizer {default_tokenizer}; "
+        f"the way), PREFILL_MAX_SESSIONS_PER_TENANT=max(N, 200), PREFILL_ENABLE_DATABASE=false, "
+        f"tokenizer {default_tokenizer}, sources sha256 {sources_digest()}; "
         f"client: {args.keys_per_s:g} keys/s per session (jitter +-50%) for {args.seconds:g} s, "
-        f"permessage-deflate {'off' if args.no_compression else 'offered'}; logs {logs}",
+        f"permessage-deflate {'off' if args.no_compression else 'offered'}; "
+        f"system prompt: chat head of {head_tokens} tokens; logs {logs}",
         flush=True,
     )
     results: list[Result] = []
@@ -590,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_sessions(
                         procs,
                         n,
+                        system,
                         args.keys_per_s,
                         args.seconds,
                         args.seed,
@@ -599,8 +613,6 @@ def main(argv: list[str] | None = None) -> int:
             )
     print()
     report(results)
-    if args.profile is None:
-        shutil.rmtree(logs, ignore_errors=True)
     return 0
 
 
