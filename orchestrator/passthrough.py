@@ -42,8 +42,10 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 def forwarded_headers(headers: httpx.Headers | Any) -> dict[str, str]:
-    """Headers minus the hop-by-hop ones (and those httpx recomputes)."""
-    return {key: value for key, value in headers.items() if key.lower() not in HOP_BY_HOP}
+    """Headers minus the hop-by-hop ones, those `Connection` names, and those recomputed."""
+    named = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+    dropped = HOP_BY_HOP | named
+    return {key: value for key, value in headers.items() if key.lower() not in dropped}
 
 
 def request_id(request: Request) -> str:
