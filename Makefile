@@ -8,7 +8,7 @@ DATA   ?= .data
 export PREFILL_DATA_DIR ?= $(abspath $(DATA))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-engine setup-db run-app test test-unit lint eval clean distclean rebuild
+.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit lint eval clean distclean rebuild
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -25,13 +25,18 @@ setup: $(VENV)/.installed setup-engine ## install the orchestrator, the vLLM eng
 setup-engine: $(VENV)/.installed ## the vLLM engine's own venv and the default model folder
 	$(PY) -m vllm_launch prepare-model
 
+setup-browser: ## Debian's Chromium for the browser tests (Playwright drives it; no download)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
 setup-db: $(VENV)/.installed ## start PostgreSQL (embedded unless DATABASE_URL) and seed the datasets
 	$(PY) -m orchestrator.database seed
 
 run-app: setup setup-db ## vLLM + PostgreSQL + the orchestrator, page at http://localhost:8000
 	$(PY) -m orchestrator --launch-vllm
 
-test: setup lint ## lint, unit tests, then the suite against a real vLLM (started once for the run)
+test: setup setup-browser lint ## lint, unit tests, then the suite against a real vLLM (started once for the run)
 	$(PY) -m pytest
 
 test-unit: $(VENV)/.installed ## unit tests only (no engine)
