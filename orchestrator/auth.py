@@ -13,24 +13,12 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from starlette.requests import HTTPConnection
 
-from orchestrator.errors import ServiceError
+from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.services import services_of
 from orchestrator.settings import Settings
 
 ANONYMOUS_TENANT = "anonymous"
 SUBPROTOCOL_PREFIX = "prefill.bearer."
-
-
-class Unauthorized(ServiceError):
-    status_code = 401
-    error_type = "authentication_error"
-    code = "invalid_api_key"
-
-
-class Forbidden(ServiceError):
-    status_code = 403
-    error_type = "permission_error"
-    code = "forbidden_origin"
 
 
 def tenant_for_key(settings: Settings, key: str | None) -> str:

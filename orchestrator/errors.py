@@ -41,6 +41,18 @@ class PayloadTooLarge(InvalidRequest):
     code = "payload_too_large"
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "forbidden_origin"
+
+
 class RateLimited(ServiceError):
     status_code = 429
     error_type = "rate_limit_error"
