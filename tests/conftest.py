@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.serving import free_port
+from eval.serving import free_port, serve_in_thread
+from orchestrator.app import create_app
 from orchestrator.prompt import PromptRenderer
+from orchestrator.settings import Settings
 from vllm_launch.model import default_model_dir
 from vllm_launch.server import answers
 
@@ -70,3 +72,18 @@ def wait_until_answers(serve: subprocess.Popen[bytes], url: str, log: Path) -> N
 @pytest.fixture(scope="session")
 def renderer(data_dir: Path) -> PromptRenderer:
     return PromptRenderer.load(str(default_model_dir(data_dir)))
+
+
+@pytest.fixture(scope="session")
+def sql_app_url(
+    vllm_url: str, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The orchestrator with its own embedded PostgreSQL and the demo dataset, on a free port."""
+    settings = Settings(
+        vllm_url=vllm_url,
+        data_dir=tmp_path_factory.mktemp("sql-app"),
+        tokenizer=str(default_model_dir(data_dir)),
+        max_tokens=48,
+    )
+    with serve_in_thread(create_app(settings), timeout_s=120) as url:
+        yield url

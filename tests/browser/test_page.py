@@ -24,11 +24,6 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from eval.serving import serve_in_thread
-from orchestrator.app import create_app
-from orchestrator.settings import Settings
-from vllm_launch.model import default_model_dir
-
 pytestmark = [pytest.mark.engine, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,17 +56,8 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def app_url(
-    vllm_url: str, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    settings = Settings(
-        vllm_url=vllm_url,
-        data_dir=tmp_path_factory.mktemp("browser-app"),  # its own embedded PostgreSQL
-        tokenizer=str(default_model_dir(data_dir)),
-        max_tokens=48,
-    )
-    with serve_in_thread(create_app(settings), timeout_s=120) as url:
-        yield url
+def app_url(sql_app_url: str) -> str:
+    return sql_app_url
 
 
 @pytest.fixture(scope="module")

@@ -6,33 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import websockets
 
-from eval.serving import serve_in_thread
-from orchestrator.app import create_app
-from orchestrator.settings import Settings
-from vllm_launch.model import default_model_dir
-
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def sql_app_url(
-    vllm_url: str, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    settings = Settings(
-        vllm_url=vllm_url,
-        data_dir=tmp_path_factory.mktemp("sql-app"),  # its own embedded PostgreSQL
-        tokenizer=str(default_model_dir(data_dir)),
-        max_tokens=64,
-    )
-    with serve_in_thread(create_app(settings), timeout_s=120) as url:
-        yield url
 
 
 async def test_sql_session_answers_with_rows_or_a_reason(sql_app_url: str) -> None:
