@@ -67,6 +67,14 @@ class UpstreamError(ServiceError):
     code = "upstream_error"
 
 
+class UpstreamRejected(UpstreamError):
+    """vLLM refused the request itself (4xx): the client's input, not the engine."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
 class UpstreamUnavailable(UpstreamError):
     status_code = 503
     code = "upstream_unavailable"

@@ -95,7 +95,10 @@ def prepared_body(
 ) -> dict[str, Any]:
     prepared = {key: value for key, value in body.items() if key != "cache_salt"}
     prepared["cache_salt"] = salt_for(services, request, tenant)
-    prepared.setdefault("priority", services.settings.final_priority)
+    final = services.settings.final_priority
+    asked = body.get("priority", final)
+    # A client may lower its own priority (a larger value), never jump ahead of final requests.
+    prepared["priority"] = max(asked, final) if isinstance(asked, int) else final
     return prepared
 
 

@@ -63,13 +63,16 @@ class Session:
         self.cancel_all()
         self.facts = await self.services.engine_facts()
         history = [turn.model_dump() for turn in frame.context.history]
-        self.prompt = renderer.session_prompt(system, history)
+        prompt = renderer.session_prompt(system, history)
+        self.params = frame.params
+        self.check_length(len(prompt.head_tokens))  # a context too long for the model
+        self.prompt = prompt
         self.planner = WarmPlanner(self.facts.block_size)
         self.salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
         self.warmer = Warmer(
             self.services, self.send, self.id, self.facts, self.salt, self.planner, self.replan
         )
-        self.params, self.warmups = frame.params, frame.warmups
+        self.warmups = frame.warmups
         self.text, self.seq, self.planned_stable = "", 0, None
         await self.send(
             protocol.ready(self.id, self.facts.model, self.facts.block_size, self.warmups)

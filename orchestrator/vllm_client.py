@@ -10,7 +10,12 @@ from typing import Any
 
 import httpx
 
-from orchestrator.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from orchestrator.errors import (
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 BLOCK_SIZE_METRIC = re.compile(r'^vllm:cache_config_info\{[^}]*\bblock_size="(\d+)"', re.MULTILINE)
 
@@ -84,6 +89,10 @@ class VLLMClient:
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = await self.send(self.http.build_request(method, path, **kwargs))
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            raise UpstreamRejected(
+                f"vLLM refused the request ({response.status_code}): {upstream_message(response)}"
+            )
         if response.status_code >= 400:
             raise UpstreamError(
                 f"vLLM answered {response.status_code}: {upstream_message(response)}"

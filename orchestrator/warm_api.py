@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from orchestrator.errors import RateLimited, UpstreamUnavailable
 from orchestrator.openapi_examples import WARM_EXAMPLES
 from orchestrator.passthrough import Tenant, salt_for
 from orchestrator.planner import usable_blocks
@@ -61,6 +62,8 @@ async def warm(
     blocks = usable_blocks(len(tokens), facts.block_size)
     hit = 0
     if blocks:
+        if not services.engine.try_start_warmup():
+            raise RateLimited("too many warm-ups in flight, or vLLM is failing; retry shortly")
         warm_body = {
             "model": facts.model,
             "prompt": tokens[: blocks * facts.block_size + 1],
@@ -68,7 +71,17 @@ async def warm(
             "priority": services.settings.warm_priority,
             "cache_salt": salt,
         }
-        hit = Usage.from_body((await services.vllm.complete(warm_body)).get("usage")).cached_tokens
+        verdict: bool | None = None
+        try:
+            await services.gate.acquire()
+            reply = await services.vllm.complete(warm_body)
+            verdict = True
+        except UpstreamUnavailable:
+            verdict = False
+            raise
+        finally:
+            services.engine.finish_warmup(verdict)
+        hit = Usage.from_body(reply.get("usage")).cached_tokens
     return WarmResponse(
         prompt_tokens=len(tokens),
         cached_tokens=blocks * facts.block_size,

@@ -58,6 +58,7 @@ class Warmer:
         self.held = False  # a submit is under way: its own request caches the prompt
         self.retry_timer: asyncio.TimerHandle | None = None
         self.numbers = itertools.count()
+        self.failures = 0  # warm-ups of this session that failed in a row
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
@@ -135,11 +136,14 @@ class Warmer:
             self.stats.failures += 1
             log.warning("warm-up failed: %s", error.message)
             self.planner.on_warm_done(warm, ok=False)
-            self.schedule_retry(max(RETRY_MIN_S, self.services.engine.pause_s()))
+            self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
+            own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
+            self.schedule_retry(max(own, self.services.engine.pause_s()))
             await self.send({**error.frame(), "code": "warmup_failed"})
             # Only an engine that refuses connections pauses everyone's warm-ups; a slow
             # answer may be our own lag under load, and the watcher judges that.
             return False if isinstance(error, UpstreamUnavailable) else None
+        self.failures = 0
         self.stats.requests += 1
         self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
         elapsed_ms = (time.perf_counter() - started) * 1000

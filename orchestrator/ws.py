@@ -122,7 +122,8 @@ async def receive_raw(websocket: WebSocket, services: Services) -> str | bytes:
         raise WebSocketDisconnect(message.get("code", 1000))
     raw: str | bytes = message.get("text") or message.get("bytes") or b""
     limit = services.settings.ws_max_message_bytes
-    if len(raw) > limit:
+    size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+    if size > limit:
         raise Closing(MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
     return raw
 

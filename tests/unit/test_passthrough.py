@@ -83,6 +83,15 @@ def test_the_server_sets_the_salt_and_priority(
     assert sent["priority"] == 3  # a client may lower itself; warm-ups use their own
 
 
+def test_a_client_cannot_jump_ahead_of_final_requests(
+    client: TestClient, upstream: RecordingUpstream, settings: Settings
+) -> None:
+    client.post("/v1/completions", json={"model": "fake", "prompt": "x", "priority": -100})
+    assert upstream.body()["priority"] == settings.final_priority
+    client.post("/v1/completions", json={"model": "fake", "prompt": "x", "priority": "high"})
+    assert upstream.body()["priority"] == settings.final_priority
+
+
 def test_hop_by_hop_headers_are_filtered_both_ways(
     client: TestClient, upstream: RecordingUpstream
 ) -> None:

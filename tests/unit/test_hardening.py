@@ -1,0 +1,739 @@
+"""Hardening against a fake vLLM: API keys and tenants, Origin, limits, and vLLM going away.
+
+Same set-up as `test_session.py`: the orchestrator and a (stricter, `tests/upstream_fakes.py`)
+fake vLLM run on uvicorn in the test's own event loop, clients are real `websockets` clients.
+One orchestrator with two API keys serves the tests that need no other settings; a test that
+needs other limits starts its own. The fault tests give the orchestrator a fake that can be
+killed and started again on the same port, and a transport that counts what it sends upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr, ValidationError
+from websockets.exceptions import InvalidStatus
+
+from orchestrator.app import create_app
+from orchestrator.salt import tenant_salt
+from orchestrator.services import Services
+from orchestrator.settings import Settings
+from tests.fakes import SessionClient, serve, wait_until
+from tests.upstream_fakes import CountingTransport, StrictFakeVLLM, Upstream, ws_client
+from vllm_launch.model import default_model_dir
+
+BLOCK = 32
+SECRET = "hardening-test-secret"
+KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
+ALLOWED_ORIGIN = "https://typing.example"
+SYSTEM = (
+    "You are a careful assistant for a small online shop. Answer questions about orders, "
+    "customers, products and invoices in short, plain sentences, and say so when you do not know."
+)
+QUESTION = (
+    "Which customers placed more than three orders in the last quarter, and what was the total "
+    "value of those orders per customer, sorted from the highest to the lowest?"
+)
+LONG_TEXT = " ".join([QUESTION] * 3)  # typed for 2.5 s: about ten more blocks
+SETTLE_S = 0.3  # how long "nothing more happens" is watched for
+POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
+
+
+def salt(tenant: str, namespace: str | None = None) -> str:
+    return tenant_salt(SecretStr(SECRET), tenant, namespace)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The OpenAI error envelope, exactly: `{"error": {"message", "type", "param", "code"}}`."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"], body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    return error
+
+
+# --- the apps -------------------------------------------------------------------------------
+
+
+def settings_for(vllm_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "enable_database": False,
+        "tokenizer": str(default_model_dir(data_dir)),
+        "vllm_url": vllm_url,
+        "block_size": BLOCK,
+        "server_secret": SecretStr(SECRET),
+        "api_keys": KEYS,
+        "allowed_origins": [ALLOWED_ORIGIN],
+        "typing_pause_ms": 60_000,  # no pause warm-up unless a test asks for one
+        "warmups_per_second": 1000.0,
+        "ws_frames_per_second": 10_000.0,  # only the rate-limit test types at a human pace
+        "request_timeout_s": 10.0,
+        "connect_timeout_s": 2.0,
+    }
+    return Settings(**{**values, **overrides})
+
+
+@dataclass
+class App:
+    settings: Settings
+    app: FastAPI
+    url: str
+    stack: contextlib.AsyncExitStack
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    async def session(self, *, key: str | None = None, origin: str | None = None) -> SessionClient:
+        """A connected client (`key` as the subprotocol), closed when the test ends."""
+        return await self.stack.enter_async_context(ws_client(self.url, key=key, origin=origin))
+
+    async def http(self) -> httpx.AsyncClient:
+        return await self.stack.enter_async_context(
+            httpx.AsyncClient(base_url=self.url, timeout=10)
+        )
+
+
+StartApp = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture(scope="module")
+async def fake_vllm() -> AsyncIterator[StrictFakeVLLM]:
+    vllm = StrictFakeVLLM()
+    async with serve(vllm) as url:
+        vllm.url = url
+        yield vllm
+
+
+@pytest.fixture
+async def fake(fake_vllm: StrictFakeVLLM) -> AsyncIterator[StrictFakeVLLM]:
+    """The module's fake vLLM, reset; whatever a test held is let go when it ends."""
+    fake_vllm.reset()
+    yield fake_vllm
+    fake_vllm.release_warmups()
+    idle = lambda: fake_vllm.warm_in_flight == 0 and fake_vllm.streams_open == 0  # noqa: E731
+    await wait_until(idle, what="the fake's handlers to end")
+
+
+@pytest.fixture(scope="module")
+async def keyed_app(
+    fake_vllm: StrictFakeVLLM, data_dir: Path
+) -> AsyncIterator[tuple[Settings, FastAPI, str]]:
+    """One orchestrator with two tenants' keys, shared by the module's tests."""
+    settings = settings_for(fake_vllm.url, data_dir)
+    app = create_app(settings)
+    async with serve(app, websockets=True) as url:
+        yield settings, app, url
+
+
+@pytest.fixture
+async def start_app(
+    fake: StrictFakeVLLM, keyed_app: tuple[Settings, FastAPI, str], data_dir: Path
+) -> AsyncIterator[StartApp]:
+    """The shared orchestrator, or (`fresh`, other settings, another upstream) a new one."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(
+            *,
+            fresh: bool = False,
+            upstream: str | None = None,
+            transport: httpx.AsyncBaseTransport | None = None,
+            **overrides: Any,
+        ) -> App:
+            if not (fresh or overrides or upstream or transport):
+                return App(*keyed_app, stack)
+            settings = settings_for(upstream or fake.url, data_dir, **overrides)
+            app = create_app(settings, upstream_transport=transport)
+            url = await stack.enter_async_context(serve(app, websockets=True))
+            return App(settings, app, url, stack)
+
+        yield start
+    await wait_until(lambda: not session_tasks(), what="the sessions' tasks to end")
+
+
+async def started(
+    app: App, *, key: str | None = "key-a", origin: str | None = None, **start: Any
+) -> SessionClient:
+    """A client whose session is started with SYSTEM as context (and `start` overrides)."""
+    client = await app.session(key=key, origin=origin)
+    await client.send(**{"type": "start", "context": {"system": SYSTEM}, **start})
+    await client.next("ready")
+    return client
+
+
+SESSION_TASK_OWNERS = ("Session.", "Warmer.")
+
+
+def session_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done()
+        and getattr(task.get_coro(), "__qualname__", "").startswith(SESSION_TASK_OWNERS)
+    ]
+
+
+async def closed(client: SessionClient) -> tuple[int | None, str]:
+    """Wait for the server to close `client`: (close code, reason)."""
+    await wait_until(lambda: client.closed, what="the server to close the socket")
+    return client.ws.close_code, client.ws.close_reason or ""
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+COMPLETION = {"model": "fake-model", "prompt": [1, 2, 3, 4], "max_tokens": 2}
+HTTP_CALLS = [
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/completions", COMPLETION),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/v1/warm", {"prompt": list(range(100))}),
+]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        auth("not-a-key"),
+        auth("key-a-but-longer"),
+        {"Authorization": "Basic key-a"},
+        {"Authorization": "Bearer"},
+    ],
+    ids=["none", "unknown", "prefix", "not-bearer", "empty"],
+)
+async def test_http_without_a_valid_key_is_401_in_the_openai_envelope(
+    start_app: StartApp, fake: StrictFakeVLLM, headers: dict[str, str]
+) -> None:
+    app = await start_app()
+    http = await app.http()
+    for method, path, body in HTTP_CALLS:
+        response = await http.request(method, path, json=body, headers=headers)
+        error = assert_envelope(response, 401, "invalid_api_key")
+        assert error["type"] == "authentication_error"
+    assert fake.completions == []
+    assert fake.gets == []
+
+
+async def test_http_with_a_valid_key_passes(start_app: StartApp, fake: StrictFakeVLLM) -> None:
+    app = await start_app()
+    http = await app.http()
+    for key in KEYS:
+        models = await http.get("/v1/models", headers=auth(key))
+        assert models.status_code == 200
+        assert models.json()["data"][0]["id"] == "fake-model"
+        completion = await http.post("/v1/completions", json=COMPLETION, headers=auth(key))
+        assert completion.status_code == 200, completion.text
+    assert [r.body["cache_salt"] for r in fake.completions] == [salt("tenant-a"), salt("tenant-b")]
+    health = await http.get("/health")  # no key needed for health
+    assert health.status_code == 200
+
+
+async def test_ws_key_as_subprotocol_is_accepted_and_echoed(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app()
+    client = await app.session(key="key-a")
+    assert client.ws.subprotocol == "prefill.bearer.key-a"
+    await client.send(type="start", context={"system": SYSTEM})
+    await client.next("ready")
+    await client.next("warm")
+    assert fake.warmups[0].body["cache_salt"] == salt("tenant-a")
+
+
+async def test_ws_key_in_the_start_frame_is_accepted(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app()
+    client = await app.session()
+    assert client.ws.subprotocol is None
+    await client.send(type="start", api_key="key-b", context={"system": SYSTEM})
+    await client.next("ready")
+    await client.send(type="submit", text=QUESTION)
+    assert (await client.next("done"))["finish_reason"] == "stop"
+    assert {r.body["cache_salt"] for r in fake.completions} == {salt("tenant-b")}
+
+
+@pytest.mark.parametrize(
+    ("first", "reason"),
+    [
+        ({"type": "start"}, "API key is required"),
+        ({"type": "start", "api_key": "not-a-key"}, "not valid"),
+        ({"type": "start", "api_key": ""}, "API key is required"),
+        ({"type": "input", "text": "hi", "seq": 1}, "API key is required"),
+    ],
+    ids=["no-key", "bad-key", "empty-key", "input-first"],
+)
+async def test_ws_without_a_valid_key_gets_an_error_and_close_1008(
+    start_app: StartApp, fake: StrictFakeVLLM, first: dict[str, Any], reason: str
+) -> None:
+    app = await start_app()
+    client = await app.session()
+    await client.send(**first)
+    error = await client.next("error")
+    assert error["code"] == "invalid_api_key"
+    code, close_reason = await closed(client)
+    assert code == POLICY_VIOLATION
+    assert reason in close_reason
+    assert len(app.services.sessions) == 0
+    assert fake.completions == []
+
+
+async def test_ws_bad_key_as_subprotocol_is_refused_at_the_handshake(start_app: StartApp) -> None:
+    app = await start_app()
+    with pytest.raises(InvalidStatus) as refused:
+        await app.session(key="not-a-key")
+    # A close before accept is an HTTP 403 answer to the handshake (ASGI): no close frame.
+    assert refused.value.response.status_code == 403
+    assert len(app.services.sessions) == 0
+
+
+# --- Origin ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("origin", ["same", ALLOWED_ORIGIN, None], ids=["same", "allowed", "none"])
+async def test_ws_accepts_the_same_an_allowed_or_no_origin(
+    start_app: StartApp, origin: str | None
+) -> None:
+    app = await start_app()
+    client = await started(app, origin=app.url if origin == "same" else origin)
+    assert client.of_type("ready")
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["https://evil.example", "http://127.0.0.1:1", "null", ALLOWED_ORIGIN + ".evil.example"],
+)
+async def test_ws_refuses_a_foreign_origin(
+    start_app: StartApp, fake: StrictFakeVLLM, origin: str
+) -> None:
+    app = await start_app()
+    for key in ("key-a", None):  # the Origin check comes before the key
+        with pytest.raises(InvalidStatus) as refused:
+            await app.session(key=key, origin=origin)
+        assert refused.value.response.status_code == 403
+    assert len(app.services.sessions) == 0
+
+
+# --- tenants --------------------------------------------------------------------------------
+
+
+async def test_tenants_warm_under_different_salts_and_never_share_blocks(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app()
+    for key in ("key-a", "key-b", "key-a"):  # the same context, one after the other
+        client = await started(app, key=key)
+        await client.next("warm")
+
+    first_a, first_b, second_a = fake.warmups
+    assert first_a.prompt == first_b.prompt == second_a.prompt
+    assert first_a.body["cache_salt"] == second_a.body["cache_salt"] == salt("tenant-a")
+    assert first_b.body["cache_salt"] == salt("tenant-b") != salt("tenant-a")
+    cached = [w.usage["prompt_tokens_details"]["cached_tokens"] for w in fake.warmups if w.usage]
+    assert cached[:2] == [0, 0]  # B found nothing of A's
+    assert cached[2] > 0  # A found its own
+
+
+async def test_another_tenants_session_id_is_an_unknown_session(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app()
+    client = await started(app, key="key-a", cache_namespace="run-a")
+    session_id = client.of_type("ready")[0]["session_id"]
+    http = await app.http()
+
+    for key, session in (("key-b", session_id), ("key-a", "0123456789abcdef")):
+        headers = {**auth(key), "X-Session-Id": session}
+        response = await http.post("/v1/completions", json=COMPLETION, headers=headers)
+        error = assert_envelope(response, 400, "unknown_session")
+        assert error["param"] == "x-session-id"
+        warm = await http.post("/v1/warm", json={"prompt": list(range(80))}, headers=headers)
+        assert_envelope(warm, 400, "unknown_session")
+    assert [r for r in fake.completions if r.body.get("prompt") == COMPLETION["prompt"]] == []
+
+    headers = {**auth("key-a"), "X-Session-Id": session_id}
+    response = await http.post("/v1/completions", json=COMPLETION, headers=headers)
+    assert response.status_code == 200
+    assert fake.completions[-1].body["cache_salt"] == salt("tenant-a", "run-a")
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PREFILL_HOST", "PREFILL_API_KEYS", "PREFILL_ALLOW_REMOTE_WITHOUT_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "example.org"])
+def test_a_non_loopback_host_without_keys_refuses_to_build(host: str) -> None:
+    with pytest.raises(ValidationError, match="not loopback"):
+        Settings(host=host, enable_database=False)
+    assert Settings(host=host, api_keys=KEYS).api_keys == KEYS
+    assert Settings(host=host, allow_remote_without_keys=True).host == host
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
+def test_a_loopback_host_needs_no_keys(host: str) -> None:
+    assert Settings(host=host).api_keys == {}
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+async def test_a_frame_over_the_size_limit_closes_with_1009(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app(ws_max_message_bytes=2048)
+    other = await started(app)
+    client = await started(app)
+    await client.send(type="input", text="x" * 2100, seq=1)
+    code, reason = await closed(client)
+    assert code == MESSAGE_TOO_BIG
+    assert "2048" in reason
+
+    first = await app.session()  # the key in an oversized first frame
+    await first.send(type="start", api_key="key-a", context={"system": "y" * 3000})
+    assert (await closed(first))[0] == MESSAGE_TOO_BIG
+
+    await wait_until(lambda: len(app.services.sessions) == 1, what="the closed session to go")
+    await other.send(type="submit", text=QUESTION)
+    assert (await other.next("done"))["finish_reason"] == "stop"
+
+
+async def test_the_frame_size_limit_counts_bytes_not_characters(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app(ws_max_message_bytes=2048)
+    client = await started(app)
+    frame = {"type": "input", "text": "€" * 1500, "seq": 1}  # 1,500 characters, 4,500 bytes
+    await client.send_raw(json.dumps(frame, ensure_ascii=False))
+    with contextlib.suppress(AssertionError):
+        await client.barrier()
+    assert client.closed
+    assert client.ws.close_code == MESSAGE_TOO_BIG
+
+
+async def test_too_many_frames_a_second_get_one_rate_limited_error_and_the_session_goes_on(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    rate = 20.0  # the bucket holds 2 * rate = 40 frames
+    app = await start_app(ws_frames_per_second=rate)
+    client = await started(app)
+    began = time.monotonic()
+    for seq in range(1, 301):
+        await client.send(type="input", text=QUESTION[: seq % len(QUESTION)], seq=seq)
+    await asyncio.sleep(10 / rate)  # room for a few frames again
+    await client.barrier()  # every flooded frame was handled (or dropped)
+    elapsed = time.monotonic() - began
+
+    errors = [frame for frame in client.of_type("error") if frame["code"] == "rate_limited"]
+    assert errors, client.frames
+    assert len(errors) <= 1 + math.floor(elapsed), "more than one rate error a second"
+    assert "frames a second" in errors[0]["message"]
+    assert not client.closed
+
+    await client.send(type="submit", text=QUESTION, seq=301)
+    done = await client.next("done")
+    assert done["finish_reason"] == "stop"
+    assert len(fake.finals) == 1
+
+
+async def test_sessions_over_the_limits_get_an_error_and_close_1008(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app(max_sessions=3, max_sessions_per_tenant=2)
+    a1, a2 = await started(app, key="key-a"), await started(app, key="key-a")
+
+    a3 = await app.session(key="key-a")  # over tenant-a's two
+    error = await a3.next("error")
+    assert error["code"] == "rate_limited"
+    assert "tenant" in error["message"]
+    code, reason = await closed(a3)
+    assert code == POLICY_VIOLATION
+    assert "tenant" in reason
+
+    b1 = await started(app, key="key-b")  # tenant-b still has room: three in all
+    for refused in (await app.session(key="key-b"), await app.session(key=None)):
+        if refused.ws.subprotocol is None:  # the key in the first frame: admitted after it
+            await refused.send(type="start", api_key="key-b")
+        error = await refused.next("error")
+        assert error["code"] == "rate_limited"
+        assert "too many sessions" in error["message"]
+        assert (await closed(refused))[0] == POLICY_VIOLATION
+
+    assert len(app.services.sessions) == 3
+    for client in (a1, a2, b1):  # the admitted ones never noticed
+        await client.send(type="submit", text=QUESTION)
+        assert (await client.next("done"))["finish_reason"] == "stop"
+        assert client.of_type("error") == []
+
+    await a1.ws.close()  # a closed session frees its place
+    await wait_until(lambda: len(app.services.sessions) == 2, what="a1 to leave")
+    assert await started(app, key="key-a")
+    assert app.services.sessions.per_tenant == {"tenant-a": 2, "tenant-b": 1}
+
+
+async def test_a_context_over_the_models_context_is_refused_at_start(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    fake.max_model_len = 256
+    app = await start_app(fresh=True)
+    client = await app.session(key="key-a")
+    huge = {"system": SYSTEM + " More words." * 300}
+    await client.send(type="start", context=huge)
+    assert (await client.next("error"))["code"] == "input_too_long"
+    assert fake.warmups == []  # nothing doomed was sent to vLLM
+    await client.send(type="input", text="hello", seq=1)
+    assert (await client.next("error"))["code"] == "not_started"
+    await client.send(type="start", context={"system": "short"}, params={"max_tokens": 16})
+    assert (await client.next("ready"))["type"] == "ready"
+
+
+async def test_an_input_over_the_models_context_is_input_too_long(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    fake.max_model_len = 256
+    app = await start_app(fresh=True)  # reads max_model_len from the fake
+    client = await started(app, params={"max_tokens": 16})
+    await client.next("warm")
+    long_text = " ".join(["word"] * 400)
+
+    await client.send(type="input", text=long_text, seq=1)
+    error = await client.next("error")
+    assert error["code"] == "input_too_long"
+    assert "256" in error["message"]
+    await client.send(type="submit", text=long_text, seq=2)
+    assert (await client.next("error"))["code"] == "input_too_long"
+    assert fake.finals == []
+    assert len(fake.warmups) == 1  # the context only
+
+    await client.send(type="submit", text="How many orders?", seq=3)
+    assert (await client.next("done"))["finish_reason"] == "stop"
+    assert fake.rejected == []
+
+
+def big_completion() -> bytes:
+    return json.dumps({"model": "fake-model", "prompt": "x" * 5000, "max_tokens": 1}).encode()
+
+
+async def test_an_http_body_over_the_limit_is_413_in_the_envelope(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app(http_max_body_bytes=2048)
+    http = await app.http()
+    headers = {**auth("key-a"), "Content-Type": "application/json"}
+    for path in ("/v1/completions", "/v1/chat/completions", "/v1/warm"):
+        response = await http.post(path, content=big_completion(), headers=headers)
+        error = assert_envelope(response, 413, "payload_too_large")
+        assert "2048" in error["message"]
+    small = await http.post("/v1/completions", json=COMPLETION, headers=headers)
+    assert small.status_code == 200
+    assert len(fake.completions) == 1
+
+
+async def test_a_chunked_http_body_over_the_limit_is_413_in_the_envelope(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app(http_max_body_bytes=2048)
+    http = await app.http()
+    body = big_completion()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 512):
+            yield body[start : start + 512]
+
+    headers = {**auth("key-a"), "Content-Type": "application/json"}
+    response = await http.post("/v1/completions", content=chunks(), headers=headers)
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert fake.completions == []
+    assert_envelope(response, 413, "payload_too_large")
+
+
+async def test_warmups_in_flight_never_exceed_the_bound(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    bound, sessions = 3, 10
+    fake.hold_warmups()
+    app = await start_app(max_warmups_in_flight=bound, max_sessions_per_tenant=sessions)
+    clients = [await started(app, key="key-a") for _ in range(sessions)]
+    await wait_until(lambda: fake.warm_in_flight == bound, what="the bound to fill")
+    for client in clients:  # everyone types while the warm-ups hang
+        await client.type_text(QUESTION, per_word=True)
+    await asyncio.sleep(SETTLE_S)  # refused warm-ups retry every 0.1 s meanwhile
+    assert fake.warm_in_flight == bound
+    assert app.services.engine.in_flight == bound
+
+    fake.release_warmups()
+    for client in clients:  # everyone gets warmed in the end
+        await client.next("warm", within=10)
+    assert fake.max_warm_in_flight == bound
+    await wait_until(lambda: app.services.engine.in_flight == 0, what="the warm-ups to end")
+
+
+async def test_a_tenants_rejected_warmups_do_not_pause_other_tenants(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app(fresh=True)
+    fake.refused_salts.add(tenant_salt(app.services.settings.server_secret, "tenant-a"))
+    await started(app, key="key-a")  # vLLM answers 400 to its warm-ups
+    await wait_until(lambda: len(fake.rejected) >= 4, what="A's rejected warm-ups")
+
+    b = await started(app, key="key-b")
+    await b.next("warm", within=1.0)  # not held back by A's failures (2 s after the 4th)
+    assert app.services.engine.pause_s() == 0
+
+
+async def test_a_warmup_vllm_rejects_is_not_retried_in_a_tight_loop(
+    start_app: StartApp, fake: StrictFakeVLLM
+) -> None:
+    app = await start_app(fresh=True)
+    fake.refused_salts.add(tenant_salt(app.services.settings.server_secret, "tenant-a"))
+    client = await started(app, key="key-a")
+    await asyncio.sleep(2.0)
+    # Retried every 0.1 s that is 20 doomed requests (and 20 error frames) in 2 s; a back-off
+    # (0.1, 0.2, 0.4, 0.8 s) makes it 4 or 5, not retrying a refused prompt at all makes it 1.
+    assert len(fake.rejected) <= 5, f"{len(fake.rejected)} rejected warm-ups in 2 s"
+    assert len(client.of_type("error")) <= 5
+
+
+# --- vLLM goes away -------------------------------------------------------------------------
+
+
+async def test_vllm_down_at_start_is_an_error_frame_and_degraded_health(
+    start_app: StartApp,
+) -> None:
+    vllm = StrictFakeVLLM()
+    upstream = Upstream(vllm)  # not started yet
+    app = await start_app(upstream=upstream.url)
+    app.stack.push_async_callback(upstream.stop)
+    http = await app.http()
+    health = await http.get("/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "degraded"
+    assert health.json()["vllm"]["ok"] is False
+
+    client = await app.session(key="key-a")
+    await client.send(type="start", context={"system": SYSTEM})
+    error = await client.next("error")
+    assert error["code"] == "upstream_unavailable"
+    assert client.of_type("ready") == []
+
+    await upstream.start()  # the same session starts once vLLM is there
+    await client.send(type="start", context={"system": SYSTEM})
+    await client.next("ready")
+    await client.next("warm")
+    assert (await http.get("/health")).json()["status"] == "ok"
+
+
+def describe(tasks: set[asyncio.Task[Any]]) -> list[str]:
+    return [getattr(task.get_coro(), "__qualname__", repr(task)) for task in tasks]
+
+
+async def test_vllm_dies_mid_session_and_comes_back(start_app: StartApp) -> None:
+    vllm = StrictFakeVLLM()
+    upstream = Upstream(vllm)
+    await upstream.start()
+    transport = CountingTransport()
+    app = await start_app(upstream=upstream.url, transport=transport)
+    app.stack.push_async_callback(upstream.stop)
+    http = await app.http()
+    await http.get("/health")  # the client's own connection is part of the baseline
+    baseline = asyncio.all_tasks()
+
+    typists = [await started(app, key=key) for key in ("key-a", "key-a", "key-b")]
+    for client in typists:
+        await client.next("warm")
+    writer = await started(app, key="key-b", warmups="off")
+    vllm.stream_hang = True
+    await writer.send(type="submit", text="Tell me a long story.")
+    await writer.next("token")
+    clients = [*typists, writer]
+
+    # vLLM dies: the generation ends with an error, every session hears within ~1 s.
+    killed = time.monotonic()
+    await upstream.kill()
+    stream_error = await writer.next("error", lambda frame: "stream" in frame["message"])
+    assert stream_error["code"] == "upstream_unavailable"
+    for client in clients:
+        error = await client.next("error", lambda frame: "paused" in frame["message"], within=2)
+        assert error["code"] == "upstream_unavailable"
+    assert time.monotonic() - killed < 1.5
+    assert writer.of_type("done") == []
+    health = await http.get("/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "degraded"
+
+    # Typing goes on while it is down: warm-ups back off instead of hammering a dead port.
+    seq, typing_s, key_interval_s = 0, 2.5, 0.05
+    for seq in range(1, int(typing_s / key_interval_s) + 1):
+        for client in typists:
+            await client.send(type="input", text=LONG_TEXT[: 8 * seq], seq=seq)
+        await asyncio.sleep(key_interval_s)
+    attempts = transport.warmups_between(killed, time.monotonic())
+    assert attempts, "the typists' text never asked for a warm-up"
+    assert all(sent.failed for sent in attempts)
+    # Without a back-off every keystroke of every typist would try (150); with it, one try per
+    # typist at the end of each back-off (0.25, 0.5, 1, 2 s), plus the few before the watcher.
+    assert len(attempts) <= 5 * len(typists), [round(s.at - killed, 3) for s in attempts]
+
+    # vLLM is back on the same port: sessions hear it, warm-ups resume by themselves, and a
+    # new keystroke is warmed at once.
+    await upstream.start()
+    for client in clients:
+        assert await client.next("engine", within=2) == {"type": "engine", "ok": True}
+    assert (await http.get("/health")).json()["status"] == "ok"
+    for client in typists[1:]:  # without a keystroke, once their back-off (<= 7.5 s) ends
+        await client.next("warm", lambda frame: frame["seq"] == seq, within=8)
+    before = len(vllm.warmups)
+    await typists[0].send(type="input", text=LONG_TEXT, seq=seq + 1)
+    warm = await typists[0].next("warm", lambda frame: frame["seq"] == seq + 1, within=3)
+    assert warm["tokens"] in [len(sent.prompt) for sent in vllm.warmups[before:]]
+    vllm.stream_hang = False
+    await writer.send(type="submit", text="Tell me a short one.")
+    assert (await writer.next("done"))["finish_reason"] == "stop"
+
+    # Everyone leaves: nothing is left behind.
+    for client in clients:
+        await client.ws.close()
+    services = app.services
+    await wait_until(lambda: len(services.sessions) == 0, what="the registry to empty")
+    await wait_until(lambda: not session_tasks(), what="the sessions' tasks to end")
+
+    def extra_tasks() -> int:
+        return len(asyncio.all_tasks()) - len(baseline)
+
+    with contextlib.suppress(AssertionError):
+        await wait_until(lambda: extra_tasks() <= 0, what="the task count to return")
+    assert extra_tasks() <= 0, describe(asyncio.all_tasks() - baseline)
+    await wait_until(lambda: transport.busy_connections == 0, what="the pool to be idle")
+    await wait_until(  # and the fake holds no connection but the pool's idle keep-alive ones
+        lambda: upstream.open_connections == transport.open_connections,
+        what="the fake's connections to match the pool's",
+    )
+    assert vllm.streams_open == vllm.warm_in_flight == 0
+    assert services.engine.in_flight == 0
