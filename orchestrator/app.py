@@ -62,7 +62,7 @@ async def lifespan_for(
             services.probe_engine,
             services.broadcast,
             lambda: len(sessions) > 0,
-            services.forget_engine_facts,
+            services.on_engine_recovered,
         )
     )
     try:

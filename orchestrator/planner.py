@@ -161,6 +161,10 @@ class WarmPlanner:
         self._in_flight = None
         self._pending = None
 
+    def forget_cache(self) -> None:
+        """vLLM restarted and its cache is empty: warm again from the start."""
+        self._confirmed = ()
+
     def reset(self) -> None:
         """Forget everything (after a submit, or when the context changes)."""
         self._confirmed = ()

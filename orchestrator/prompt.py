@@ -3,7 +3,9 @@
 Warm-ups and final requests are both sent as token ids built here, so the two can never
 tokenize differently. A chat is rendered once around a sentinel user message, which splits the
 template into a `head` (system prompt, history, the user turn's opening) and a `tail` (the user
-turn's closing and the assistant header); typed text goes between them.
+turn's closing and the assistant header); typed text goes between them. A context may add a
+fixed opening to the user's turn (in the head) and start the assistant's answer (in the tail):
+text-to-SQL opens the answer with a ```sql fence, so even a small model answers with a query.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from orchestrator.errors import SetupError
 
 PROMPT_CACHE_SIZE = 256
 SENTINEL = "\u2063PREFILL-USER-TEXT\u2063"
+Openings = tuple[str, str]  # fixed text opening the user's turn, and the assistant's answer
+PromptKey = tuple[str | None, tuple[tuple[str, str], ...], Openings]
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class ChatFrame:
 
     head: str
     tail: str
+    answer_opening: str = ""  # the end of `tail`: the first words of the assistant's answer
 
     def prefix_text(self, user_text: str) -> str:
         """What a warm-up covers: everything up to the (stable part of the) user's text."""
@@ -60,7 +65,7 @@ class PromptRenderer:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self._prompts: dict[tuple[str | None, tuple[tuple[str, str], ...]], SessionPrompt] = {}
+        self._prompts: dict[PromptKey, SessionPrompt] = {}
 
     @classmethod
     def load(cls, path: str) -> PromptRenderer:
@@ -80,7 +85,13 @@ class PromptRenderer:
             raise SetupError(f"the tokenizer at {path} has no chat template")
         return cls(tokenizer)
 
-    def frame(self, system: str | None, history: list[dict[str, str]] | None = None) -> ChatFrame:
+    def frame(
+        self,
+        system: str | None,
+        history: list[dict[str, str]] | None = None,
+        openings: Openings = ("", ""),
+    ) -> ChatFrame:
+        """The template around the user's text; `openings`: (the user turn's, the answer's)."""
         messages: list[dict[str, str]] = []
         if system:
             messages.append({"role": "system", "content": system})
@@ -92,16 +103,20 @@ class PromptRenderer:
         head, found, tail = str(rendered).partition(SENTINEL)
         if not found:
             raise SetupError("the chat template does not place the user's message verbatim")
-        return ChatFrame(head=head, tail=tail)
+        question_opening, answer_opening = openings
+        return ChatFrame(head + question_opening, tail + answer_opening, answer_opening)
 
     def session_prompt(
-        self, system: str | None, history: list[dict[str, str]] | None = None
+        self,
+        system: str | None,
+        history: list[dict[str, str]] | None = None,
+        openings: Openings = ("", ""),
     ) -> SessionPrompt:
         """Sessions with the same context share one (immutable) rendered head."""
-        key = (system, tuple((turn["role"], turn["content"]) for turn in history or []))
+        key = (system, tuple((turn["role"], turn["content"]) for turn in history or []), openings)
         prompt = self._prompts.get(key)
         if prompt is None:
-            frame = self.frame(system, history)
+            frame = self.frame(system, history, openings)
             prompt = SessionPrompt(frame, tuple(self.encode(frame.head)), self)
             if len(self._prompts) >= PROMPT_CACHE_SIZE:
                 self._prompts.pop(next(iter(self._prompts)))  # the oldest

@@ -50,9 +50,12 @@ class Services:
     async def probe_engine(self) -> None:
         await self.vllm.request("GET", "/v1/models", timeout=1.0)
 
-    def forget_engine_facts(self) -> None:
-        """After vLLM restarts it may serve another model: read the facts again next time."""
+    def on_engine_recovered(self) -> None:
+        """vLLM answers again, maybe restarted with another model and surely with an empty
+        cache: read its facts again next time, and let every session warm again at once."""
         self._facts = None
+        for session in self.sessions.all():
+            session.resume_warmups()
 
 
 def services_of(connection: HTTPConnection) -> Services:

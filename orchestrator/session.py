@@ -55,15 +55,15 @@ class Session:
         renderer = self.services.renderer
         if renderer is None:
             raise InvalidRequest("this server has no tokenizer loaded", code="not_configured")
-        system = frame.context.system
+        system, openings = frame.context.system, ("", "")
         self.sql_context = None
         if frame.context.database is not None:
             self.sql_context = self.services.sql.get(frame.context.database)
-            system = self.sql_context.system_prompt
+            system, openings = self.sql_context.system_prompt, self.sql_context.openings
         self.cancel_all()
         self.facts = await self.services.engine_facts()
         history = [turn.model_dump() for turn in frame.context.history]
-        prompt = renderer.session_prompt(system, history)
+        prompt = renderer.session_prompt(system, history, openings)
         self.params = frame.params
         self.check_length(len(prompt.head_tokens))  # a context too long for the model
         self.prompt = prompt
@@ -154,6 +154,10 @@ class Session:
                 code="input_too_long",
             )
 
+    def resume_warmups(self) -> None:
+        if self.warmer is not None and self.warmups != "off":
+            self.warmer.resume()
+
     def replan(self) -> WarmUp | None:
         """The planner's candidate for the current text (a warm-up retried after a pause)."""
         if self.prompt is None or self.planner is None or self.warmups == "off":
@@ -182,16 +186,21 @@ class Session:
     # -- the final request ---------------------------------------------------------------
 
     async def generate(self, tokens: list[int], received: float) -> None:
-        _, planner, warmer = self.require_started()
+        prompt, planner, warmer = self.require_started()
         await warmer.settle()
         try:
-            await self.stream_answer(tokens, received, planner, warmer.stats)
+            await self.stream_answer(tokens, received, prompt, planner, warmer.stats)
         finally:
             warmer.release()
             warmer.stats = WarmStats()
 
     async def stream_answer(
-        self, tokens: list[int], received: float, planner: WarmPlanner, stats: WarmStats
+        self,
+        tokens: list[int],
+        received: float,
+        prompt: SessionPrompt,
+        planner: WarmPlanner,
+        stats: WarmStats,
     ) -> None:
         assert self.facts is not None
         body = {
@@ -212,6 +221,8 @@ class Session:
                     text = choice.get("text") or ""
                     finish = choice.get("finish_reason") or finish
                     if text:
+                        if not output:  # the answer's opening was part of the prompt
+                            text = prompt.frame.answer_opening + text
                         await self.send(protocol.token(text))
                         output.append(text)
                         if ttft_ms is None:

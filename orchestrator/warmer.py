@@ -82,6 +82,16 @@ class Warmer:
         self.retry_timer = None
         self.offer(self.replan())
 
+    def resume(self) -> None:
+        """vLLM is back (restarted, its cache empty): warm again now, not after a back-off."""
+        self.failures = 0
+        self.planner.forget_cache()
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        if self.task is None or self.task.done():
+            self.retry()
+
     async def settle(self) -> None:
         """Before a final request: hold new warm-ups, drop one still queued at the gate, and
         wait for one already sent, so the final request finds its blocks instead of computing

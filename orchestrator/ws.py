@@ -5,8 +5,10 @@ Follow a keystroke: `receive` → `parse_client_frame` (protocol.py) → `Sessio
 
 Admission: the Origin must be the same site or an allowed one; with API keys configured the
 key comes as the subprotocol `prefill.bearer.<key>` or as `api_key` in the first frame.
-Violations close the socket with 1008 (policy) or 1009 (too big) and a reason; bad frames
-get an error frame and the session goes on.
+A refused handshake is answered with HTTP 401/403 and the OpenAI error envelope (where the
+server supports the WebSocket denial response; a bare 403 otherwise). Later violations close
+the socket with 1008 (policy) or 1009 (too big) and a reason; bad frames get an error frame
+and the session goes on.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from orchestrator import protocol
@@ -67,7 +70,7 @@ async def ws_session(websocket: WebSocket) -> None:
             else None
         )
     except ServiceError as error:
-        await websocket.close(POLICY_VIOLATION, error.message[:120])
+        await deny(websocket, error)
         return
     await websocket.accept(subprotocol=subprotocol)
     send = FrameSender(websocket)
@@ -78,6 +81,16 @@ async def ws_session(websocket: WebSocket) -> None:
             await websocket.close(closing.code, closing.reason)
     except WebSocketDisconnect:
         pass
+
+
+async def deny(websocket: WebSocket, error: ServiceError) -> None:
+    """Refuse the handshake: status and envelope where the server can send them."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(
+            JSONResponse(error.envelope(), status_code=error.status_code)
+        )
+    else:
+        await websocket.close(POLICY_VIOLATION, error.message[:120])
 
 
 async def serve(

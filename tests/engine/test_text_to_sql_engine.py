@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import websockets
 
+from orchestrator.text_to_sql import ANSWER_OPENING
+
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +30,11 @@ async def test_sql_session_answers_with_rows_or_a_reason(sql_app_url: str) -> No
     done = frames[-1]
     assert done["type"] == "done", done
     assert done["prompt_tokens"] > 1000  # the schema prompt
-    assert "sql" in done
+    # The answer's opening (a ```sql fence) was part of the prompt; the client sees it first.
+    tokens = [frame["text"] for frame in frames if frame["type"] == "token"]
+    assert tokens[0].startswith(ANSWER_OPENING)
+    assert done["text"] == "".join(tokens)
+    assert isinstance(done["sql"], str), done["text"]  # so the model answered with a query
     if done.get("refused"):
         assert isinstance(done["refused"], str)
         assert done["refused"]

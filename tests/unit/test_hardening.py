@@ -302,8 +302,11 @@ async def test_ws_bad_key_as_subprotocol_is_refused_at_the_handshake(start_app: 
     app = await start_app()
     with pytest.raises(InvalidStatus) as refused:
         await app.session(key="not-a-key")
-    # A close before accept is an HTTP 403 answer to the handshake (ASGI): no close frame.
-    assert refused.value.response.status_code == 403
+    # Refused before accept: an HTTP answer to the handshake, with the one error envelope.
+    assert refused.value.response.status_code == 401
+    error = json.loads(refused.value.response.body)["error"]
+    assert error["code"] == "invalid_api_key"
+    assert error["type"] == "authentication_error"
     assert len(app.services.sessions) == 0
 
 
@@ -331,6 +334,7 @@ async def test_ws_refuses_a_foreign_origin(
         with pytest.raises(InvalidStatus) as refused:
             await app.session(key=key, origin=origin)
         assert refused.value.response.status_code == 403
+        assert json.loads(refused.value.response.body)["error"]["code"] == "forbidden_origin"
     assert len(app.services.sessions) == 0
 
 
@@ -668,11 +672,13 @@ async def test_vllm_dies_mid_session_and_comes_back(start_app: StartApp) -> None
     typists = [await started(app, key=key) for key in ("key-a", "key-a", "key-b")]
     for client in typists:
         await client.next("warm")
+    idle = await started(app, key="key-a")  # warmed, then types nothing while vLLM is down
+    idle_warm = await idle.next("warm")
     writer = await started(app, key="key-b", warmups="off")
     vllm.stream_hang = True
     await writer.send(type="submit", text="Tell me a long story.")
     await writer.next("token")
-    clients = [*typists, writer]
+    clients = [*typists, idle, writer]
 
     # vLLM dies: the generation ends with an error, every session hears within ~1 s.
     killed = time.monotonic()
@@ -701,14 +707,17 @@ async def test_vllm_dies_mid_session_and_comes_back(start_app: StartApp) -> None
     # typist at the end of each back-off (0.25, 0.5, 1, 2 s), plus the few before the watcher.
     assert len(attempts) <= 5 * len(typists), [round(s.at - killed, 3) for s in attempts]
 
-    # vLLM is back on the same port: sessions hear it, warm-ups resume by themselves, and a
-    # new keystroke is warmed at once.
+    # vLLM is back on the same port (restarted: its cache is empty): sessions hear it, warm-ups
+    # resume at once without waiting out their back-off, and a new keystroke is warmed at once.
     await upstream.start()
     for client in clients:
         assert await client.next("engine", within=2) == {"type": "engine", "ok": True}
     assert (await http.get("/health")).json()["status"] == "ok"
-    for client in typists[1:]:  # without a keystroke, once their back-off (<= 7.5 s) ends
-        await client.next("warm", lambda frame: frame["seq"] == seq, within=8)
+    for client in typists[1:]:  # without a keystroke
+        await client.next("warm", lambda frame: frame["seq"] == seq, within=2)
+    # What was warmed before the restart is gone: the idle session warms its prompt again.
+    rewarm = await idle.next("warm", lambda frame: frame["seq"] == idle_warm["seq"], within=2)
+    assert rewarm["tokens"] == idle_warm["tokens"]
     before = len(vllm.warmups)
     await typists[0].send(type="input", text=LONG_TEXT, seq=seq + 1)
     warm = await typists[0].next("warm", lambda frame: frame["seq"] == seq + 1, within=3)

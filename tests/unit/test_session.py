@@ -229,6 +229,21 @@ async def test_warmups_are_prefixes_of_the_final_prompt_with_server_salt_and_pri
     assert lengths == sorted(lengths)
 
 
+def test_openings_frame_the_question_and_start_the_answer(renderer: PromptRenderer) -> None:
+    prompt = renderer.session_prompt(SYSTEM, openings=("Question:\n", "```sql\n"))
+    chat = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Question:\nhi"}]
+    rendered = renderer.tokenizer.apply_chat_template(
+        chat, tokenize=False, add_generation_prompt=True
+    )
+    assert prompt.frame.full_text("hi") == rendered + "```sql\n"
+    final = prompt.final_tokens(QUESTION)
+    assert renderer.decode(final).endswith(QUESTION + prompt.frame.tail)
+    assert prompt.frame.tail.endswith("```sql\n")
+    warm = prompt.warm_tokens(stable_prefix(QUESTION))
+    assert final[: len(warm)] == warm  # still a token prefix of the final prompt
+    assert renderer.session_prompt(SYSTEM).head_tokens != prompt.head_tokens
+
+
 async def test_client_cannot_set_the_cache_salt(start_app: StartApp, fake: FakeVLLM) -> None:
     app = await start_app()
     client = await app.session()
