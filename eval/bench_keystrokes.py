@@ -1,6 +1,7 @@
 """Keystroke load on the orchestrator: N typing sessions against a fake vLLM.
 
     python -m eval.bench_keystrokes [--sessions 50 500] [--keys-per-s 8] [--seconds 20]
+                                    [--ramp-s 5]
 
 For each N: the fake vLLM (`eval/fake_vllm.py`) and the orchestrator (`python -m orchestrator`,
 default tokenizer, no database) run in two subprocesses on free ports. This process opens N
@@ -8,8 +9,11 @@ default tokenizer, no database) run in two subprocesses on free ports. This proc
 so that the chat head is a whole number of KV blocks: the first stable word typed, and every
 32 tokens after it, makes a keystroke warm-up), then types its own deterministic question key
 by key (one `input` frame with the whole text so far per key, at `--keys-per-s` with seeded
-jitter) for `--seconds`. A keystroke that falls more than one interval behind its schedule is
-skipped, not sent in a burst, so the achieved rate says whether this client kept up.
+jitter) for `--seconds`, starting at a seeded random moment within the first `--ramp-s` (people
+do not all type their first word in the same second; `--ramp-s 0` is that worst case: every
+session's first warm-up lands in the same second). A keystroke that falls more than one
+interval behind its schedule is skipped, not sent in a burst, so the achieved rate says whether
+this client kept up.
 
 Measured per N:
 
@@ -275,10 +279,12 @@ class TypingSession:
             elif kind == "error":
                 self.errors.append(frame)
 
-    async def type(self, rng: random.Random, interval: float, jitter: float, end: float) -> None:
-        """Type `self.text` key by key until the loop's clock reaches `end`."""
+    async def type(
+        self, rng: random.Random, interval: float, jitter: float, start: float, end: float
+    ) -> None:
+        """Type `self.text` key by key from `start` until the loop's clock reaches `end`."""
+        due = start + rng.uniform(0, interval)
         loop = asyncio.get_running_loop()
-        due = loop.time() + rng.uniform(0, interval)
         seq = 0
         while True:
             now = loop.time()
@@ -421,6 +427,7 @@ async def run_sessions(
     system: str,
     keys_per_s: float,
     seconds: float,
+    ramp_s: float,
     seed: int,
     compression: bool,
 ) -> Result:
@@ -453,14 +460,14 @@ async def run_sessions(
 
         loop = asyncio.get_running_loop()
         begin = loop.time()
-        end = begin + seconds
         cpu0 = cpu_seconds(pid)
-        typing = [
-            asyncio.create_task(
-                session.type(random.Random(seed + 7919 * session.index), interval, 0.5, end)
+        typing = []
+        for session in sessions:
+            rng = random.Random(seed + 7919 * session.index)
+            start = begin + rng.uniform(0, ramp_s)
+            typing.append(
+                asyncio.create_task(session.type(rng, interval, 0.5, start, start + seconds))
             )
-            for session in sessions
-        ]
         await asyncio.gather(*typing)
         typed = loop.time()
         await asyncio.wait_for(
@@ -567,7 +574,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench_keystrokes", description=__doc__)
     parser.add_argument("--sessions", type=int, nargs="+", default=[50, 500])
     parser.add_argument("--keys-per-s", type=float, default=8.0)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="each session types this long")
+    parser.add_argument(
+        "--ramp-s", type=float, default=5.0, help="sessions start typing within this window"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-compression",
@@ -590,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         f"the way), PREFILL_MAX_SESSIONS_PER_TENANT=max(N, 200), PREFILL_ENABLE_DATABASE=false, "
         f"tokenizer {default_tokenizer}, sources sha256 {sources_digest()}; "
         f"client: {args.keys_per_s:g} keys/s per session (jitter +-50%) for {args.seconds:g} s, "
+        f"starting within {args.ramp_s:g} s, "
         f"permessage-deflate {'off' if args.no_compression else 'offered'}; "
         f"system prompt: chat head of {head_tokens} tokens; logs {logs}",
         flush=True,
@@ -606,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
                         system,
                         args.keys_per_s,
                         args.seconds,
+                        args.ramp_s,
                         args.seed,
                         not args.no_compression,
                     )
