@@ -32,7 +32,6 @@ class EngineWatch:
         self.max_in_flight = max_warmups_in_flight
         self.in_flight = 0
         self.slow_probes = 0
-        self.waiting: dict[object, Callable[[], None]] = {}  # turned away while full, in order
 
     # -- warm-up admission ---------------------------------------------------------------
 
@@ -53,19 +52,6 @@ class EngineWatch:
             self.succeeded()
         elif ok is False:
             self.failed()
-        self.wake_waiting()
-
-    def wait_for_slot(self, owner: object, wake: Callable[[], None]) -> None:
-        """Call `wake` (once, first come first served) when a warm-up slot frees up."""
-        self.waiting[owner] = wake
-
-    def stop_waiting(self, owner: object) -> None:
-        self.waiting.pop(owner, None)
-
-    def wake_waiting(self) -> None:
-        while self.waiting and self.pause_s() == 0 and self.in_flight < self.max_in_flight:
-            owner = next(iter(self.waiting))
-            self.waiting.pop(owner)()  # may take the slot, or find nothing left to warm
 
     def failed(self) -> None:
         self.failures += 1

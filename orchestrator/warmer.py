@@ -3,7 +3,7 @@
 Each warm-up is a `max_tokens=1` completion of token ids at the warm-up priority under the
 session's salt. It passes the global gate (warm-ups per second) and the engine watch (a bound
 on warm-ups in flight, and a back-off while vLLM fails); a warm-up turned away there is
-retried by itself once the back-off ends, or as soon as a slot frees up.
+retried by itself once the back-off ends.
 """
 
 from __future__ import annotations
@@ -69,12 +69,8 @@ class Warmer:
         engine = self.services.engine
         if not engine.try_start_warmup():
             self.planner.on_warm_done(warm, ok=False)
-            if engine.pause_s() > 0:
-                self.schedule_retry(engine.pause_s())
-            else:  # all slots taken: the next one that frees up is ours (in turn)
-                engine.wait_for_slot(self, self.retry)
+            self.schedule_retry(max(RETRY_MIN_S, engine.pause_s()))
             return
-        engine.stop_waiting(self)
         self.task = asyncio.create_task(self.run(warm))
 
     def schedule_retry(self, delay_s: float) -> None:
@@ -112,7 +108,6 @@ class Warmer:
         self.held = False
 
     def cancel(self) -> None:
-        self.services.engine.stop_waiting(self)
         if self.retry_timer is not None:
             self.retry_timer.cancel()
             self.retry_timer = None
