@@ -42,6 +42,7 @@ class Session:
         self.text = ""
         self.seq = 0
         self.planned_stable: str | None = None  # the stable text last handed to the planner
+        self.warm_memo: tuple[str, tuple[int, ...]] | None = None  # stable text -> its warm-up
         self.warmer: Warmer | None = None
         self.pause_timer: asyncio.TimerHandle | None = None
         self.generation: asyncio.Task[None] | None = None
@@ -66,7 +67,7 @@ class Session:
         prompt = renderer.session_prompt(system, history, openings)
         self.params = frame.params
         self.check_length(len(prompt.head_tokens))  # a context too long for the model
-        self.prompt = prompt
+        self.prompt, self.warm_memo = prompt, None
         self.planner = WarmPlanner(self.facts.block_size)
         self.salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
         self.warmer = Warmer(
@@ -89,7 +90,7 @@ class Session:
         if stable == self.planned_stable:
             return  # most keystrokes only change the word being typed: nothing new to warm
         self.planned_stable = stable
-        tokens = prompt.warm_tokens(stable)
+        tokens = self.warm_tokens(prompt, stable)
         self.check_length(len(tokens))
         warmer.offer(planner.on_input(tokens, frame.seq))
 
@@ -163,7 +164,13 @@ class Session:
         if self.prompt is None or self.planner is None or self.warmups == "off":
             return None
         stable = stable_prefix(self.text) if self.warmups == "keystroke" else ""
-        return self.planner.on_input(self.prompt.warm_tokens(stable), self.seq)
+        return self.planner.on_input(self.warm_tokens(self.prompt, stable), self.seq)
+
+    def warm_tokens(self, prompt: SessionPrompt, stable: str) -> tuple[int, ...]:
+        """A warm-up's token ids, kept for the text: retries ask again for the same text."""
+        if self.warm_memo is None or self.warm_memo[0] != stable:
+            self.warm_memo = (stable, tuple(prompt.warm_tokens(stable)))
+        return self.warm_memo[1]
 
     def restart_pause_timer(self) -> None:
         self.cancel_pause_timer()
