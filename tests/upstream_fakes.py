@@ -24,11 +24,12 @@ from typing import Any
 
 import httpx
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.client import connect
 from websockets.typing import Origin, Subprotocol
 
 from eval.serving import free_port
+from orchestrator.limits import replay_body
 from tests.fakes import FakeVLLM, SessionClient, wait_until
 
 SUBPROTOCOL_PREFIX = "prefill.bearer."
@@ -69,7 +70,7 @@ class StrictFakeVLLM(FakeVLLM):
             error = {"message": rejected.message, "type": kind, "param": None}
             await self._json(send, rejected.status, {"error": {**error, "code": rejected.status}})
             return
-        await super().__call__(scope, _replay(body, receive), send)
+        await super().__call__(scope, replay_body(body, receive), send)
 
     # -- vLLM's checks --
     def _check_model(self, body: dict[str, Any]) -> None:
@@ -163,21 +164,6 @@ async def _read_body(receive: Receive) -> bytes:
         body += chunk
         if not message.get("more_body"):
             return body
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the already read body over once, then waits for the real one
-    (which is how a handler learns that the client went away)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 # --- a server that can crash and come back ----------------------------------------------------
