@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,10 +35,23 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
+SESSION_TASK_OWNERS = ("Session.", "Warmer.")  # generations and warm-ups
+
+
+def session_tasks() -> list[asyncio.Task[Any]]:
+    """The orchestrator's session tasks (warm-ups, generations) still alive in this loop."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done()
+        and getattr(task.get_coro(), "__qualname__", "").startswith(SESSION_TASK_OWNERS)
+    ]
+
+
 # --- uvicorn in the current event loop ------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # leave pytest's signal handlers alone
@@ -60,7 +73,7 @@ async def serve(app: ASGIApp, *, websockets: bool = False) -> AsyncIterator[str]
         lifespan="on" if websockets else "off",
         timeout_graceful_shutdown=2,
     )
-    server = _Server(config)
+    server = QuietServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         deadline = time.monotonic() + 30
@@ -80,6 +93,23 @@ async def serve(app: ASGIApp, *, websockets: bool = False) -> AsyncIterator[str]
 
 
 # --- the fake vLLM --------------------------------------------------------------------------
+
+Fake = TypeVar("Fake", bound="FakeVLLM")
+
+
+@contextlib.asynccontextmanager
+async def fake_on_a_port(vllm: Fake) -> AsyncIterator[Fake]:
+    """`vllm` served on a free port of the running loop, its `url` set."""
+    async with serve(vllm) as url:
+        vllm.url = url
+        yield vllm
+
+
+async def let_go(vllm: FakeVLLM) -> None:
+    """After a test: release what it held and wait for the fake's handlers to end."""
+    vllm.release_warmups()
+    idle = lambda: vllm.warm_in_flight == 0 and vllm.streams_open == 0  # noqa: E731
+    await wait_until(idle, what="the fake's handlers to end")
 
 
 @dataclass

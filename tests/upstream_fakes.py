@@ -18,7 +18,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from websockets.typing import Origin, Subprotocol
 
 from eval.serving import free_port
 from orchestrator.limits import replay_body
-from tests.fakes import FakeVLLM, SessionClient, wait_until
+from tests.fakes import FakeVLLM, QuietServer, SessionClient, wait_until
 
 SUBPROTOCOL_PREFIX = "prefill.bearer."
 
@@ -169,19 +169,13 @@ async def _read_body(receive: Receive) -> bytes:
 # --- a server that can crash and come back ----------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # leave pytest's signal handlers alone
-
-
 class Upstream:
     """`app` on uvicorn at a fixed port in the running loop; `kill()` and `start()` again."""
 
     def __init__(self, app: ASGIApp, port: int | None = None) -> None:
         self.app = app
         self.port = port or free_port()
-        self.server: _Server | None = None
+        self.server: QuietServer | None = None
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -196,7 +190,7 @@ class Upstream:
         config = uvicorn.Config(
             self.app, log_config=None, log_level="critical", access_log=False, lifespan="off"
         )
-        self.server = _Server(config)
+        self.server = QuietServer(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
         await wait_until(lambda: self.server is not None and self.server.started, what="upstream")
 

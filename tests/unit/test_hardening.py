@@ -29,7 +29,7 @@ from orchestrator.app import create_app
 from orchestrator.salt import tenant_salt
 from orchestrator.services import Services
 from orchestrator.settings import Settings
-from tests.fakes import SessionClient, serve, wait_until
+from tests.fakes import SessionClient, fake_on_a_port, let_go, serve, session_tasks, wait_until
 from tests.upstream_fakes import CountingTransport, StrictFakeVLLM, Upstream, ws_client
 from vllm_launch.model import default_model_dir
 
@@ -119,9 +119,7 @@ StartApp = Callable[..., Awaitable[App]]
 
 @pytest.fixture(scope="module")
 async def fake_vllm() -> AsyncIterator[StrictFakeVLLM]:
-    vllm = StrictFakeVLLM()
-    async with serve(vllm) as url:
-        vllm.url = url
+    async with fake_on_a_port(StrictFakeVLLM()) as vllm:
         yield vllm
 
 
@@ -130,9 +128,7 @@ async def fake(fake_vllm: StrictFakeVLLM) -> AsyncIterator[StrictFakeVLLM]:
     """The module's fake vLLM, reset; whatever a test held is let go when it ends."""
     fake_vllm.reset()
     yield fake_vllm
-    fake_vllm.release_warmups()
-    idle = lambda: fake_vllm.warm_in_flight == 0 and fake_vllm.streams_open == 0  # noqa: E731
-    await wait_until(idle, what="the fake's handlers to end")
+    await let_go(fake_vllm)
 
 
 @pytest.fixture(scope="module")
@@ -179,18 +175,6 @@ async def started(
     await client.send(**{"type": "start", "context": {"system": SYSTEM}, **start})
     await client.next("ready")
     return client
-
-
-SESSION_TASK_OWNERS = ("Session.", "Warmer.")
-
-
-def session_tasks() -> list[asyncio.Task[Any]]:
-    return [
-        task
-        for task in asyncio.all_tasks()
-        if not task.done()
-        and getattr(task.get_coro(), "__qualname__", "").startswith(SESSION_TASK_OWNERS)
-    ]
 
 
 async def closed(client: SessionClient) -> tuple[int | None, str]:

@@ -25,7 +25,15 @@ from orchestrator.planner import stable_prefix, usable_blocks
 from orchestrator.prompt import PromptRenderer
 from orchestrator.salt import tenant_salt
 from orchestrator.settings import Settings
-from tests.fakes import FakeVLLM, SessionClient, serve, wait_until
+from tests.fakes import (
+    FakeVLLM,
+    SessionClient,
+    fake_on_a_port,
+    let_go,
+    serve,
+    session_tasks,
+    wait_until,
+)
 from vllm_launch.model import default_model_dir
 
 BLOCK = 32
@@ -57,9 +65,7 @@ StartApp = Callable[..., Awaitable[App]]
 
 @pytest.fixture(scope="module")
 async def fake_vllm() -> AsyncIterator[FakeVLLM]:
-    vllm = FakeVLLM()
-    async with serve(vllm) as url:
-        vllm.url = url
+    async with fake_on_a_port(FakeVLLM()) as vllm:
         yield vllm
 
 
@@ -68,9 +74,7 @@ async def fake(fake_vllm: FakeVLLM) -> AsyncIterator[FakeVLLM]:
     """The module's fake vLLM, reset; whatever a test held is let go when it ends."""
     fake_vllm.reset()
     yield fake_vllm
-    fake_vllm.release_warmups()
-    idle = lambda: fake_vllm.warm_in_flight == 0 and fake_vllm.streams_open == 0  # noqa: E731
-    await wait_until(idle, what="the fake's handlers to end")
+    await let_go(fake_vllm)
 
 
 def settings_for(fake: FakeVLLM, data_dir: Path, **overrides: Any) -> Settings:
@@ -130,19 +134,6 @@ async def started(app: App, **start: Any) -> SessionClient:
 
 def salt(namespace: str | None = None) -> str:
     return tenant_salt(SecretStr(SECRET), "anonymous", namespace)
-
-
-SESSION_TASK_OWNERS = ("Session.", "Warmer.")  # generations and warm-ups
-
-
-def session_tasks() -> list[asyncio.Task[Any]]:
-    """The orchestrator's session tasks (warm-ups, generations) still alive in this loop."""
-    return [
-        task
-        for task in asyncio.all_tasks()
-        if not task.done()
-        and getattr(task.get_coro(), "__qualname__", "").startswith(SESSION_TASK_OWNERS)
-    ]
 
 
 def system_where(renderer: PromptRenderer, text: str, *, pause_adds_block: bool) -> str:
