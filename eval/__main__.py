@@ -1,176 +1,143 @@
-"""`python -m eval`: TTFT of cold / static / keystroke / oracle requests on a text-to-SQL dataset.
+"""`python -m eval`: TTFT of cold / static / keystroke / oracle requests on a workload.
 
-Starts (or reuses) vLLM, the database and the orchestrator, replays seeded typing through the
+Starts (or reuses) vLLM, the database and the orchestrator, replays seeded input through the
 real `/ws/session`, and writes report.json, report.md and ttft.png under the output folder.
+
+    python -m eval [run options]            one run, one report
+    python -m eval suite [--quick]          what `make eval` runs: several runs, a summary
+    python -m eval load [--quick]           N typists at once (N = 1, 2, 4, 8), both cache set-ups
+    python -m eval compare A B              two reports side by side
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import secrets
 import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import get_args
 
-import httpx
-from fastapi import FastAPI
-
-from eval.modes import MODES, EvalError, run_mode
-from eval.replay import keystrokes, typing_seconds
-from eval.report import CaseResult, build_report, write_reports
-from eval.serving import serve_in_thread
-from orchestrator.app import create_app
+from eval.compare import compare_main
+from eval.modes import MODES, EvalError
+from eval.replay import REPLAYS, Replay, SubmitPause
+from eval.runner import RunPlan
+from eval.session import EvalSession, launched
+from eval.suites import SUITES, run_suite
+from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
 from orchestrator.errors import ServiceError, SetupError
-from orchestrator.launch import launched_vllm
-from orchestrator.services import Services
-from orchestrator.settings import Settings
-from orchestrator.sql import QueryResult, gold_orders, results_match, run_query
-from vllm_launch.engine_env import detect_device
 from vllm_launch.errors import LaunchError
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_DATASET = ROOT / "datasets" / "demo"
 DEFAULT_OUT = ROOT / "data" / "reports" / "latest"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="dataset folder")
-    parser.add_argument("--cases", type=int, default=12, help="first N questions (0: all)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the typing replay")
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--workload",
+        choices=get_args(WorkloadKind),
+        default=None,
+        help="text-to-sql or long-input (default: from --dataset)",
+    )
+    parser.add_argument("--dataset", type=Path, default=None, help="dataset folder")
+    parser.add_argument("--cases", type=int, default=12, help="first N cases (0: all)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the replay")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument("--max-tokens", type=int, default=96, help="max_tokens of the answers")
+    parser.add_argument("--replay", choices=REPLAYS, default="typing", help="typing or dictation")
+    parser.add_argument(
+        "--typing-speedup",
+        type=float,
+        default=1.0,
+        help="divide the replay's intervals by K (recorded)",
+    )
+    parser.add_argument(
+        "--submit-pause",
+        default="enter",
+        help="'enter' (one drawn interval after the last key) or seconds",
+    )
+    parser.add_argument("--concurrency", type=int, default=1, help="typists at once")
+    parser.add_argument("--stagger-s", type=float, default=1.5, help="between typists' starts")
+    parser.add_argument(
+        "--context-cache",
+        choices=("own", "shared"),
+        default="own",
+        help="own: a salt per case (per visitor); shared: one per mode (one app)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
-    args = parser.parse_args(argv)
-    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    unknown = sorted(set(args.modes) - set(MODES))
+    return parser
+
+
+def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunPlan:
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = sorted(set(modes) - set(MODES))
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
-    return args
-
-
-def load_questions(dataset: Path, cases: int) -> list[dict[str, str]]:
-    path = dataset / "questions.jsonl"
-    if not (dataset / "schema.sql").is_file() or not path.is_file():
-        raise SetupError(
-            f"{dataset} is not a dataset: it needs schema.sql, seed.sql, questions.jsonl"
-        )
-    questions = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            questions.append({key: str(item[key]) for key in ("id", "question", "gold_sql")})
-        except (ValueError, KeyError, TypeError) as error:
-            raise SetupError(
-                f"{path}:{number}: not an id/question/gold_sql object ({error})"
-            ) from None
-    return questions[:cases] if cases > 0 else questions
-
-
-class Progress:
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.started = total, 0, time.monotonic()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        filled = int(30 * self.done / self.total)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done)
-        bar = "#" * filled + "." * (30 - filled)
-        print(
-            f"\r[{bar}] {self.done}/{self.total} {label:<24} eta {eta:4.0f} s",
-            end="",
-            file=sys.stderr,
-        )
-        if self.done == self.total:
-            print(file=sys.stderr)
-
-
-async def evaluate(args: argparse.Namespace, app: FastAPI, app_url: str) -> dict[str, Any]:
-    services: Services = app.state.services
-    async with httpx.AsyncClient() as http:
-        engine = (await http.get(f"{app_url}/health", timeout=30)).json()["vllm"]
-    if not engine["ok"]:
-        raise EvalError(f"vLLM is not healthy: {engine['error']}")
-    name = args.dataset.name
-    reader_url = services.sql.get(name).reader_url
-    questions = load_questions(args.dataset, args.cases)
-    typing = sum(typing_seconds(keystrokes(q["question"], args.seed)) for q in questions)
-    print(
-        f"{len(questions)} cases x {len(args.modes)} modes; keystroke typing alone {typing:.0f} s"
-    )
-    ws_url = app_url.replace("http://", "ws://") + "/ws/session"
-    run_id = secrets.token_hex(4)
-    progress = Progress(len(questions) * len(args.modes))
-    results: list[CaseResult] = []
-    for question in questions:
-        gold = await run_query(reader_url, question["gold_sql"], max_rows=100_000)
-        for mode in args.modes:
-            namespace = f"eval-{run_id}-{question['id']}-{mode}"  # a fresh salt per case and mode
-            done = await run_mode(
-                mode, ws_url, name, question["question"], namespace, args.seed, args.max_tokens
-            )
-            results.append(await score(question, mode, done, gold, reader_url))
-            progress.step(f"{question['id']} {mode}")
-    meta = {
-        "model": engine["model"],
-        "backend": {"device": detect_device(), "block_size": engine["block_size"]},
-        "dataset": name,
-        "cases": len(questions),
-        "seed": args.seed,
-        "max_tokens": args.max_tokens,
-    }
-    return build_report(results, meta, args.modes)
-
-
-async def score(
-    question: dict[str, str], mode: str, done: dict[str, Any], gold: QueryResult, reader_url: str
-) -> CaseResult:
-    correct = False
-    if done.get("sql") and not done.get("refused"):
-        try:
-            predicted = await run_query(reader_url, done["sql"], max_rows=100_000)
-            correct = results_match(gold, predicted, ordered=gold_orders(question["gold_sql"]))
-        except ServiceError:
-            correct = False
-    return CaseResult(
-        case=question["id"],
-        mode=mode,
-        ttft_ms=float(done["ttft_ms"] or 0.0),
-        prompt_tokens=int(done["prompt_tokens"]),
-        cached_tokens=int(done["cached_tokens"]),
-        warm_requests=int(done["warm_requests"]),
-        warm_prefill_tokens=int(done["warm_prefill_tokens"]),
-        text=str(done["text"]),
-        sql=done.get("sql"),
-        refused=done.get("refused"),
-        correct=correct,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
     try:
-        args.dataset = args.dataset.resolve()
-        load_questions(args.dataset, 1)
-        settings = Settings(datasets_dir=args.dataset.parent)
-        with launched_vllm(settings, enforce_eager=False):
-            app = create_app(settings)
-            with serve_in_thread(app, timeout_s=300) as app_url:
-                report = asyncio.run(evaluate(args, app, app_url))
-        write_reports(report, args.out)
-    except (SetupError, LaunchError, EvalError, ServiceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        replay = Replay(args.replay, args.typing_speedup, SubmitPause.parse(args.submit_pause))
+    except ValueError as error:
+        parser.error(str(error))
+    kind: WorkloadKind | None = args.workload
+    dataset = args.dataset or DEFAULT_DATASETS[kind or "text-to-sql"]
+    workload = load_workload(dataset.resolve(), args.cases, kind)
+    return RunPlan(
+        workload,
+        tuple(modes),
+        replay,
+        args.seed,
+        args.max_tokens,
+        args.concurrency,
+        args.stagger_s,
+        args.context_cache,
+    )
+
+
+def run_main(argv: list[str]) -> int:
+    parser = run_parser()
+    args = parser.parse_args(argv)
+    plan = plan_from(args, parser)
+    with launched(plan.workload.path.parent) as session:
+        report = asyncio.run(session.evaluate(plan))
+    session.write(report, args.out)
     print(args.out.joinpath("report.md").read_text())
     print(f"reports in {args.out}")
     return 0
 
+
+def suite_main(argv: list[str], name: str) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m eval {name}")
+    parser.add_argument("--quick", action="store_true", help="fewer cases (a smoke run)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
+    args = parser.parse_args(argv)
+    suite = SUITES[name](args.quick)
+    with launched(ROOT / "datasets") as session:
+        summary = asyncio.run(run_suite(session, suite, args.out))
+    print(summary)
+    print(f"reports in {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
+    try:
+        if command == "compare":
+            return compare_main(argv[1:])
+        if command in SUITES:
+            return suite_main(argv[1:], command)
+        return run_main(argv)
+    except (SetupError, LaunchError, EvalError, ServiceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["EvalSession", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

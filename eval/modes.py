@@ -1,27 +1,47 @@
 """The four modes, each driven through the real `/ws/session` like any client would.
 
 - cold: no warm-up at all;
-- static: only the context (system prompt + schema) warmed at session start;
-- keystroke: the full planner, fed by a seeded typing replay in real time;
+- static: only the context (system prompt, schema) warmed at session start: the common practice;
+- keystroke: the full planner, fed by the replay in real time;
 - oracle: the final prompt sent twice under one salt; the second TTFT is the floor.
+
+Every mode submits at the same moment after the same replay when typists share the engine
+(``replay_all``), so the load is what users would make; alone on the engine, only keystroke
+mode needs the replay (nothing else happens while the others' users type).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import websockets
 
-from eval.replay import PAUSE_BEFORE_SUBMIT_S, keystrokes
+from eval.replay import Replay
 
 MODES = ("cold", "static", "keystroke", "oracle")
 FRAME_TIMEOUT_S = 600.0
+WARMUPS = {"cold": "off", "static": "context", "keystroke": "keystroke", "oracle": "off"}
 
 
 class EvalError(Exception):
     """A session answered with an error frame, or not at all."""
+
+
+@dataclass(frozen=True)
+class CaseRun:
+    """What one case in one mode needs: where, what, under which salt, how it is entered."""
+
+    ws_url: str
+    context: dict[str, Any]
+    text: str
+    namespace: str
+    replay: Replay
+    seed: int
+    max_tokens: int
+    replay_all: bool
 
 
 class Client:
@@ -45,60 +65,53 @@ class Client:
                 return frame
 
 
-async def session(
-    ws_url: str, database: str, namespace: str, warmups: str, max_tokens: int
-) -> tuple[Client, websockets.ClientConnection]:
-    connection = await websockets.connect(ws_url, max_size=2**24)
+async def session(run: CaseRun, warmups: str, max_tokens: int) -> Client:
+    connection = await websockets.connect(run.ws_url, max_size=2**24)
     client = Client(connection)
     await client.send(
         {
             "type": "start",
-            "context": {"database": database},
+            "context": run.context,
             "params": {"max_tokens": max_tokens, "temperature": 0.0},
             "warmups": warmups,
-            "cache_namespace": namespace,
+            "cache_namespace": run.namespace,
         }
     )
     await client.until("ready")
-    return client, connection
+    return client
 
 
-async def run_mode(
-    mode: str, ws_url: str, database: str, question: str, namespace: str, seed: int, max_tokens: int
-) -> dict[str, Any]:
+async def run_mode(mode: str, run: CaseRun) -> dict[str, Any]:
     """The `done` frame of one case in one mode."""
-    if mode == "oracle":  # first pass only fills the cache: one token is enough
-        await submit_once(ws_url, database, question, namespace, "off", 1)
-        return await submit_once(ws_url, database, question, namespace, "off", max_tokens)
-    if mode in ("cold", "static"):
-        warmups = "off" if mode == "cold" else "context"
-        return await submit_once(ws_url, database, question, namespace, warmups, max_tokens)
-    if mode == "keystroke":
-        return await typed(ws_url, database, question, namespace, seed, max_tokens)
-    raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    if mode == "oracle":  # the first pass only fills the cache: one token is enough
+        await submit_once(run, "off", 1, replay=False)
+    replay = run.replay_all or mode == "keystroke"
+    return await submit_once(run, WARMUPS[mode], run.max_tokens, replay=replay)
 
 
-async def submit_once(
-    ws_url: str, database: str, question: str, namespace: str, warmups: str, max_tokens: int
-) -> dict[str, Any]:
-    client, connection = await session(ws_url, database, namespace, warmups, max_tokens)
-    async with connection:
+async def submit_once(run: CaseRun, warmups: str, max_tokens: int, replay: bool) -> dict[str, Any]:
+    client = await session(run, warmups, max_tokens)
+    async with client.connection:
         if warmups == "context":
-            await client.until("warm")  # the schema is in the cache, as after a page load
-        await client.send({"type": "submit", "text": question, "seq": 1})
-        return await client.until("done")
-
-
-async def typed(
-    ws_url: str, database: str, question: str, namespace: str, seed: int, max_tokens: int
-) -> dict[str, Any]:
-    client, connection = await session(ws_url, database, namespace, "keystroke", max_tokens)
-    async with connection:
+            await client.until("warm")  # the context is cached, as after a page load
         reader = asyncio.create_task(client.until("done"))
-        seq = 0
-        for seq, stroke in enumerate(keystrokes(question, seed), start=1):
-            await asyncio.sleep(stroke.delay_s)
-            await client.send({"type": "input", "text": stroke.text, "seq": seq})
-        await asyncio.sleep(PAUSE_BEFORE_SUBMIT_S)
-        await client.send({"type": "submit", "text": question, "seq": seq + 1})
-        return await reader
+        try:
+            seq = await type_in(client, run) if replay else 0
+            await client.send({"type": "submit", "text": run.text, "seq": seq + 1})
+            done = await reader
+        finally:
+            reader.cancel()
+    done["warm_frames"] = [f for f in client.frames if f["type"] == "warm"]
+    return done
+
+
+async def type_in(client: Client, run: CaseRun) -> int:
+    """Send the replay's input frames in real time; wait the submit pause; the last seq."""
+    seq = 0
+    for seq, event in enumerate(run.replay.events(run.text, run.seed), start=1):
+        await asyncio.sleep(event.delay_s)
+        await client.send({"type": "input", "text": event.text, "seq": seq})
+    await asyncio.sleep(run.replay.submit_delay(run.text, run.seed))
+    return seq

@@ -9,15 +9,18 @@ from urllib.parse import urlsplit
 from orchestrator.settings import Settings
 from vllm_launch.engine_env import detect_device, ensure_engine_env
 from vllm_launch.model import prepare_model, resolve_model, served_name
-from vllm_launch.server import EngineProcess, ServeOptions, answers
+from vllm_launch.server import EngineProcess, ServeOptions, answers, build_command
 
 
 @contextlib.contextmanager
-def launched_vllm(settings: Settings, enforce_eager: bool) -> Iterator[None]:
-    """Start vLLM at `settings.vllm_url` unless one already answers there."""
+def launched_vllm(
+    settings: Settings, enforce_eager: bool, extra_args: tuple[str, ...] = ()
+) -> Iterator[list[str] | None]:
+    """Start vLLM at `settings.vllm_url` unless one already answers there; yields its flags
+    (None for a vLLM that was already running)."""
     if answers(settings.vllm_base_url):
         print(f"Using the vLLM already answering at {settings.vllm_base_url}")
-        yield
+        yield None
         return
     resolve_model(settings.model)
     url = urlsplit(settings.vllm_base_url)
@@ -32,9 +35,10 @@ def launched_vllm(settings: Settings, enforce_eager: bool) -> Iterator[None]:
         port=url.port or 8001,
         block_size=settings.block_size,
         enforce_eager=enforce_eager,
+        extra_args=extra_args,
     )
     process = EngineProcess(engine, opts, settings.data_dir / "logs" / f"vllm-{opts.port}.log")
     print(f"Starting vLLM ({device}); log: {process.log_path}", flush=True)
     with process:
         print(f"vLLM ready at {opts.base_url}", flush=True)
-        yield
+        yield build_command(engine, opts)[3:]  # the flags after `python -m <module>`

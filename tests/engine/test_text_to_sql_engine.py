@@ -67,5 +67,27 @@ def test_eval_runs_end_to_end(vllm_url: str, data_dir: Path, tmp_path: Path) -> 
     assert keystroke["warm_requests"] >= 1
     assert keystroke["cached_tokens_mean"] > report["modes"]["cold"]["cached_tokens_mean"]
     assert report["identical_outputs"] == 1.0
+    assert report["settings"]["submit_pause"] == "enter"
+    assert report["settings"]["vllm_version"]
     assert (tmp_path / "ttft.png").exists()
     assert (tmp_path / "report.md").exists()
+
+
+def test_eval_runs_the_long_input_workload(vllm_url: str, data_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PREFILL_VLLM_URL": vllm_url, "PREFILL_DATA_DIR": str(data_dir)}
+    command = [sys.executable, "-m", "eval", "--workload", "long-input", "--cases", "1"]
+    options = ["--modes", "static,keystroke", "--typing-speedup", "40", "--max-tokens", "8"]
+    done = subprocess.run(
+        [*command, *options, "--submit-pause", "0.5", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["workload"] == "long-input"
+    assert report["settings"]["typing_speedup"] == 40
+    assert report["settings"]["submit_pause"] == "0.5s"
+    keystroke, static = report["modes"]["keystroke"], report["modes"]["static"]
+    assert keystroke["typed_tokens_mean"] >= 300
+    # The typed text itself is warmed: far more of the prompt is cached than the context alone.
+    assert keystroke["cached_tokens_mean"] >= static["cached_tokens_mean"] + 256
+    assert keystroke["failures"] == static["failures"] == []

@@ -1,4 +1,4 @@
-"""The eval's typing replay and report: reproducible, realistic, and keeping the report contract."""
+"""The eval's replay, workloads, report and comparison: reproducible, honest, to contract."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ import json
 import statistics
 from pathlib import Path
 
-from eval.replay import MEAN_INTERVAL_S, keystrokes
+import pytest
+
+from eval.compare import compare_main
+from eval.replay import DICTATION, TYPING, Replay, SubmitPause, keystrokes
 from eval.report import CaseResult, build_report, write_reports
+from eval.workloads import DEFAULT_DATASETS, load_workload
+from orchestrator.errors import SetupError
 
 QUESTION = "which customers placed more than three orders in the spring, by region and tier"
 
@@ -26,7 +31,7 @@ def test_replay_intervals_and_corrections_look_like_people() -> None:
     text = QUESTION * 20
     strokes = keystrokes(text, 3)
     delays = [stroke.delay_s for stroke in strokes]
-    assert 0.8 * MEAN_INTERVAL_S < statistics.fmean(delays) < 1.3 * MEAN_INTERVAL_S
+    assert 0.8 * TYPING.mean_interval_s < statistics.fmean(delays) < 1.3 * TYPING.mean_interval_s
     assert statistics.median(delays) < statistics.fmean(delays)  # right-skewed
     backspaces = sum(
         1 for before, after in itertools.pairwise(strokes) if len(after.text) < len(before.text)
@@ -34,40 +39,148 @@ def test_replay_intervals_and_corrections_look_like_people() -> None:
     assert 0.02 < backspaces / len(strokes) < 0.1
 
 
-def result(case: str, mode: str, ttft: float, text: str = "SELECT 1", **extra: int) -> CaseResult:
-    values = {
-        "prompt_tokens": 100,
-        "cached_tokens": 0,
-        "warm_requests": 0,
-        "warm_prefill_tokens": 0,
-    }
+def test_speedup_divides_every_interval_and_the_enter_key() -> None:
+    slow, fast = Replay("typing", 1.0), Replay("typing", 4.0)
+    pairs = zip(slow.events(QUESTION, 5), fast.events(QUESTION, 5), strict=True)
+    for a, b in pairs:
+        assert a.text == b.text
+        assert b.delay_s == pytest.approx(a.delay_s / 4)
+    assert fast.submit_delay(QUESTION, 5) == pytest.approx(slow.submit_delay(QUESTION, 5) / 4)
+
+
+def test_enter_is_one_drawn_interval_and_a_number_is_exact() -> None:
+    enters = [Replay().submit_delay(f"{QUESTION} {n}", 1) for n in range(400)]
+    assert 0.8 * TYPING.mean_interval_s < statistics.fmean(enters) < 1.2 * TYPING.mean_interval_s
+    assert len(set(enters)) > 300  # drawn, not a constant
+    fixed = Replay("typing", 8.0, SubmitPause.parse("0.8"))
+    assert fixed.submit_delay(QUESTION, 1) == 0.8  # seconds are never scaled
+    assert SubmitPause.parse("ENTER").label == "enter"
+    assert SubmitPause.parse("0.8").label == "0.8s"
+    for bad in ("soon", "-1", "1e9"):
+        with pytest.raises(ValueError, match="submit pause"):
+            SubmitPause.parse(bad)
+    with pytest.raises(ValueError, match="speed-up"):
+        Replay("typing", 0.0)
+
+
+def test_dictation_sends_whole_words_at_speech_rate() -> None:
+    text = " ".join([QUESTION] * 10)
+    events = Replay("dictation").events(text, 2)
+    assert events[-1].text == text
+    assert len(events) == len(text.split())
+    for before, after in itertools.pairwise(events):
+        assert after.text.startswith(before.text)
+        assert " " not in after.text[len(before.text) :].strip()  # one word at a time
+    mean = statistics.fmean(e.delay_s for e in events)
+    assert 0.8 * DICTATION.mean_interval_s < mean < 1.2 * DICTATION.mean_interval_s
+
+
+def test_settings_record_the_replay() -> None:
+    settings = Replay("dictation", 2.0, SubmitPause(0.8)).settings()
+    assert settings["replay"] == "dictation"
+    assert settings["typing_speedup"] == 2.0
+    assert settings["submit_pause"] == "0.8s"
+    assert settings["typing_distribution"]["mean_interval_s"] == DICTATION.mean_interval_s
+    assert "Ruan" in settings["typing_distribution"]["source"]
+
+
+def test_both_workloads_load_and_a_bad_folder_says_why(tmp_path: Path) -> None:
+    sql = load_workload(DEFAULT_DATASETS["text-to-sql"], 3)
+    assert sql.kind == "text-to-sql"
+    assert len(sql.cases) == 3
+    assert all(case.gold_sql for case in sql.cases)
+    assert sql.context() == {"database": "demo"}
+    long = load_workload(DEFAULT_DATASETS["long-input"], 0)
+    assert long.kind == "long-input"
+    assert len(long.cases) >= 8
+    assert all(len(case.text) >= 1200 for case in long.cases)  # 300+ tokens typed
+    assert long.context()["system"]
+    with pytest.raises(SetupError, match="not a dataset"):
+        load_workload(tmp_path, 1)
+    (tmp_path / "system.md").write_text("x")
+    (tmp_path / "cases.jsonl").write_text('{"id": "a"}\n')
+    with pytest.raises(SetupError, match=r"cases\.jsonl:1"):
+        load_workload(tmp_path, 1)
+    with pytest.raises(SetupError, match="is a long-input dataset"):
+        load_workload(DEFAULT_DATASETS["long-input"], 1, "text-to-sql")
+
+
+def result(
+    case: str, mode: str, ttft: float | None, text: str = "SELECT 1", **extra: int
+) -> CaseResult:
+    values = {"prompt_tokens": 100, "cached_tokens": 0, "warm_requests": 0,
+              "warm_prefill_tokens": 0, "typed_tokens": 20}  # fmt: skip
     values.update(extra)
-    return CaseResult(case, mode, ttft, text=text, sql=text, refused=None, correct=True, **values)
+    failure = None if ttft is not None else "no answer"
+    return CaseResult(case, mode, ttft, text=text, sql=text, correct=True, failure=failure,
+                      **values)  # fmt: skip
 
 
-def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
+META = {
+    "model": "m", "backend": {"device": "cpu", "block_size": 32}, "dataset": "d",
+    "workload": "text-to-sql", "cases": 2,
+    "settings": {**Replay().settings(), "seed": 1, "max_tokens": 8, "concurrency": 1,
+                 "context_cache": "own"},
+}  # fmt: skip
+
+
+def sample_report() -> dict[str, object]:
     results = [
         result("a", "cold", 1000.0),
         result("b", "cold", 3000.0, text="SELECT 2"),
+        result("a", "static", 300.0, warm_requests=1, warm_prefill_tokens=80),
+        result("b", "static", 500.0, text="SELECT 2", warm_requests=1, warm_prefill_tokens=80),
         result("a", "keystroke", 100.0, cached_tokens=96, warm_requests=3, warm_prefill_tokens=110),
         result("b", "keystroke", 120.0, text="SELECT 3", cached_tokens=96, warm_prefill_tokens=100),
         result("a", "oracle", 90.0, cached_tokens=96),
-        result("b", "oracle", 110.0, cached_tokens=96),
+        result("b", "oracle", None, text=""),  # failed: listed, never 0 ms
     ]
-    meta = {"model": "m", "backend": {"device": "cpu", "block_size": 32}, "dataset": "d",
-            "cases": 2, "seed": 1, "max_tokens": 8}  # fmt: skip
-    report = build_report(results, meta, ["cold", "keystroke", "oracle"])
-    write_reports(report, tmp_path)
+    return build_report(results, META, ["cold", "static", "keystroke", "oracle"], {"cold": 0.5})
 
+
+def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
+    write_reports(sample_report(), tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert {"model", "backend", "dataset", "cases", "modes", "identical_outputs"} <= saved.keys()
+    assert {"model", "backend", "dataset", "cases", "modes", "identical_outputs",
+            "settings"} <= saved.keys()  # fmt: skip
+    assert {"submit_pause", "concurrency", "typing_distribution", "seed", "max_tokens"} <= (
+        saved["settings"].keys()
+    )
     for row in saved["modes"].values():
         assert {"ttft_ms", "prompt_tokens_mean", "cached_tokens_mean", "warm_requests",
-                "warm_prefill_tokens", "ex"} <= row.keys()  # fmt: skip
+                "warm_prefill_tokens", "ex", "failures",
+                "identical_outputs"} <= row.keys()  # fmt: skip
         assert {"p50", "p95"} <= row["ttft_ms"].keys()
     assert saved["modes"]["cold"]["ttft_ms"]["p50"] == 2000.0
-    assert saved["identical_outputs"] == 0.5  # case b differs
-    assert saved["figures"]["cold_over_keystroke_p50"] == round(2000 / 110, 3)
-    assert saved["figures"]["warm_prefill_over_final_prompt_tokens"] == round(210 / 200, 3)
+    assert saved["modes"]["cold"]["engine_busy_share"] == 0.5
+    assert saved["identical_outputs"] == 0.5  # case b differs in keystroke mode
+    assert saved["modes"]["static"]["identical_outputs"] == 1.0
+    assert saved["figures"]["keystroke_over_static_p50"] == round(110 / 400, 3)
+    # (110 + 100 - 80 - 80) warm tokens beyond the static warm, over 40 typed tokens
+    assert saved["figures"]["typed_text_warm_prefill_per_typed_token"] == round(50 / 40, 3)
     assert (tmp_path / "report.md").read_text().startswith("# TTFT eval")
     assert (tmp_path / "ttft.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_case_without_ttft_is_a_failure_not_zero() -> None:
+    report = sample_report()
+    oracle = report["modes"]["oracle"]  # type: ignore[index]
+    assert oracle["ttft_ms"]["p50"] == 90.0  # the failed case is not in the percentiles
+    assert oracle["failures"] == [{"case": "b", "reason": "no answer"}]
+    assert report["failures"] == [{"mode": "oracle", "case": "b", "reason": "no answer"}]
+
+
+def test_compare_prints_two_reports_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = sample_report(), sample_report()
+    second["settings"] = {**META["settings"], "submit_pause": "0.8s"}  # type: ignore[dict-item]
+    write_reports(first, tmp_path / "a")
+    write_reports(second, tmp_path / "b")
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "| submit_pause **≠** | enter | 0.8s |" in out
+    assert "| keystroke | TTFT p50 ms | 110 | 110 | 1.000 |" in out
+    assert compare_main([str(tmp_path / "a")]) == 2
+    with pytest.raises(SystemExit, match="cannot read a report"):
+        compare_main([str(tmp_path / "a"), str(tmp_path / "nowhere")])

@@ -1,0 +1,74 @@
+"""`python -m eval compare A B`: two reports side by side, settings first."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from eval.report import fmt
+
+ROWS = (
+    ("TTFT p50 ms", lambda m: m["ttft_ms"]["p50"]),
+    ("TTFT p95 ms", lambda m: m["ttft_ms"]["p95"]),
+    ("cached tokens", lambda m: m["cached_tokens_mean"]),
+    ("warm prefill / final", lambda m: m["warm_prefill_tokens_per_final"]),
+    ("engine busy", lambda m: m.get("engine_busy_share")),
+    ("identical outputs", lambda m: m["identical_outputs"]),
+    ("failures", lambda m: len(m["failures"])),
+)
+
+
+def load(path: Path) -> dict[str, Any]:
+    file = path / "report.json" if path.is_dir() else path
+    try:
+        report: dict[str, Any] = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: cannot read a report at {file}: {error}") from None
+    if "modes" not in report or "settings" not in report:
+        raise SystemExit(f"error: {file} is not an eval report (no modes or settings)")
+    return report
+
+
+def flat(settings: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else str(value)
+    return out
+
+
+def render(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str:
+    lines = [f"| setting | {names[0]} | {names[1]} |", "|---|---|---|"]
+    sa, sb = flat(a["settings"]), flat(b["settings"])
+    for key in sorted(sa.keys() | sb.keys()):
+        mark = "" if sa.get(key) == sb.get(key) else " **≠**"
+        lines.append(f"| {key}{mark} | {sa.get(key, '')} | {sb.get(key, '')} |")
+    lines += [
+        "",
+        f"| mode | figure | {names[0]} | {names[1]} | B / A |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for mode in [m for m in a["modes"] if m in b["modes"]]:
+        for label, read in ROWS:
+            va, vb = read(a["modes"][mode]), read(b["modes"][mode])
+            ratio = (
+                f"{vb / va:.3f}" if isinstance(va, int | float) and va and vb is not None else ""
+            )
+            lines.append(f"| {mode} | {label} | {fmt(va, '.4g')} | {fmt(vb, '.4g')} | {ratio} |")
+    return "\n".join(lines)
+
+
+def compare_main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(
+            "usage: python -m eval compare REPORT_A REPORT_B (folders or report.json files)",
+            file=sys.stderr,
+        )
+        return 2
+    a, b = (Path(arg) for arg in argv)
+    print(render(load(a), load(b), (str(a), str(b))))
+    return 0

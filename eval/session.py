@@ -1,0 +1,115 @@
+"""The eval's running parts: vLLM (started unless one answers), the orchestrator in a thread,
+and what turns a run's case results into a report (settings, engine facts, scores)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from eval.engine import engine_settings
+from eval.report import build_report, write_reports
+from eval.runner import Runner, RunPlan
+from eval.serving import serve_in_thread
+from eval.workloads import Case, Workload
+from orchestrator.errors import ServiceError
+from orchestrator.launch import launched_vllm
+from orchestrator.services import Services
+from orchestrator.settings import Settings
+from orchestrator.sql import gold_orders, results_match, run_query
+from vllm_launch.engine_env import detect_device
+
+VLLM_ARGS_ENV = "PREFILL_EVAL_VLLM_ARGS"  # extra vLLM flags for an engine the eval starts
+
+
+class EvalSession:
+    def __init__(self, app: FastAPI, app_url: str, vllm_flags: list[str] | None) -> None:
+        self.app, self.app_url, self.vllm_flags = app, app_url, vllm_flags
+        self.services: Services = app.state.services
+        self.vllm_url = self.services.settings.vllm_base_url
+
+    @property
+    def ws_url(self) -> str:
+        return self.app_url.replace("http://", "ws://") + "/ws/session"
+
+    async def evaluate(self, plan: RunPlan) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            engine = (await http.get(f"{self.app_url}/health")).json()["vllm"]
+            if not engine["ok"]:
+                raise ServiceError(f"vLLM is not healthy: {engine['error']}")
+            served = await engine_settings(http, self.vllm_url)
+        workload = plan.workload
+        seconds = sum(plan.replay.seconds(c.text, plan.seed) for c in workload.cases)
+        print(
+            f"{workload.name}: {len(workload.cases)} cases x {len(plan.modes)} modes, "
+            f"{plan.concurrency} typist(s), submit {plan.replay.submit_pause.label}; "
+            f"the replay alone {seconds:.0f} s per mode",
+            flush=True,
+        )
+        runner = Runner(plan, self.ws_url, self.vllm_url, self.scorer(workload))
+        results, busy = await runner.run()
+        meta = {
+            "model": engine["model"],
+            "backend": {"device": detect_device(), "block_size": engine["block_size"]},
+            "dataset": workload.name,
+            "workload": workload.kind,
+            "cases": len(workload.cases),
+            "settings": {
+                **plan.settings(),
+                "model": engine["model"],
+                "block_size": engine["block_size"],
+                "dtype": served.get("dtype") or self.flag("--dtype"),
+                "vllm_version": served.get("vllm_version"),
+                "vllm_flags": self.vllm_flags,
+                "vllm_served": served,
+                "typing_pause_ms": self.services.settings.typing_pause_ms,
+            },
+        }
+        return build_report(results, meta, list(plan.modes), busy)
+
+    def flag(self, name: str) -> str | None:
+        flags = self.vllm_flags or []
+        return flags[flags.index(name) + 1] if name in flags[:-1] else None
+
+    def scorer(self, workload: Workload) -> Any:
+        if workload.kind != "text-to-sql":
+
+            async def no_score(case: Case, done: dict[str, Any]) -> bool | None:
+                return None
+
+            return no_score
+        reader_url = self.services.sql.get(workload.name).reader_url
+
+        async def execution_match(case: Case, done: dict[str, Any]) -> bool | None:
+            if not done.get("sql") or done.get("refused") or case.gold_sql is None:
+                return False
+            try:
+                gold = await run_query(reader_url, case.gold_sql, max_rows=100_000)
+                predicted = await run_query(reader_url, done["sql"], max_rows=100_000)
+            except ServiceError:
+                return False
+            return results_match(gold, predicted, ordered=gold_orders(case.gold_sql))
+
+        return execution_match
+
+    @staticmethod
+    def write(report: dict[str, Any], out: Path) -> None:
+        write_reports(report, out)
+
+
+@contextlib.contextmanager
+def launched(datasets_dir: Path) -> Iterator[EvalSession]:
+    """vLLM (compiled, as users run it) unless one answers, and the orchestrator on a port."""
+    from orchestrator.app import create_app  # the app pulls in the tokenizer stack
+
+    settings = Settings(datasets_dir=datasets_dir)
+    extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())
+    with launched_vllm(settings, enforce_eager=False, extra_args=extra) as flags:
+        app = create_app(settings)
+        with serve_in_thread(app, timeout_s=300) as app_url:
+            yield EvalSession(app, app_url, flags)
