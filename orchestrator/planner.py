@@ -22,33 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Characters after which the text so far is a stable pre-token boundary.
-STABLE_END_CHARS = frozenset(".,;:!?)]}\"'")
-
-
-def stable_prefix(text: str) -> str:
-    """The text up to its last stable boundary, never with trailing whitespace.
-
-    If the text ends with whitespace or a closing punctuation character, everything but the
-    trailing whitespace is stable (in GPT-2-style BPE the whitespace belongs to the next word's
-    pre-token). Otherwise the last, still-being-typed word may yet merge with what follows, so
-    it is dropped together with the whitespace before it.
-
-    >>> stable_prefix("show me the")
-    'show me'
-    >>> stable_prefix("show me the ")
-    'show me the'
-    """
-    if not text:
-        return ""
-    last = text[-1]
-    if last.isspace() or last in STABLE_END_CHARS:
-        return text.rstrip()
-    end = len(text)
-    while end > 0 and not text[end - 1].isspace():
-        end -= 1
-    return text[:end].rstrip()
-
 
 def usable_blocks(sent_tokens: int, block_size: int) -> int:
     """Full blocks reusable after a request of ``sent_tokens`` prompt tokens: floor((N-1)/B)."""
@@ -142,13 +115,19 @@ class WarmPlanner:
         return self._offer(WarmUp(tuple(tokens), seq, submit_ready=True))
 
     def on_warm_done(self, warm: WarmUp, ok: bool) -> WarmUp | None:
-        """The in-flight warm-up ended; returns the pending one to send next, if worth it."""
+        """The in-flight warm-up ended; returns the pending one to send next, if worth it.
+
+        After a failure nothing is promoted: the caller decides when to try again (its
+        back-off) and then offers the current text afresh, so no candidate is ever marked in
+        flight without being sent.
+        """
         if self._in_flight is None or warm is not self._in_flight:
             return None  # stale: from before a reset, or already reported
         self._in_flight = None
-        if ok:
-            self._confirmed = warm.tokens
         pending, self._pending = self._pending, None
+        if not ok:
+            return None
+        self._confirmed = warm.tokens
         if pending is not None and self._worth(pending.tokens, self._confirmed):
             self._in_flight = pending
             return pending

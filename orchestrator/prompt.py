@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.stable import StableText
 from orchestrator.errors import SetupError
 
 PROMPT_CACHE_SIZE = 256
@@ -51,9 +52,14 @@ class SessionPrompt:
     head_tokens: tuple[int, ...]
     renderer: PromptRenderer
 
-    def warm_tokens(self, stable_text: str) -> list[int]:
-        """The head plus the stable part of the typed text (no template tail)."""
-        return [*self.head_tokens, *self.renderer.encode(stable_text)]
+    def stable_text(self, text: str) -> str:
+        """The part of the typed text whose tokens can no longer change (`core/stable.py`)."""
+        return self.renderer.stable.prefix(text)
+
+    def warm_tokens(self, text: str) -> list[int]:
+        """The head plus the ids of the stable part of `text` (no template tail): a token
+        prefix of the final prompt of `text` followed by anything."""
+        return [*self.head_tokens, *self.renderer.stable.split(text)[1]]
 
     def final_tokens(self, text: str) -> list[int]:
         """The submit-ready prompt: head, typed text, the template's tail (assistant header)."""
@@ -65,6 +71,7 @@ class PromptRenderer:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        self.stable = StableText(tokenizer, self.encode)
         self._prompts: dict[PromptKey, SessionPrompt] = {}
 
     @classmethod

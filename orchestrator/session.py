@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator import protocol
 from orchestrator.errors import InvalidRequest, UpstreamError
-from orchestrator.planner import WarmPlanner, WarmUp, stable_prefix
+from orchestrator.planner import WarmPlanner, WarmUp
 from orchestrator.prompt import SessionPrompt
 from orchestrator.salt import tenant_salt
 from orchestrator.services import Services
@@ -86,11 +86,11 @@ class Session:
         if self.warmups != "keystroke":
             return
         self.restart_pause_timer()
-        stable = stable_prefix(frame.text)
+        stable = prompt.stable_text(frame.text)
         if stable == self.planned_stable:
             return  # most keystrokes only change the word being typed: nothing new to warm
         self.planned_stable = stable
-        tokens = self.warm_tokens(prompt, stable)
+        tokens = self.warm_tokens(prompt, frame.text)
         self.check_length(len(tokens))
         warmer.offer(planner.on_input(tokens, frame.seq))
 
@@ -163,13 +163,14 @@ class Session:
         """The planner's candidate for the current text (a warm-up retried after a pause)."""
         if self.prompt is None or self.planner is None or self.warmups == "off":
             return None
-        stable = stable_prefix(self.text) if self.warmups == "keystroke" else ""
-        return self.planner.on_input(self.warm_tokens(self.prompt, stable), self.seq)
+        text = self.text if self.warmups == "keystroke" else ""
+        return self.planner.on_input(self.warm_tokens(self.prompt, text), self.seq)
 
-    def warm_tokens(self, prompt: SessionPrompt, stable: str) -> tuple[int, ...]:
-        """A warm-up's token ids, kept for the text: retries ask again for the same text."""
+    def warm_tokens(self, prompt: SessionPrompt, text: str) -> tuple[int, ...]:
+        """The warm-up ids of `text`'s stable part, kept for that part: retries ask again."""
+        stable = prompt.stable_text(text)
         if self.warm_memo is None or self.warm_memo[0] != stable:
-            self.warm_memo = (stable, tuple(prompt.warm_tokens(stable)))
+            self.warm_memo = (stable, tuple(prompt.warm_tokens(text)))
         return self.warm_memo[1]
 
     def restart_pause_timer(self) -> None:

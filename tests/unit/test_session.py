@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from orchestrator.app import create_app
-from orchestrator.planner import stable_prefix, usable_blocks
+from orchestrator.planner import usable_blocks
 from orchestrator.prompt import PromptRenderer
 from orchestrator.salt import tenant_salt
 from orchestrator.settings import Settings
@@ -142,7 +142,7 @@ def system_where(renderer: PromptRenderer, text: str, *, pause_adds_block: bool)
     for pad in range(4 * BLOCK):
         system = SYSTEM + " ok" * pad
         prompt = renderer.session_prompt(system)
-        warmed = len(prompt.warm_tokens(stable_prefix(text)))
+        warmed = len(prompt.warm_tokens(text))
         final = len(prompt.final_tokens(text))
         if (usable_blocks(final, BLOCK) > usable_blocks(warmed, BLOCK)) == pause_adds_block:
             return system
@@ -230,7 +230,7 @@ def test_openings_frame_the_question_and_start_the_answer(renderer: PromptRender
     final = prompt.final_tokens(QUESTION)
     assert renderer.decode(final).endswith(QUESTION + prompt.frame.tail)
     assert prompt.frame.tail.endswith("```sql\n")
-    warm = prompt.warm_tokens(stable_prefix(QUESTION))
+    warm = prompt.warm_tokens(QUESTION)
     assert final[: len(warm)] == warm  # still a token prefix of the final prompt
     assert renderer.session_prompt(SYSTEM).head_tokens != prompt.head_tokens
 
@@ -269,7 +269,7 @@ async def test_one_warmup_in_flight_and_only_the_newest_pending_text_is_warmed(
     warm = await client.next("warm", lambda frame: frame["seq"] == last)
     await asyncio.sleep(SETTLE_S)
     assert len(fake.warmups) == 2  # the context, then the newest text only
-    expected = renderer.session_prompt(SYSTEM).warm_tokens(stable_prefix(QUESTION))
+    expected = renderer.session_prompt(SYSTEM).warm_tokens(QUESTION)
     assert fake.warmups[1].prompt == expected
     assert warm["tokens"] == len(expected)
     assert fake.max_warm_in_flight == 1
