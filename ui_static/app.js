@@ -24,7 +24,11 @@ const ui = {
 };
 
 const page = {
-  namespace: randomId(), // this visitor's own cache salt, for as long as the page is open
+  // The tenant's shared cache by default: every visitor of the app finds the context (schema,
+  // system prompt) already prefilled. `?cache=visitor` gives this visitor a cache of its own
+  // (its own salt, for as long as the page is open): nobody can probe its typed text through
+  // cache timing, but it pays the whole context prefill itself.
+  namespace: new URLSearchParams(location.search).get("cache") === "visitor" ? randomId() : null,
   context: { system: ui.system.value }, // the `context` of the next start frame
   contextKey: CHAT,
   appliedSystem: ui.system.value,
@@ -117,7 +121,11 @@ function makeSession({ startFrame, onFrame, onState }) {
 
 function createWarmSession() {
   page.warm = makeSession({
-    startFrame: () => ({ type: "start", context: page.context, cache_namespace: page.namespace }),
+    startFrame: () => ({
+      type: "start",
+      context: page.context,
+      ...(page.namespace ? { cache_namespace: page.namespace } : {}),
+    }),
     onFrame: onWarmFrame,
     onState: (state, info) => {
       page.lastState = { state, ...info };

@@ -242,3 +242,39 @@ def test_error_banner_and_reconnect(browser: Browser, app_url: str) -> None:
     expect(page.locator("#question")).to_have_value("How many stores are there?")
     assert console.problems() == [], console.messages
     context.close()
+
+
+def start_frames(browser: Browser, url: str) -> list[dict[str, object]]:
+    """The `start` frames the page sends when opened at `url`."""
+    context = browser.new_context()
+    page = context.new_page()
+    starts: list[dict[str, object]] = []
+
+    def record(route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "start":
+                starts.append(frame)
+            server.send(message)
+
+        route.on_message(forward)
+
+    page.route_web_socket(re.compile(r"/ws/session$"), record)
+    page.goto(url)
+    wait_ready(page)
+    context.close()
+    return starts
+
+
+def test_visitors_share_the_tenant_cache_unless_they_ask_for_their_own(
+    browser: Browser, app_url: str
+) -> None:
+    shared = start_frames(browser, app_url)
+    assert shared
+    assert all("cache_namespace" not in frame for frame in shared)  # the tenant's cache
+    own = start_frames(browser, f"{app_url}/?cache=visitor")
+    namespaces = {frame.get("cache_namespace") for frame in own}
+    assert len(namespaces) == 1
+    assert None not in namespaces  # one namespace of this visitor's own, kept across restarts
