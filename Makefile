@@ -33,7 +33,7 @@ setup-browser: ## Debian's Chromium for the browser tests (Playwright drives it;
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 setup-db: $(VENV)/.installed ## start PostgreSQL (embedded unless DATABASE_URL) and seed the datasets
-	$(PY) -m orchestrator.database seed
+	$(PY) -m orchestrator.text_to_sql seed
 
 run-app: setup setup-db ## vLLM + PostgreSQL + the orchestrator, page at http://localhost:8000
 	$(PY) -m orchestrator --launch-vllm

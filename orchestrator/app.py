@@ -13,7 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from orchestrator.database import Database
 from orchestrator.engine_watch import EngineWatch, stop_task
 from orchestrator.errors import ServiceError, error_envelope
 from orchestrator.gate import WarmupGate
@@ -23,7 +22,8 @@ from orchestrator.passthrough import router as passthrough_router
 from orchestrator.prompt import PromptRenderer
 from orchestrator.services import Services
 from orchestrator.settings import Settings
-from orchestrator.text_to_sql import SqlContexts
+from orchestrator.text_to_sql.contexts import SqlContexts
+from orchestrator.text_to_sql.postgres import Database
 from orchestrator.vllm_client import VLLMClient, make_http_client
 from orchestrator.warm_api import router as warm_router
 from orchestrator.ws import router as ws_router

@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 from starlette.requests import HTTPConnection
 
-from orchestrator.database import Database
 from orchestrator.engine_watch import EngineWatch
 from orchestrator.gate import WarmupGate
 from orchestrator.limits import SessionRegistry
 from orchestrator.prompt import PromptRenderer
 from orchestrator.settings import Settings
-from orchestrator.text_to_sql import SqlContexts
+from orchestrator.text_to_sql.contexts import SqlContexts
+from orchestrator.text_to_sql.postgres import Database
 from orchestrator.vllm_client import EngineFacts, VLLMClient
 
 

@@ -20,7 +20,7 @@ from orchestrator.planner import WarmPlanner, WarmUp, stable_prefix
 from orchestrator.prompt import SessionPrompt
 from orchestrator.salt import tenant_salt
 from orchestrator.services import Services
-from orchestrator.text_to_sql import SqlContext, answer_query
+from orchestrator.text_to_sql.contexts import SqlContext, answer_query
 from orchestrator.vllm_client import EngineFacts, Usage
 from orchestrator.warmer import Send, Warmer, WarmStats
 
