@@ -23,12 +23,12 @@ from eval.replay import keystrokes, typing_seconds
 from eval.report import CaseResult, build_report, write_reports
 from eval.scoring import gold_orders, results_match
 from eval.serving import serve_in_thread
-from orchestrator.app import create_app
 from orchestrator.errors import ServiceError, SetupError
 from orchestrator.launch import launched_vllm
-from orchestrator.services import Services
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.runner import QueryResult, run_query
+from orchestrator.web.app import create_app
+from orchestrator.web.services import Services
 from vllm_launch.engine_env import detect_device
 from vllm_launch.errors import LaunchError
 

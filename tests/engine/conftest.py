@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.prompt import PromptRenderer
+from orchestrator.core.prompt import PromptRenderer
 from vllm_launch.model import default_model_dir
 
 

@@ -14,9 +14,9 @@ import pytest
 import websockets
 
 from eval.serving import serve_in_thread
-from orchestrator.app import create_app
+from orchestrator.core.vllm_client import parse_block_size
 from orchestrator.settings import Settings
-from orchestrator.vllm_client import parse_block_size
+from orchestrator.web.app import create_app
 
 pytestmark = pytest.mark.engine
 

@@ -32,8 +32,8 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from eval.serving import serve_in_thread
-from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 from tests.upstream_fakes import SUBPROTOCOL_PREFIX, StrictFakeVLLM
 
 KEY = "fuzz-key"

@@ -25,10 +25,10 @@ from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 from websockets.exceptions import InvalidStatus
 
-from orchestrator.app import create_app
-from orchestrator.salt import tenant_salt
-from orchestrator.services import Services
+from orchestrator.core.salt import tenant_salt
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
+from orchestrator.web.services import Services
 from tests.fakes import SessionClient, fake_on_a_port, let_go, serve, session_tasks, wait_until
 from tests.upstream_fakes import CountingTransport, StrictFakeVLLM, Upstream, ws_client
 

@@ -1,4 +1,4 @@
-"""orchestrator.planner: the pure warm-up planner, with a fake one-token-per-character tokenizer."""
+"""The pure warm-up planner (core/planner.py), with a fake one-token-per-character tokenizer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from orchestrator.planner import (
+from orchestrator.core.planner import (
     WarmPlanner,
     WarmUp,
     common_prefix_len,

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.app import create_app
-from orchestrator.planner import stable_prefix, usable_blocks
-from orchestrator.prompt import PromptRenderer
-from orchestrator.salt import tenant_salt
+from orchestrator.core.planner import stable_prefix, usable_blocks
+from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.salt import tenant_salt
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 from tests.fakes import (
     FakeVLLM,
     SessionClient,

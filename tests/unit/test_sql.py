@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from eval.scoring import gold_orders, results_match
+from orchestrator.core.frames import Error
 from orchestrator.errors import DatabaseError, InvalidRequest
 from orchestrator.text_to_sql.extract import extract_sql
 from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
@@ -304,7 +305,8 @@ def test_validate_refuses(sql: str, reason: str) -> None:
     assert "\n" not in error.message
     assert isinstance(error, InvalidRequest)
     assert error.code == "sql_refused"
-    assert error.frame() == {"type": "error", "code": "sql_refused", "message": error.message}
+    frame = Error.of(error).dump()
+    assert frame == {"type": "error", "code": "sql_refused", "message": error.message}
 
 
 def test_hostile_corpus_is_large() -> None:
