@@ -30,22 +30,13 @@ from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from orchestrator.web.services import Services
 from tests.fakes import SessionClient, fake_on_a_port, let_go, serve, session_tasks, wait_until
+from tests.helpers import QUESTION, SETTLE_S, SYSTEM, settings_against
 from tests.upstream_fakes import CountingTransport, StrictFakeVLLM, Upstream, ws_client
 
-BLOCK = 32
 SECRET = "hardening-test-secret"
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 ALLOWED_ORIGIN = "https://typing.example"
-SYSTEM = (
-    "You are a careful assistant for a small online shop. Answer questions about orders, "
-    "customers, products and invoices in short, plain sentences, and say so when you do not know."
-)
-QUESTION = (
-    "Which customers placed more than three orders in the last quarter, and what was the total "
-    "value of those orders per customer, sorted from the highest to the lowest?"
-)
 LONG_TEXT = " ".join([QUESTION] * 3)  # typed for 2.5 s: about ten more blocks
-SETTLE_S = 0.3  # how long "nothing more happens" is watched for
 POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
 
 
@@ -74,21 +65,8 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[st
 
 
 def settings_for(vllm_url: str, tokenizer_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "enable_database": False,
-        "tokenizer": str(tokenizer_dir),
-        "vllm_url": vllm_url,
-        "block_size": BLOCK,
-        "server_secret": SecretStr(SECRET),
-        "api_keys": KEYS,
-        "allowed_origins": [ALLOWED_ORIGIN],
-        "typing_pause_ms": 60_000,  # no pause warm-up unless a test asks for one
-        "warmups_per_second": 1000.0,
-        "ws_frames_per_second": 10_000.0,  # only the rate-limit test types at a human pace
-        "request_timeout_s": 10.0,
-        "connect_timeout_s": 2.0,
-    }
-    return Settings(**{**values, **overrides})
+    keys = {"api_keys": KEYS, "allowed_origins": [ALLOWED_ORIGIN]}
+    return settings_against(vllm_url, tokenizer_dir, SECRET, **{**keys, **overrides})
 
 
 @dataclass

@@ -34,18 +34,9 @@ from tests.fakes import (
     session_tasks,
     wait_until,
 )
+from tests.helpers import BLOCK, QUESTION, SETTLE_S, SYSTEM, settings_against
 
-BLOCK = 32
 SECRET = "session-test-secret"
-SYSTEM = (
-    "You are a careful assistant for a small online shop. Answer questions about orders, "
-    "customers, products and invoices in short, plain sentences, and say so when you do not know."
-)
-QUESTION = (
-    "Which customers placed more than three orders in the last quarter, and what was the total "
-    "value of those orders per customer, sorted from the highest to the lowest?"
-)
-SETTLE_S = 0.3  # how long "nothing more happens" is watched for
 
 
 @dataclass
@@ -77,21 +68,8 @@ async def fake(fake_vllm: FakeVLLM) -> AsyncIterator[FakeVLLM]:
 
 
 def settings_for(fake: FakeVLLM, tokenizer_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "enable_database": False,
-        "tokenizer": str(tokenizer_dir),
-        "vllm_url": fake.url,
-        "block_size": BLOCK,
-        "server_secret": SecretStr(SECRET),
-        "typing_pause_ms": 60_000,  # no pause warm-up unless a test asks for one
-        "warmups_per_second": 1000.0,
-        "ws_frames_per_second": 10_000.0,  # tests type faster than people; not under test here
-        "warm_priority": 7,
-        "final_priority": -3,
-        "request_timeout_s": 10.0,
-        "connect_timeout_s": 2.0,
-    }
-    return Settings(**{**values, **overrides})
+    priorities = {"warm_priority": 7, "final_priority": -3}
+    return settings_against(fake.url, tokenizer_dir, SECRET, **{**priorities, **overrides})
 
 
 @pytest.fixture(scope="module")
