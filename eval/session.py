@@ -15,13 +15,14 @@ from fastapi import FastAPI
 from eval.engine import engine_settings
 from eval.report import build_report, write_reports
 from eval.runner import Runner, RunPlan
+from eval.scoring import gold_orders, results_match
 from eval.serving import serve_in_thread
 from eval.workloads import Case, Workload
 from orchestrator.errors import ServiceError
 from orchestrator.launch import launched_vllm
-from orchestrator.services import Services
 from orchestrator.settings import Settings
-from orchestrator.sql import gold_orders, results_match, run_query
+from orchestrator.text_to_sql.runner import run_query
+from orchestrator.web.services import Services
 from vllm_launch.engine_env import detect_device
 
 VLLM_ARGS_ENV = "PREFILL_EVAL_VLLM_ARGS"  # extra vLLM flags for an engine the eval starts
@@ -105,7 +106,7 @@ class EvalSession:
 @contextlib.contextmanager
 def launched(datasets_dir: Path) -> Iterator[EvalSession]:
     """vLLM (compiled, as users run it) unless one answers, and the orchestrator on a port."""
-    from orchestrator.app import create_app  # the app pulls in the tokenizer stack
+    from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
 
     settings = Settings(datasets_dir=datasets_dir)
     extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())

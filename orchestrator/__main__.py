@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import uvicorn
 from pydantic import ValidationError
 
-from orchestrator.app import create_app
 from orchestrator.errors import SetupError
 from orchestrator.launch import launched_vllm
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 from vllm_launch.errors import LaunchError
 from vllm_launch.server import port_in_use
 

@@ -1,7 +1,8 @@
 """The service's error hierarchy, written once, and the one envelope every error is sent in.
 
 HTTP answers use the OpenAI shape `{"error": {"message", "type", "param", "code"}}`;
-WebSocket sessions send the same facts as `{"type": "error", "code", "message"}` frames.
+WebSocket sessions send the same facts as `{"type": "error", "code", "message"}` frames
+(`core/frames.py`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ class ServiceError(Exception):
 
     def envelope(self) -> dict[str, Any]:
         return error_envelope(self.message, self.error_type, self.param, self.code)
-
-    def frame(self) -> dict[str, Any]:
-        return {"type": "error", "code": self.code, "message": self.message}
 
 
 class InvalidRequest(ServiceError):

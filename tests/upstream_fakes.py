@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Origin, Subprotocol
 
 from eval.serving import free_port
-from orchestrator.limits import replay_body
+from orchestrator.web.middleware import replay_body
 from tests.fakes import FakeVLLM, QuietServer, SessionClient, wait_until
 
 SUBPROTOCOL_PREFIX = "prefill.bearer."

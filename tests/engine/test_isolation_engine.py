@@ -21,9 +21,9 @@ import websockets
 from websockets.typing import Subprotocol
 
 from eval.serving import serve_in_thread
-from orchestrator.app import create_app
-from orchestrator.prompt import PromptRenderer
+from orchestrator.core.prompt import PromptRenderer
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 
 pytestmark = pytest.mark.engine
 

@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from eval.serving import serve_in_thread
-from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 
 pytestmark = pytest.mark.engine
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.planner import usable_blocks
-from orchestrator.prompt import PromptRenderer
-from orchestrator.vllm_client import Usage, VLLMClient, make_http_client
+from orchestrator.core.planner import usable_blocks
+from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.vllm_client import Usage, VLLMClient, make_http_client
 
 pytestmark = pytest.mark.engine
 

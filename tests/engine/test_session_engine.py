@@ -14,8 +14,9 @@ import pytest
 import websockets
 
 from eval.serving import serve_in_thread
-from orchestrator.app import create_app
+from orchestrator.core.vllm_client import parse_block_size
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 
 pytestmark = pytest.mark.engine
 
@@ -119,10 +120,12 @@ async def test_cold_session_sends_no_warm_up_and_misses(app_url: str) -> None:
     assert not [frame for frame in frames if frame["type"] == "warm"]
 
 
-def test_health_reports_model_and_block_size(app_url: str) -> None:
+def test_health_reports_model_and_block_size(app_url: str, vllm_url: str) -> None:
+    served_block_size = parse_block_size(httpx.get(f"{vllm_url}/metrics").text)
+    assert served_block_size is not None
     response = httpx.get(f"{app_url}/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     assert body["vllm"]["model"] == "SmolLM2-135M-Instruct"
-    assert body["vllm"]["block_size"] == 32
+    assert body["vllm"]["block_size"] == served_block_size  # 16 on GPUs, 32 on CPUs

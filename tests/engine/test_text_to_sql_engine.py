@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from orchestrator.text_to_sql import ANSWER_OPENING
+from orchestrator.text_to_sql.prompt import ANSWER_OPENING
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]

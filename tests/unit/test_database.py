@@ -1,4 +1,4 @@
-"""orchestrator.database against a real embedded PostgreSQL (one server for the module)."""
+"""The text-to-SQL database (server, seeding, readers) against a real embedded PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ import pytest
 import pytest_asyncio
 from psycopg import errors
 
-from orchestrator.database import (
-    DEFAULT_DATASET_ROOT,
-    Database,
-    DatasetDatabase,
-    list_datasets,
-    main,
-    mask_url,
-)
 from orchestrator.errors import SetupError
+from orchestrator.text_to_sql.cli import main
+from orchestrator.text_to_sql.postgres import Database, mask_url
+from orchestrator.text_to_sql.seed import (
+    DEFAULT_DATASET_ROOT,
+    DatasetDatabase,
+    ensure_dataset,
+    list_datasets,
+)
 
 DEMO = DEFAULT_DATASET_ROOT / "demo"
 QUESTIONS = [json.loads(line) for line in (DEMO / "questions.jsonl").read_text().splitlines()]
@@ -64,7 +64,7 @@ async def db(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database
 
 @pytest_asyncio.fixture(scope="module")
 async def demo(db: Database) -> DatasetDatabase:
-    return await db.ensure_dataset("demo", DEMO)
+    return await ensure_dataset(db, "demo", DEMO)
 
 
 async def fetch(url: str, query: str) -> list[tuple[object, ...]]:
@@ -100,13 +100,13 @@ async def test_dataset_url_matches(db: Database, demo: DatasetDatabase) -> None:
 async def test_reseed_only_when_changed(db: Database, tmp_path: Path) -> None:
     folder = tmp_path / "shop"
     shutil.copytree(DEMO, folder)
-    first = await db.ensure_dataset("shop", folder)
+    first = await ensure_dataset(db, "shop", folder)
     assert first.loaded
     sentinel = "INSERT INTO categories VALUES (99, 'Sentinel', NULL)"
     async with await psycopg.AsyncConnection.connect(first.admin_url, autocommit=True) as conn:
         await conn.execute(sentinel)
 
-    unchanged = await db.ensure_dataset("shop", folder)
+    unchanged = await ensure_dataset(db, "shop", folder)
     assert not unchanged.loaded
     assert await fetch(first.admin_url, "SELECT name FROM categories WHERE id = 99") == [
         ("Sentinel",)
@@ -114,14 +114,14 @@ async def test_reseed_only_when_changed(db: Database, tmp_path: Path) -> None:
 
     with (folder / "seed.sql").open("a") as f:
         f.write("\nINSERT INTO categories VALUES (98, 'Snowshoes', 5);\n")
-    changed = await db.ensure_dataset("shop", folder)
+    changed = await ensure_dataset(db, "shop", folder)
     assert changed.loaded
     assert await fetch(first.admin_url, "SELECT id FROM categories WHERE id IN (98, 99)") == [(98,)]
     assert await fetch(changed.reader_url, "SELECT count(*) FROM categories") == [(24,)]
 
-    forced = await db.ensure_dataset("shop", folder, reseed=True)
+    forced = await ensure_dataset(db, "shop", folder, reseed=True)
     assert forced.loaded
-    assert not (await db.ensure_dataset("shop", folder)).loaded
+    assert not (await ensure_dataset(db, "shop", folder)).loaded
 
 
 async def test_broken_seed_reports_file_and_line(db: Database, tmp_path: Path) -> None:
@@ -130,13 +130,13 @@ async def test_broken_seed_reports_file_and_line(db: Database, tmp_path: Path) -
     good = "INSERT INTO categories VALUES (1, 'a', NULL);"
     (folder / "seed.sql").write_text(f"{good}\nINSERT INTO nowhere VALUES (1);\n")
     with pytest.raises(SetupError) as info:
-        await db.ensure_dataset("broken", folder)
+        await ensure_dataset(db, "broken", folder)
     message = str(info.value)
     assert message.startswith("dataset broken: seed.sql (line 2): ")
     assert "nowhere" in message
     # Nothing half-loaded is marked as seeded: a fixed file loads on the next try.
     shutil.copy(DEMO / "seed.sql", folder / "seed.sql")
-    assert (await db.ensure_dataset("broken", folder)).loaded
+    assert (await ensure_dataset(db, "broken", folder)).loaded
 
 
 async def test_reader_can_only_select(demo: DatasetDatabase) -> None:
@@ -162,7 +162,7 @@ async def test_reader_can_only_select(demo: DatasetDatabase) -> None:
 
 
 async def test_other_readers_cannot_connect(db: Database, demo: DatasetDatabase) -> None:
-    other = await db.ensure_dataset("other", DEMO)
+    other = await ensure_dataset(db, "other", DEMO)
     foreign = other.reader_url.replace("/other?", "/demo?")
     with pytest.raises(psycopg.OperationalError, match="permission denied"):
         await fetch(foreign, "SELECT 1")
@@ -173,14 +173,14 @@ async def test_other_readers_cannot_connect(db: Database, demo: DatasetDatabase)
 )
 async def test_invalid_dataset_name_rejected(db: Database, name: str) -> None:
     with pytest.raises(SetupError, match="invalid dataset name"):
-        await db.ensure_dataset(name, DEMO)
+        await ensure_dataset(db, name, DEMO)
     with pytest.raises(SetupError, match="invalid dataset name"):
         db.dataset_url(name, reader=True)
 
 
 async def test_foreign_database_is_never_dropped(db: Database) -> None:
     with pytest.raises(SetupError, match="exists but prefill-ahead did not create it"):
-        await db.ensure_dataset("postgres", DEMO)
+        await ensure_dataset(db, "postgres", DEMO)
     assert await db.ping()
 
 

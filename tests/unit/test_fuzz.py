@@ -32,10 +32,9 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from eval.serving import serve_in_thread
-from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 from tests.upstream_fakes import SUBPROTOCOL_PREFIX, StrictFakeVLLM
-from vllm_launch.model import default_model_dir
 
 KEY = "fuzz-key"
 SYSTEM = "You answer questions about a small shop's orders in one short sentence."
@@ -57,12 +56,12 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(data_dir: Path) -> Iterator[Live]:
+def live(tokenizer_dir: Path) -> Iterator[Live]:
     fake = StrictFakeVLLM()
     with serve_in_thread(fake) as fake_url:
         settings = Settings(
             enable_database=False,
-            tokenizer=str(default_model_dir(data_dir)),
+            tokenizer=str(tokenizer_dir),
             vllm_url=fake_url,
             block_size=32,
             server_secret=SecretStr("fuzz-secret"),

@@ -25,28 +25,18 @@ from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 from websockets.exceptions import InvalidStatus
 
-from orchestrator.app import create_app
-from orchestrator.salt import tenant_salt
-from orchestrator.services import Services
+from orchestrator.core.salt import tenant_salt
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
+from orchestrator.web.services import Services
 from tests.fakes import SessionClient, fake_on_a_port, let_go, serve, session_tasks, wait_until
+from tests.helpers import QUESTION, SETTLE_S, SYSTEM, settings_against
 from tests.upstream_fakes import CountingTransport, StrictFakeVLLM, Upstream, ws_client
-from vllm_launch.model import default_model_dir
 
-BLOCK = 32
 SECRET = "hardening-test-secret"
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 ALLOWED_ORIGIN = "https://typing.example"
-SYSTEM = (
-    "You are a careful assistant for a small online shop. Answer questions about orders, "
-    "customers, products and invoices in short, plain sentences, and say so when you do not know."
-)
-QUESTION = (
-    "Which customers placed more than three orders in the last quarter, and what was the total "
-    "value of those orders per customer, sorted from the highest to the lowest?"
-)
 LONG_TEXT = " ".join([QUESTION] * 3)  # typed for 2.5 s: about ten more blocks
-SETTLE_S = 0.3  # how long "nothing more happens" is watched for
 POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
 
 
@@ -74,22 +64,9 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[st
 # --- the apps -------------------------------------------------------------------------------
 
 
-def settings_for(vllm_url: str, data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "enable_database": False,
-        "tokenizer": str(default_model_dir(data_dir)),
-        "vllm_url": vllm_url,
-        "block_size": BLOCK,
-        "server_secret": SecretStr(SECRET),
-        "api_keys": KEYS,
-        "allowed_origins": [ALLOWED_ORIGIN],
-        "typing_pause_ms": 60_000,  # no pause warm-up unless a test asks for one
-        "warmups_per_second": 1000.0,
-        "ws_frames_per_second": 10_000.0,  # only the rate-limit test types at a human pace
-        "request_timeout_s": 10.0,
-        "connect_timeout_s": 2.0,
-    }
-    return Settings(**{**values, **overrides})
+def settings_for(vllm_url: str, tokenizer_dir: Path, **overrides: Any) -> Settings:
+    keys = {"api_keys": KEYS, "allowed_origins": [ALLOWED_ORIGIN]}
+    return settings_against(vllm_url, tokenizer_dir, SECRET, **{**keys, **overrides})
 
 
 @dataclass
@@ -133,10 +110,10 @@ async def fake(fake_vllm: StrictFakeVLLM) -> AsyncIterator[StrictFakeVLLM]:
 
 @pytest.fixture(scope="module")
 async def keyed_app(
-    fake_vllm: StrictFakeVLLM, data_dir: Path
+    fake_vllm: StrictFakeVLLM, tokenizer_dir: Path
 ) -> AsyncIterator[tuple[Settings, FastAPI, str]]:
     """One orchestrator with two tenants' keys, shared by the module's tests."""
-    settings = settings_for(fake_vllm.url, data_dir)
+    settings = settings_for(fake_vllm.url, tokenizer_dir)
     app = create_app(settings)
     async with serve(app, websockets=True) as url:
         yield settings, app, url
@@ -144,7 +121,7 @@ async def keyed_app(
 
 @pytest.fixture
 async def start_app(
-    fake: StrictFakeVLLM, keyed_app: tuple[Settings, FastAPI, str], data_dir: Path
+    fake: StrictFakeVLLM, keyed_app: tuple[Settings, FastAPI, str], tokenizer_dir: Path
 ) -> AsyncIterator[StartApp]:
     """The shared orchestrator, or (`fresh`, other settings, another upstream) a new one."""
     async with contextlib.AsyncExitStack() as stack:
@@ -158,7 +135,7 @@ async def start_app(
         ) -> App:
             if not (fresh or overrides or upstream or transport):
                 return App(*keyed_app, stack)
-            settings = settings_for(upstream or fake.url, data_dir, **overrides)
+            settings = settings_for(upstream or fake.url, tokenizer_dir, **overrides)
             app = create_app(settings, upstream_transport=transport)
             url = await stack.enter_async_context(serve(app, websockets=True))
             return App(settings, app, url, stack)

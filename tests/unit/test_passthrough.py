@@ -10,9 +10,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestrator.app import create_app
-from orchestrator.salt import tenant_salt
+from orchestrator.core.salt import tenant_salt
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 
 
 class RecordingUpstream:

@@ -1,4 +1,4 @@
-"""orchestrator.planner: the pure warm-up planner, with a fake one-token-per-character tokenizer."""
+"""The pure warm-up planner (core/planner.py), with a fake one-token-per-character tokenizer."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import random
 
 import pytest
 
-from orchestrator.core.stable import before_last_word
-from orchestrator.planner import (
+from orchestrator.core.planner import (
     WarmPlanner,
     WarmUp,
     common_prefix_len,
     usable_blocks,
     valid_blocks,
 )
+from orchestrator.core.stable import before_last_word
 
 B = 4
 TEMPLATE = "<u>"  # what the fake chat template puts before the user's text

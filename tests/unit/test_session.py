@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.app import create_app
-from orchestrator.planner import usable_blocks
-from orchestrator.prompt import PromptRenderer
-from orchestrator.salt import tenant_salt
+from orchestrator.core.planner import usable_blocks
+from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.salt import tenant_salt
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 from tests.fakes import (
     FakeVLLM,
     SessionClient,
@@ -34,19 +34,9 @@ from tests.fakes import (
     session_tasks,
     wait_until,
 )
-from vllm_launch.model import default_model_dir
+from tests.helpers import BLOCK, QUESTION, SETTLE_S, SYSTEM, settings_against
 
-BLOCK = 32
 SECRET = "session-test-secret"
-SYSTEM = (
-    "You are a careful assistant for a small online shop. Answer questions about orders, "
-    "customers, products and invoices in short, plain sentences, and say so when you do not know."
-)
-QUESTION = (
-    "Which customers placed more than three orders in the last quarter, and what was the total "
-    "value of those orders per customer, sorted from the highest to the lowest?"
-)
-SETTLE_S = 0.3  # how long "nothing more happens" is watched for
 
 
 @dataclass
@@ -77,36 +67,25 @@ async def fake(fake_vllm: FakeVLLM) -> AsyncIterator[FakeVLLM]:
     await let_go(fake_vllm)
 
 
-def settings_for(fake: FakeVLLM, data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "enable_database": False,
-        "tokenizer": str(default_model_dir(data_dir)),
-        "vllm_url": fake.url,
-        "block_size": BLOCK,
-        "server_secret": SecretStr(SECRET),
-        "typing_pause_ms": 60_000,  # no pause warm-up unless a test asks for one
-        "warmups_per_second": 1000.0,
-        "ws_frames_per_second": 10_000.0,  # tests type faster than people; not under test here
-        "warm_priority": 7,
-        "final_priority": -3,
-        "request_timeout_s": 10.0,
-        "connect_timeout_s": 2.0,
-    }
-    return Settings(**{**values, **overrides})
+def settings_for(fake: FakeVLLM, tokenizer_dir: Path, **overrides: Any) -> Settings:
+    priorities = {"warm_priority": 7, "final_priority": -3}
+    return settings_against(fake.url, tokenizer_dir, SECRET, **{**priorities, **overrides})
 
 
 @pytest.fixture(scope="module")
-async def default_app(fake_vllm: FakeVLLM, data_dir: Path) -> AsyncIterator[tuple[Settings, str]]:
+async def default_app(
+    fake_vllm: FakeVLLM, tokenizer_dir: Path
+) -> AsyncIterator[tuple[Settings, str]]:
     """One orchestrator with the default test settings, shared by the module's tests (each
     test has its own sessions; nothing else in it outlives a test)."""
-    settings = settings_for(fake_vllm, data_dir)
+    settings = settings_for(fake_vllm, tokenizer_dir)
     async with serve(create_app(settings), websockets=True) as url:
         yield settings, url
 
 
 @pytest.fixture
 async def start_app(
-    fake: FakeVLLM, default_app: tuple[Settings, str], data_dir: Path
+    fake: FakeVLLM, default_app: tuple[Settings, str], tokenizer_dir: Path
 ) -> AsyncIterator[StartApp]:
     """The orchestrator against `fake`: the shared one, or a fresh one for other settings."""
     async with contextlib.AsyncExitStack() as stack:
@@ -114,7 +93,7 @@ async def start_app(
         async def start(**overrides: Any) -> App:
             if not overrides:
                 return App(*default_app, stack)
-            settings = settings_for(fake, data_dir, **overrides)
+            settings = settings_for(fake, tokenizer_dir, **overrides)
             url = await stack.enter_async_context(serve(create_app(settings), websockets=True))
             return App(settings, url, stack)
 

@@ -1,4 +1,4 @@
-"""orchestrator.sql: prompt, extraction, validation, comparison; run_query on a real PostgreSQL."""
+"""Text-to-SQL: prompt, extraction, the guard, scoring; run_query on a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,19 +14,16 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from orchestrator.database import DEFAULT_DATASET_ROOT, Database
+from eval.scoring import gold_orders, results_match
+from orchestrator.core.frames import Error
 from orchestrator.errors import DatabaseError, InvalidRequest
-from orchestrator.sql import (
-    QueryResult,
-    SqlRefused,
-    extract_sql,
-    gold_orders,
-    json_safe,
-    results_match,
-    run_query,
-    schema_prompt,
-    validate_sql,
-)
+from orchestrator.text_to_sql.extract import extract_sql
+from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
+from orchestrator.text_to_sql.postgres import Database
+from orchestrator.text_to_sql.prompt import schema_prompt
+from orchestrator.text_to_sql.runner import QueryResult, run_query
+from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT, ensure_dataset
+from orchestrator.text_to_sql.values import json_safe
 
 # ---------------------------------------------------------------------------- schema_prompt
 
@@ -308,7 +305,8 @@ def test_validate_refuses(sql: str, reason: str) -> None:
     assert "\n" not in error.message
     assert isinstance(error, InvalidRequest)
     assert error.code == "sql_refused"
-    assert error.frame() == {"type": "error", "code": "sql_refused", "message": error.message}
+    frame = Error.of(error).dump()
+    assert frame == {"type": "error", "code": "sql_refused", "message": error.message}
 
 
 def test_hostile_corpus_is_large() -> None:
@@ -431,7 +429,7 @@ async def db(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database
 @pytest_asyncio.fixture(scope="module")
 async def seeded(db: Database) -> dict[str, str]:
     """Seeds the demo dataset; the checksum of its contents before any test ran."""
-    await db.ensure_dataset("demo", DEFAULT_DATASET_ROOT / "demo")
+    await ensure_dataset(db, "demo", DEFAULT_DATASET_ROOT / "demo")
     return await checksum(db.dataset_url("demo", reader=False))
 
 
@@ -516,7 +514,9 @@ async def test_run_query_times_out(reader: str) -> None:
 async def test_run_query_gives_up_when_the_server_does_not_stop_it(
     reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("orchestrator.sql.GRACE_S", -0.7)  # the client's deadline comes first
+    monkeypatch.setattr(
+        "orchestrator.text_to_sql.runner.GRACE_S", -0.7
+    )  # the client's deadline comes first
     started = time.monotonic()
     with pytest.raises(DatabaseError, match=r"^the database did not answer within 1000 ms$"):
         await run_query(reader, "SELECT pg_sleep(5)", timeout_ms=1000)

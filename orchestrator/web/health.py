@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from orchestrator.services import services_of
+from orchestrator.web.dependencies import services_of
 
 router = APIRouter(tags=["health"])
 

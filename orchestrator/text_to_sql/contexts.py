@@ -3,6 +3,7 @@
 A session started with `{"context": {"database": NAME}}` gets the dataset's schema as its
 (cacheable) system prompt; when the answer is complete, the SQL is extracted, checked and run
 read-only as the dataset's reader role, and the `done` frame carries the rows or the refusal.
+`SqlContext` is what the session core knows as a `SessionContext` (`core/contexts.py`).
 """
 
 from __future__ import annotations
@@ -11,17 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.database import Database, list_datasets
 from orchestrator.errors import DatabaseError, InvalidRequest
-from orchestrator.sql import SqlRefused, extract_sql, run_query, schema_prompt, validate_sql
+from orchestrator.text_to_sql.extract import extract_sql
+from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
+from orchestrator.text_to_sql.postgres import Database
+from orchestrator.text_to_sql.prompt import ANSWER_OPENING, QUESTION_OPENING, schema_prompt
+from orchestrator.text_to_sql.runner import run_query
+from orchestrator.text_to_sql.seed import ensure_dataset, list_datasets
 
 MAX_ROWS = 100
 QUERY_TIMEOUT_MS = 3000
-# The user's question comes last, after this; the answer starts as a ```sql block, so that even
-# the bundled 135M model answers with a query rather than prose (measured: 0 of 10 answers held
-# SQL without the answer's opening, 9 of 10 with it).
-QUESTION_OPENING = "Write one PostgreSQL query that answers this question:\n"
-ANSWER_OPENING = "```sql\n"
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class SqlContext:
     reader_url: str
     openings: tuple[str, str] = (QUESTION_OPENING, ANSWER_OPENING)
 
+    async def after_answer(self, answer: str) -> dict[str, Any]:
+        """The `done` frame's SQL fields for the model's answer."""
+        return await answer_query(self, answer)
+
 
 class SqlContexts:
     """The datasets this server serves, loaded (and seeded) at start-up."""
@@ -42,7 +46,7 @@ class SqlContexts:
 
     async def load(self, database: Database, root: Path) -> None:
         for name, folder in list_datasets(root).items():
-            await database.ensure_dataset(name, folder)
+            await ensure_dataset(database, name, folder)
             prompt = schema_prompt((folder / "schema.sql").read_text(), name)
             self.contexts[name] = SqlContext(name, prompt, database.dataset_url(name, reader=True))
 

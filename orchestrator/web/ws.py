@@ -1,7 +1,8 @@
 """`/ws/session`: admit the client, read frames, hand them to its session.
 
-Follow a keystroke: `receive` → `parse_client_frame` (protocol.py) → `Session.on_input`
-(session.py) → `WarmPlanner.on_input` (planner.py) → `Warmer.offer` (warmer.py) → vLLM.
+Follow a keystroke: `receive` → `parse_client_frame` (core/frames.py) → `Session.on_input`
+(core/session.py) → `WarmPlanner.on_input` (core/planner.py) → `Warmer.offer`
+(core/warmer.py) → `WarmDispatcher.send` (core/dispatch.py) → vLLM.
 
 Admission: the Origin must be the same site or an allowed one; with API keys configured the
 key comes as the subprotocol `prefill.bearer.<key>` or as `api_key` in the first frame.
@@ -16,18 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from orchestrator import protocol
-from orchestrator.auth import check_origin, subprotocol_key, tenant_for_key
+from orchestrator.core import frames as protocol
+from orchestrator.core.frames import Error, ServerFrame
+from orchestrator.core.gate import TokenBucket
+from orchestrator.core.session import Session
 from orchestrator.errors import RateLimited, ServiceError
-from orchestrator.gate import TokenBucket
-from orchestrator.services import Services, services_of
-from orchestrator.session import Session
+from orchestrator.web.auth import check_origin, subprotocol_key, tenant_for_key
+from orchestrator.web.dependencies import services_of
+from orchestrator.web.services import Services
 
 router = APIRouter()
 POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
@@ -42,12 +44,12 @@ class FrameSender:
         self.websocket = websocket
         self.lock = asyncio.Lock()
 
-    async def __call__(self, frame: dict[str, Any]) -> None:
+    async def __call__(self, frame: ServerFrame) -> None:
         async with self.lock:
             if self.websocket.application_state != WebSocketState.CONNECTED:
                 return
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-                await self.websocket.send_json(frame)
+                await self.websocket.send_json(frame.dump())
 
 
 class Closing(Exception):
@@ -103,7 +105,7 @@ async def serve(
     try:
         services.sessions.admit(session)
     except RateLimited as error:
-        await send(error.frame())
+        await send(Error.of(error))
         raise Closing(POLICY_VIOLATION, error.message) from None
     try:
         if first is not None:
@@ -125,7 +127,7 @@ async def first_frame_tenant(
     except TimeoutError:
         raise Closing(POLICY_VIOLATION, "no start frame with an api_key") from None
     except ServiceError as error:
-        await send(error.frame())
+        await send(Error.of(error))
         raise Closing(POLICY_VIOLATION, error.message) from None
 
 
@@ -153,12 +155,13 @@ async def read_frames(
         if not bucket.try_take():
             if received - last_rate_error > 1.0:  # one error a second, not one per frame
                 last_rate_error = received
-                await send(RateLimited(f"more than {rate:g} frames a second; slow down").frame())
+                slow_down = RateLimited(f"more than {rate:g} frames a second; slow down")
+                await send(Error.of(slow_down))
             continue
         try:
             frame = protocol.parse_client_frame(raw)
         except ServiceError as error:
-            await send(error.frame())
+            await send(Error.of(error))
             continue
         await dispatch(session, frame, received, send)
 
@@ -176,4 +179,4 @@ async def dispatch(
         else:
             session.cancel()
     except ServiceError as error:
-        await send(error.frame())
+        await send(Error.of(error))

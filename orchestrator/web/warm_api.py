@@ -2,7 +2,8 @@
 
 The prompt is tokenized by vLLM itself (`/tokenize`, with the served chat template), so a later
 chat or completion request through the passthrough produces the very same token prefix and
-hits every full block warmed here.
+hits every full block warmed here. The warm-up itself takes the sessions' path
+(`core/dispatch.py`): the same bound, back-off, gate and priority.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.errors import RateLimited, UpstreamUnavailable
-from orchestrator.openapi_examples import WARM_EXAMPLES
-from orchestrator.passthrough import Tenant, salt_for
-from orchestrator.planner import usable_blocks
-from orchestrator.services import services_of
-from orchestrator.vllm_client import Usage
+from orchestrator.core.planner import usable_blocks
+from orchestrator.web.dependencies import Tenant, salt_for, services_of
+from orchestrator.web.openapi_examples import WARM_EXAMPLES
 
 router = APIRouter(tags=["warm-ups"])
 
@@ -62,26 +60,9 @@ async def warm(
     blocks = usable_blocks(len(tokens), facts.block_size)
     hit = 0
     if blocks:
-        if not services.engine.try_start_warmup():
-            raise RateLimited("too many warm-ups in flight, or vLLM is failing; retry shortly")
-        warm_body = {
-            "model": facts.model,
-            "prompt": tokens[: blocks * facts.block_size + 1],
-            "max_tokens": 1,
-            "priority": services.settings.warm_priority,
-            "cache_salt": salt,
-        }
-        verdict: bool | None = None
-        try:
-            await services.gate.acquire()
-            reply = await services.vllm.complete(warm_body)
-            verdict = True
-        except UpstreamUnavailable:
-            verdict = False
-            raise
-        finally:
-            services.engine.finish_warmup(verdict)
-        hit = Usage.from_body(reply.get("usage")).cached_tokens
+        warmed = tokens[: blocks * facts.block_size + 1]
+        usage = await services.dispatcher.warm_once(facts.model, warmed, salt)
+        hit = usage.cached_tokens
     return WarmResponse(
         prompt_tokens=len(tokens),
         cached_tokens=blocks * facts.block_size,

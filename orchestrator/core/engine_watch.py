@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from orchestrator.core.frames import Engine, Error, ServerFrame
 from orchestrator.errors import UpstreamError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class EngineWatch:
     async def watch(
         self,
         probe: Callable[[], Awaitable[Any]],
-        broadcast: Callable[[dict[str, Any]], Awaitable[None]],
+        broadcast: Callable[[ServerFrame], Awaitable[None]],
         has_sessions: Callable[[], bool],
         on_recovery: Callable[[], None],
     ) -> None:
@@ -91,17 +92,12 @@ class EngineWatch:
                 log.info("vLLM answers again")
                 self.succeeded()
                 on_recovery()
-                await broadcast({"type": "engine", "ok": True})
+                await broadcast(Engine(ok=True))
             else:
                 log.warning("vLLM stopped answering: %s", reason)
                 self.failed()
-                await broadcast(
-                    {
-                        "type": "error",
-                        "code": "upstream_unavailable",
-                        "message": f"{reason}; warm-ups are paused until it is back",
-                    }
-                )
+                message = f"{reason}; warm-ups are paused until it is back"
+                await broadcast(Error(code="upstream_unavailable", message=message))
 
 
 async def stop_task(task: asyncio.Task[None]) -> None:

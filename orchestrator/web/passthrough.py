@@ -14,21 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from orchestrator.auth import http_tenant
-from orchestrator.errors import (
-    InvalidRequest,
-    UpstreamError,
-    error_envelope,
-)
-from orchestrator.openapi_examples import CHAT_EXAMPLES, COMPLETION_EXAMPLES
-from orchestrator.salt import tenant_salt
-from orchestrator.services import Services, services_of
+from orchestrator.errors import UpstreamError, error_envelope
+from orchestrator.web.dependencies import Tenant, salt_for, services_of
+from orchestrator.web.openapi_examples import CHAT_EXAMPLES, COMPLETION_EXAMPLES
+from orchestrator.web.services import Services
 
 router = APIRouter(tags=["OpenAI-compatible"])
-Tenant = Annotated[str, Depends(http_tenant)]
 
 HOP_BY_HOP = frozenset(
     {
@@ -37,7 +31,6 @@ HOP_BY_HOP = frozenset(
     }
 )  # fmt: skip
 STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
-SESSION_HEADER = "x-session-id"
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -75,19 +68,6 @@ def code_for(status: int) -> str:
     if status in STATUS_CODES:
         return STATUS_CODES[status]
     return "rate_limited" if status == 429 else "upstream_error"
-
-
-def salt_for(services: Services, request: Request, tenant: str) -> str:
-    """The associated WebSocket session's salt, or the tenant's; never the client's."""
-    session_id = request.headers.get(SESSION_HEADER)
-    if session_id:
-        session = services.sessions.get(session_id, tenant)
-        if session is None:
-            raise InvalidRequest(
-                f"no live session {session_id!r}", param=SESSION_HEADER, code="unknown_session"
-            )
-        return session.salt
-    return tenant_salt(services.settings.server_secret, tenant)
 
 
 def prepared_body(

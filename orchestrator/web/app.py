@@ -1,4 +1,4 @@
-"""`create_app(settings)`: the FastAPI application and the services it shares for its lifetime."""
+"""`create_app(settings)`: the FastAPI application, and the services it builds for its lifetime."""
 
 from __future__ import annotations
 
@@ -13,22 +13,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from orchestrator.database import Database
-from orchestrator.engine_watch import EngineWatch, stop_task
+from orchestrator.core.dispatch import WarmDispatcher
+from orchestrator.core.engine_watch import EngineWatch, stop_task
+from orchestrator.core.gate import WarmupGate
+from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.registry import SessionRegistry
+from orchestrator.core.vllm_client import VLLMClient, make_http_client
 from orchestrator.errors import ServiceError, error_envelope
-from orchestrator.gate import WarmupGate
-from orchestrator.health import router as health_router
-from orchestrator.limits import BodySizeLimit, SessionRegistry
-from orchestrator.passthrough import router as passthrough_router
-from orchestrator.prompt import PromptRenderer
-from orchestrator.services import Services
 from orchestrator.settings import Settings
-from orchestrator.text_to_sql import SqlContexts
-from orchestrator.vllm_client import VLLMClient, make_http_client
-from orchestrator.warm_api import router as warm_router
-from orchestrator.ws import router as ws_router
+from orchestrator.text_to_sql.contexts import SqlContexts
+from orchestrator.text_to_sql.postgres import Database
+from orchestrator.web.health import router as health_router
+from orchestrator.web.middleware import BodySizeLimit
+from orchestrator.web.passthrough import router as passthrough_router
+from orchestrator.web.services import Services
+from orchestrator.web.warm_api import router as warm_router
+from orchestrator.web.ws import router as ws_router
 
-UI_DIR = Path(__file__).resolve().parent.parent / "ui_static"
+UI_DIR = Path(__file__).resolve().parent.parent.parent / "ui_static"
 
 
 @asynccontextmanager
@@ -50,21 +52,22 @@ async def lifespan_for(
     http = make_http_client(
         settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s, transport
     )
+    vllm = VLLMClient(http)
     gate = WarmupGate(settings.warmups_per_second)
-    sessions = SessionRegistry(settings.max_sessions, settings.max_sessions_per_tenant)
     engine = EngineWatch(settings.max_warmups_in_flight)
     services = Services(
-        settings, http, VLLMClient(http), renderer, database, gate, sql, sessions, engine
+        settings=settings,
+        vllm=vllm,
+        renderer=renderer,
+        dispatcher=WarmDispatcher(vllm, gate, engine, settings.warm_priority),
+        contexts=sql,
+        sessions=SessionRegistry(settings.max_sessions, settings.max_sessions_per_tenant),
+        http=http,
+        database=database,
+        sql=sql,
     )
     app.state.services = services
-    watcher = asyncio.create_task(
-        engine.watch(
-            services.probe_engine,
-            services.broadcast,
-            lambda: len(sessions) > 0,
-            services.on_engine_recovered,
-        )
-    )
+    watcher = asyncio.create_task(services.watch_engine())
     try:
         yield
     finally:

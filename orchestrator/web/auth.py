@@ -10,11 +10,9 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
-from fastapi import Request
 from starlette.requests import HTTPConnection
 
 from orchestrator.errors import Forbidden, Unauthorized
-from orchestrator.services import services_of
 from orchestrator.settings import Settings
 
 ANONYMOUS_TENANT = "anonymous"
@@ -36,11 +34,6 @@ def tenant_for_key(settings: Settings, key: str | None) -> str:
 def bearer(connection: HTTPConnection) -> str | None:
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-async def http_tenant(request: Request) -> str:
-    """FastAPI dependency: the caller's tenant, or 401 in the OpenAI envelope."""
-    return tenant_for_key(services_of(request).settings, bearer(request))
 
 
 def subprotocol_key(connection: HTTPConnection) -> tuple[str | None, str | None]:

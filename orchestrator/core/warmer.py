@@ -1,9 +1,8 @@
 """A session's warm-ups: the planner's decisions sent to vLLM, one at a time.
 
-Each warm-up is a `max_tokens=1` completion of token ids at the warm-up priority under the
-session's salt. It passes the global gate (warm-ups per second) and the engine watch (a bound
-on warm-ups in flight, and a back-off while vLLM fails); a warm-up turned away there is
-retried by itself once the back-off ends.
+Each warm-up goes through the dispatcher (`dispatch.py`: engine watch, global gate, vLLM)
+under the session's salt; one turned away there, or failed, is retried by itself once the
+back-off ends, with what the session's warm strategy wants warmed by then (`replan`).
 """
 
 from __future__ import annotations
@@ -12,18 +11,15 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from orchestrator import protocol
+from orchestrator.core.dispatch import WarmDispatcher
+from orchestrator.core.frames import Error, Send, Warm
+from orchestrator.core.planner import WarmPlanner, WarmUp
 from orchestrator.errors import ServiceError, UpstreamUnavailable
-from orchestrator.planner import WarmPlanner, WarmUp
-from orchestrator.services import Services
-from orchestrator.vllm_client import EngineFacts, Usage
 
 log = logging.getLogger(__name__)
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 RETRY_MIN_S = 0.1
 
 
@@ -37,19 +33,21 @@ class WarmStats:
 class Warmer:
     def __init__(
         self,
-        services: Services,
+        dispatcher: WarmDispatcher,
         send: Send,
         name: str,
-        facts: EngineFacts,
+        model: str,
         salt: str,
         planner: WarmPlanner,
         replan: Callable[[], WarmUp | None],
+        settle_timeout_s: float,
     ) -> None:
-        self.services = services
+        self.dispatcher = dispatcher
         self.send = send
         self.name = name
-        self.facts = facts
+        self.model = model
         self.salt = salt
+        self.settle_timeout_s = settle_timeout_s
         self.planner = planner
         self.replan = replan  # asks the session for its current candidate (retries)
         self.stats = WarmStats()
@@ -66,10 +64,9 @@ class Warmer:
             warm = self.planner.on_warm_done(warm, ok=False)
         if warm is None:
             return
-        engine = self.services.engine
-        if not engine.try_start_warmup():
+        if not self.dispatcher.try_admit():
             self.planner.on_warm_done(warm, ok=False)
-            self.schedule_retry(max(RETRY_MIN_S, engine.pause_s()))
+            self.schedule_retry(max(RETRY_MIN_S, self.dispatcher.pause_s()))
             return
         self.task = asyncio.create_task(self.run(warm))
 
@@ -102,7 +99,10 @@ class Warmer:
             return
         if not self.dispatched:
             task.cancel()
-        await asyncio.wait({task}, timeout=self.services.settings.request_timeout_s)
+        await asyncio.wait({task}, timeout=self.settle_timeout_s)
+
+    def on_gate_passed(self) -> None:
+        self.dispatched = True
 
     def release(self) -> None:
         self.held = False
@@ -117,30 +117,20 @@ class Warmer:
     async def run(self, warm: WarmUp) -> None:
         verdict: bool | None = None
         try:
-            await self.services.gate.acquire()
-            self.dispatched = True
             verdict = await self.send_warm(warm)
         finally:
             self.dispatched = False
-            self.services.engine.finish_warmup(verdict)
+            self.dispatcher.finish(verdict)
             if verdict is None:  # cancelled: the planner must not wait for it
                 self.planner.on_warm_done(warm, ok=False)
 
     async def send_warm(self, warm: WarmUp) -> bool | None:
         """Send one warm-up; the verdict for the engine watch (None: no verdict)."""
         started = time.perf_counter()
-        body = {
-            "model": self.facts.model,
-            "prompt": list(warm.tokens),
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "priority": self.services.settings.warm_priority,
-            "cache_salt": self.salt,
-        }
         request_id = f"warm-{self.name}-{warm.seq}-{next(self.numbers)}"
         try:
-            usage = Usage.from_body(
-                (await self.services.vllm.complete(body, request_id)).get("usage")
+            usage = await self.dispatcher.send(
+                self.model, list(warm.tokens), self.salt, request_id, self.on_gate_passed
             )
         except ServiceError as error:
             self.stats.failures += 1
@@ -148,8 +138,8 @@ class Warmer:
             self.planner.on_warm_done(warm, ok=False)
             self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
             own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
-            self.schedule_retry(max(own, self.services.engine.pause_s()))
-            await self.send({**error.frame(), "code": "warmup_failed"})
+            self.schedule_retry(max(own, self.dispatcher.pause_s()))
+            await self.send(Error.of(error, code="warmup_failed"))
             # Only an engine that refuses connections pauses everyone's warm-ups; a slow
             # answer may be our own lag under load, and the watcher judges that.
             return False if isinstance(error, UpstreamUnavailable) else None
@@ -159,8 +149,6 @@ class Warmer:
         elapsed_ms = (time.perf_counter() - started) * 1000
         following = self.planner.on_warm_done(warm, ok=True)
         cached = self.planner.cached_tokens
-        await self.send(
-            protocol.warm(warm.seq, len(warm.tokens), cached, elapsed_ms, warm.submit_ready)
-        )
+        await self.send(Warm.of(warm.seq, len(warm.tokens), cached, elapsed_ms, warm.submit_ready))
         self.offer(following)
         return True

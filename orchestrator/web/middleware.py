@@ -1,52 +1,12 @@
-"""Limits that keep one client from hurting the others: sessions, HTTP body size."""
+"""ASGI middleware: HTTP bodies over the limit get 413 in the OpenAI envelope."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.errors import PayloadTooLarge, RateLimited
-
-if TYPE_CHECKING:
-    from orchestrator.session import Session
-
-
-class SessionRegistry:
-    """Live WebSocket sessions by id, bounded in all and per tenant."""
-
-    def __init__(self, max_sessions: int, max_per_tenant: int) -> None:
-        self.max_sessions = max_sessions
-        self.max_per_tenant = max_per_tenant
-        self.sessions: dict[str, Session] = {}
-        self.per_tenant: Counter[str] = Counter()
-
-    def admit(self, session: Session) -> None:
-        if len(self.sessions) >= self.max_sessions:
-            raise RateLimited("the server has too many sessions; try again later")
-        if self.per_tenant[session.tenant] >= self.max_per_tenant:
-            raise RateLimited(f"too many sessions for this tenant (at most {self.max_per_tenant})")
-        self.sessions[session.id] = session
-        self.per_tenant[session.tenant] += 1
-
-    def remove(self, session: Session) -> None:
-        if self.sessions.pop(session.id, None) is not None:
-            self.per_tenant[session.tenant] -= 1
-            if self.per_tenant[session.tenant] <= 0:
-                del self.per_tenant[session.tenant]
-
-    def get(self, session_id: str, tenant: str) -> Session | None:
-        """A tenant only ever finds its own sessions."""
-        session = self.sessions.get(session_id)
-        return session if session is not None and session.tenant == tenant else None
-
-    def __len__(self) -> int:
-        return len(self.sessions)
-
-    def all(self) -> list[Session]:
-        return list(self.sessions.values())
+from orchestrator.errors import PayloadTooLarge
 
 
 class BodySizeLimit:

@@ -1,0 +1,164 @@
+"""A session's final request: the submit-ready prompt streamed back as `token` frames, then
+one `done` frame (with the SQL fields when the session's context adds them).
+
+Before it is sent, the session's warm-ups are settled (`Warmer.settle`): none queued goes out
+beside it, and one already sent is waited for, so the final request finds its blocks cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator.core.frames import Done, Error, Send, Token
+from orchestrator.core.started import Started
+from orchestrator.core.vllm_client import Usage, VLLMClient
+from orchestrator.core.warmer import WarmStats
+from orchestrator.errors import UpstreamError
+from orchestrator.settings import Settings
+
+
+class FinalAnswer:
+    """At most one final request of a session at a time; cancellable by the client."""
+
+    def __init__(self, vllm: VLLMClient, send: Send, session_id: str, settings: Settings) -> None:
+        self.vllm = vllm
+        self.send = send
+        self.session_id = session_id
+        self.settings = settings
+        self.task: asyncio.Task[None] | None = None
+        self.cancel_requested = False
+        self.notice: asyncio.Future[None] | None = None  # a `done` sent for an early cancel
+        self.numbers = itertools.count()  # request ids: final-<session>-<seq>-<n>
+
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def begin(
+        self, started: Started, tokens: list[int], received: float, seq: Callable[[], int]
+    ) -> None:
+        """Send `tokens` as the final request; `seq` is the session's latest input seq."""
+        self.task = asyncio.create_task(self.generate(started, tokens, received, seq))
+        self.task.add_done_callback(
+            functools.partial(self.after_generation, started, tokens, received, seq)
+        )
+
+    def cancel(self) -> None:
+        """The client's cancel: the answer ends with a `done` frame, finish_reason cancelled."""
+        if self.task is not None and not self.task.done():
+            self.cancel_requested = True
+            self.task.cancel()
+
+    def stop(self) -> None:
+        """A new start, or the session closing: nobody waits for a `done` any more."""
+        if self.task is not None:
+            self.task.cancel()
+
+    def after_generation(
+        self,
+        started: Started,
+        tokens: list[int],
+        received: float,
+        seq: Callable[[], int],
+        task: asyncio.Task[None],
+    ) -> None:
+        """A cancel that landed before the answer streamed (the task never reached its own
+        handler) still owes the client its `done`."""
+        if task.cancelled() and self.cancel_requested:
+            self.cancel_requested = False
+            usage = Usage(len(tokens), 0, 0)
+            stats = started.warmer.stats
+            frame = done_frame(seq(), None, usage, "cancelled", "", received, stats)
+            self.notice = asyncio.ensure_future(self.send(frame))
+
+    async def generate(
+        self, started: Started, tokens: list[int], received: float, seq: Callable[[], int]
+    ) -> None:
+        warmer = started.warmer
+        await warmer.settle()
+        try:
+            await self.stream(started, tokens, received, seq, warmer.stats)
+        finally:
+            warmer.release()
+            warmer.stats = WarmStats()
+
+    async def stream(
+        self,
+        started: Started,
+        tokens: list[int],
+        received: float,
+        seq: Callable[[], int],
+        stats: WarmStats,
+    ) -> None:
+        ttft_ms: float | None = None
+        output: list[str] = []
+        usage, finish = Usage(len(tokens), 0, 0), None
+        try:
+            request_id = f"final-{self.session_id}-{seq()}-{next(self.numbers)}"
+            async for chunk in self.vllm.stream_completion(self.body(started, tokens), request_id):
+                for choice in chunk.get("choices", []):
+                    text = choice.get("text") or ""
+                    finish = choice.get("finish_reason") or finish
+                    if text:
+                        if not output:  # the answer's opening was part of the prompt
+                            text = started.prompt.frame.answer_opening + text
+                        await self.send(Token(text=text))
+                        output.append(text)
+                        if ttft_ms is None:
+                            ttft_ms = (time.perf_counter() - received) * 1000
+                if chunk.get("usage"):
+                    usage = Usage.from_body(chunk["usage"])
+        except asyncio.CancelledError:
+            if not self.cancel_requested:
+                raise  # the session is closing: nobody to tell
+            finish = "cancelled"
+        except UpstreamError as error:
+            await self.send(Error.of(error))
+            return
+        finally:
+            self.cancel_requested = False
+        started.planner.assume_cached(tokens)  # the final request left its blocks in the cache
+        answer = "".join(output)
+        extra: dict[str, Any] = {}
+        if started.context is not None and finish != "cancelled":
+            extra = await started.context.after_answer(answer)
+        await self.send(done_frame(seq(), ttft_ms, usage, finish, answer, received, stats, extra))
+
+    def body(self, started: Started, tokens: list[int]) -> dict[str, Any]:
+        return {
+            "model": started.facts.model,
+            "prompt": tokens,
+            "max_tokens": started.params.max_tokens or self.settings.max_tokens,
+            "temperature": started.params.temperature,
+            "priority": self.settings.final_priority,
+            "cache_salt": started.salt,
+        }
+
+
+def done_frame(
+    seq: int,
+    ttft_ms: float | None,
+    usage: Usage,
+    finish: str | None,
+    text: str,
+    received: float,
+    stats: WarmStats,
+    extra: dict[str, Any] | None = None,
+) -> Done:
+    return Done(
+        seq=seq,
+        ttft_ms=None if ttft_ms is None else round(ttft_ms, 2),
+        total_ms=round((time.perf_counter() - received) * 1000, 2),
+        prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.cached_tokens,
+        completion_tokens=usage.completion_tokens,
+        finish_reason=finish,
+        text=text,
+        warm_requests=stats.requests,
+        warm_prefill_tokens=stats.prefill_tokens,
+        **(extra or {}),
+    )

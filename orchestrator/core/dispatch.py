@@ -1,0 +1,75 @@
+"""The one way a warm-up reaches vLLM, for sessions (`warmer.py`) and `POST /v1/warm` alike.
+
+A warm-up is a `max_tokens=1` completion of token ids at the warm-up priority under a salt.
+It is admitted by the engine watch (a bound on warm-ups in flight, and a back-off while vLLM
+fails), passes the global gate (warm-ups per second), is sent, and its outcome goes back to
+the engine watch: ok, failed (vLLM refused the connection), or no verdict (cancelled, or an
+error that may be our own lag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.gate import WarmupGate
+from orchestrator.core.vllm_client import Usage, VLLMClient
+from orchestrator.errors import RateLimited, UpstreamUnavailable
+
+
+class WarmDispatcher:
+    def __init__(
+        self, vllm: VLLMClient, gate: WarmupGate, engine: EngineWatch, priority: int
+    ) -> None:
+        self.vllm = vllm
+        self.gate = gate
+        self.engine = engine
+        self.priority = priority
+
+    def try_admit(self) -> bool:
+        """Take a slot for one warm-up; False while vLLM backs off or the bound is reached."""
+        return self.engine.try_start_warmup()
+
+    def pause_s(self) -> float:
+        return self.engine.pause_s()
+
+    async def send(
+        self,
+        model: str,
+        tokens: list[int],
+        salt: str,
+        request_id: str | None = None,
+        on_gate_passed: Callable[[], None] | None = None,
+    ) -> Usage:
+        """Pass the gate and send an admitted warm-up; its usage, or a ServiceError."""
+        await self.gate.acquire()
+        if on_gate_passed is not None:
+            on_gate_passed()
+        body = {
+            "model": model,
+            "prompt": tokens,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "priority": self.priority,
+            "cache_salt": salt,
+        }
+        return Usage.from_body((await self.vllm.complete(body, request_id)).get("usage"))
+
+    def finish(self, ok: bool | None) -> None:
+        """An admitted warm-up ended: ok, failed, or None (no verdict)."""
+        self.engine.finish_warmup(ok)
+
+    async def warm_once(self, model: str, tokens: list[int], salt: str) -> Usage:
+        """Admit, send and report one warm-up (RateLimited when it is not admitted)."""
+        if not self.try_admit():
+            raise RateLimited("too many warm-ups in flight, or vLLM is failing; retry shortly")
+        verdict: bool | None = None
+        try:
+            usage = await self.send(model, tokens, salt)
+            verdict = True
+            return usage
+        except UpstreamUnavailable:
+            verdict = False
+            raise
+        finally:
+            self.finish(verdict)

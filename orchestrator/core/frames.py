@@ -1,0 +1,178 @@
+"""The `/ws/session` protocol, every frame a typed model: those the client sends, validated;
+those the server sends, built here and nowhere else.
+
+Client → server: `start`, `input`, `submit`, `cancel`.
+Server → client: `ready`, `warm`, `token`, `done`, `error`, `engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from orchestrator.errors import InvalidRequest, ServiceError
+
+MAX_TEXT_CHARS = 100_000
+WarmupMode = Literal["keystroke", "context", "off"]
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChatTurn(Frame):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_TEXT_CHARS)
+
+
+class Context(Frame):
+    """What the prompt is about: a system prompt / document, or a database for text-to-SQL."""
+
+    system: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    database: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    history: list[ChatTurn] = Field(default_factory=list, max_length=100)
+
+
+class GenerationParams(Frame):
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+
+class Start(Frame):
+    type: Literal["start"]
+    context: Context = Field(default_factory=Context)
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    warmups: WarmupMode = Field(
+        "keystroke",
+        description="keystroke: the full planner; context: only the context (system prompt, "
+        "schema) at start; off: none at all (the cold baseline).",
+    )
+    api_key: str | None = Field(
+        None, max_length=512, description="The API key, when not sent as the subprotocol."
+    )
+    cache_namespace: str | None = Field(
+        None,
+        max_length=128,
+        description="Mixed into the server-derived salt: separates runs (evals), never shared "
+        "across tenants.",
+    )
+
+
+class Input(Frame):
+    type: Literal["input"]
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    seq: int = Field(ge=0)
+
+
+class Submit(Frame):
+    type: Literal["submit"]
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    seq: int = Field(0, ge=0)
+
+
+class Cancel(Frame):
+    type: Literal["cancel"]
+
+
+ClientFrame = Annotated[Start | Input | Submit | Cancel, Field(discriminator="type")]
+CLIENT_FRAME: TypeAdapter[Start | Input | Submit | Cancel] = TypeAdapter(ClientFrame)
+
+
+def parse_client_frame(raw: str | bytes) -> Start | Input | Submit | Cancel:
+    """One validated frame, or InvalidRequest with a one-line reason."""
+    try:
+        return CLIENT_FRAME.validate_json(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "frame"
+        raise InvalidRequest(f"{where}: {first['msg']}", param=where, code="bad_frame") from None
+
+
+# -- server frames ---------------------------------------------------------------------------
+
+
+class ServerFrame(BaseModel):
+    """A frame the server sends; `dump()` is its JSON object."""
+
+    model_config = ConfigDict(frozen=True)
+    optional: ClassVar[frozenset[str]] = frozenset()  # fields sent only when given
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=set(self.optional - self.model_fields_set))
+
+
+class Ready(ServerFrame):
+    type: Literal["ready"] = "ready"
+    session_id: str
+    model: str
+    block_size: int
+    warmups: WarmupMode
+
+
+class Warm(ServerFrame):
+    type: Literal["warm"] = "warm"
+    seq: int
+    tokens: int
+    cached_tokens: int
+    ms: float
+    submit_ready: bool
+
+    @classmethod
+    def of(cls, seq: int, tokens: int, cached_tokens: int, ms: float, submit_ready: bool) -> Warm:
+        return cls(
+            seq=seq, tokens=tokens, cached_tokens=cached_tokens, ms=round(ms, 2),
+            submit_ready=submit_ready,
+        )  # fmt: skip
+
+
+class Token(ServerFrame):
+    type: Literal["token"] = "token"
+    text: str
+
+
+class Done(ServerFrame):
+    """The end of an answer; a text-to-SQL context adds the query and its rows (or why not)."""
+
+    optional: ClassVar[frozenset[str]] = frozenset(
+        {"sql", "refused", "columns", "rows", "truncated", "query_ms"}
+    )
+    type: Literal["done"] = "done"
+    seq: int
+    ttft_ms: float | None
+    total_ms: float
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    text: str
+    warm_requests: int
+    warm_prefill_tokens: int
+    sql: str | None = None
+    refused: str | None = None
+    columns: list[str] | None = None
+    rows: list[list[Any]] | None = None
+    truncated: bool | None = None
+    query_ms: float | None = None
+
+
+class Error(ServerFrame):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, error: ServiceError, code: str | None = None) -> Error:
+        """The WebSocket form of a service error (HTTP answers use its `envelope()`)."""
+        return cls(code=code or error.code, message=error.message)
+
+
+class Engine(ServerFrame):
+    """vLLM answers again (its going away is an `error` frame)."""
+
+    type: Literal["engine"] = "engine"
+    ok: bool
+
+
+Send = Callable[[ServerFrame], Awaitable[None]]

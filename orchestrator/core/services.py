@@ -1,0 +1,81 @@
+"""What every session of an application shares, built once for the application's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from orchestrator.core.contexts import ContextSource
+from orchestrator.core.dispatch import WarmDispatcher
+from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.frames import Send, ServerFrame
+from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.registry import SessionRegistry
+from orchestrator.core.vllm_client import EngineFacts, VLLMClient
+from orchestrator.settings import Settings
+
+
+class LiveSession(Protocol):
+    """What the shared services ask of a session (`session.Session` is one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def salt(self) -> str: ...
+
+    @property
+    def send(self) -> Send: ...
+
+    def resume_warmups(self) -> None: ...
+
+
+@dataclass
+class SessionServices:
+    settings: Settings
+    vllm: VLLMClient
+    renderer: PromptRenderer | None
+    dispatcher: WarmDispatcher
+    contexts: ContextSource
+    sessions: SessionRegistry[LiveSession]
+    _facts: EngineFacts | None = field(default=None, repr=False)
+    _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @property
+    def engine(self) -> EngineWatch:
+        return self.dispatcher.engine
+
+    async def engine_facts(self) -> EngineFacts:
+        """Model, block size and context length of the served model (read once, then kept)."""
+        async with self._facts_lock:
+            if self._facts is None:
+                self._facts = await self.vllm.facts(self.settings.block_size)
+            return self._facts
+
+    async def broadcast(self, frame: ServerFrame) -> None:
+        """Send a frame to every live session."""
+        for session in self.sessions.all():
+            await session.send(frame)
+
+    async def probe_engine(self) -> None:
+        await self.vllm.request("GET", "/v1/models", timeout=1.0)
+
+    def on_engine_recovered(self) -> None:
+        """vLLM answers again, maybe restarted with another model and surely with an empty
+        cache: read its facts again next time, and let every session warm again at once."""
+        self._facts = None
+        for session in self.sessions.all():
+            session.resume_warmups()
+
+    async def watch_engine(self) -> None:
+        """Run until cancelled: tell the sessions when vLLM goes away and comes back."""
+        await self.engine.watch(
+            self.probe_engine,
+            self.broadcast,
+            lambda: len(self.sessions) > 0,
+            self.on_engine_recovered,
+        )

@@ -1,0 +1,179 @@
+"""One typing session: keystrokes in, warm-ups out, then the streamed answer.
+
+The route (`web/ws.py`) parses frames and calls `start`, `on_input`, `submit`, `cancel` and
+`close`. `start` fixes what the session is about (`Started`: prompt, planner, warmer, warm
+strategy); each keystroke then becomes a planner decision (`planner.py`) that the warmer sends
+(`warmer.py`); `submit` hands the final request to `answer.FinalAnswer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+
+from orchestrator.core import frames
+from orchestrator.core.answer import FinalAnswer
+from orchestrator.core.planner import WarmPlanner, WarmUp
+from orchestrator.core.prompt import SessionPrompt
+from orchestrator.core.salt import tenant_salt
+from orchestrator.core.services import SessionServices
+from orchestrator.core.started import Started
+from orchestrator.core.vllm_client import EngineFacts
+from orchestrator.core.warm_modes import STRATEGIES
+from orchestrator.core.warmer import Warmer
+from orchestrator.errors import InvalidRequest
+
+
+class Session:
+    def __init__(self, services: SessionServices, send: frames.Send, tenant: str) -> None:
+        self.services = services
+        self.send = send
+        self.tenant = tenant
+        self.id = secrets.token_hex(8)
+        self.settings = services.settings
+        self.started: Started | None = None
+        self.text, self.seq = "", 0
+        self.planned_stable: str | None = None  # the stable text last handed to the planner
+        self.warm_memo: tuple[str, tuple[int, ...]] | None = None  # stable text -> its warm-up
+        self.pause_timer: asyncio.TimerHandle | None = None
+        self.answer = FinalAnswer(services.vllm, send, self.id, services.settings)
+
+    @property
+    def salt(self) -> str:
+        return self.started.salt if self.started else ""
+
+    # -- client frames -------------------------------------------------------------------
+
+    async def start(self, frame: frames.Start) -> None:
+        renderer = self.services.renderer
+        if renderer is None:
+            raise InvalidRequest("this server has no tokenizer loaded", code="not_configured")
+        system, openings, context = frame.context.system, ("", ""), None
+        if frame.context.database is not None:
+            context = self.services.contexts.get(frame.context.database)
+            system, openings = context.system_prompt, context.openings
+        self.cancel_all()
+        facts = await self.services.engine_facts()
+        history = [turn.model_dump() for turn in frame.context.history]
+        prompt = renderer.session_prompt(system, history, openings)
+        self.check_length(len(prompt.head_tokens), facts, frame.params)  # context too long
+        planner = WarmPlanner(facts.block_size)
+        salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
+        warmer = Warmer(
+            self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
+            self.replan, self.settings.request_timeout_s,
+        )  # fmt: skip
+        strategy = STRATEGIES[frame.warmups]
+        self.started = Started(
+            facts, prompt, planner, warmer, strategy, frame.params, salt, context
+        )
+        self.text, self.seq, self.planned_stable, self.warm_memo = "", 0, None, None
+        ready = frames.Ready(
+            session_id=self.id, model=facts.model, block_size=facts.block_size,
+            warmups=strategy.name,
+        )  # fmt: skip
+        await self.send(ready)
+        warmer.offer(self.replan())  # the context itself, before the first keystroke
+
+    def on_input(self, frame: frames.Input) -> None:
+        started = self.require_started()
+        self.text, self.seq = frame.text, frame.seq
+        if not started.strategy.follows_typing:
+            return
+        self.restart_pause_timer()
+        stable = started.prompt.stable_text(frame.text)
+        if stable == self.planned_stable:
+            return  # most keystrokes only change the word being typed: nothing new to warm
+        self.planned_stable = stable
+        tokens = self.warm_tokens(started.prompt, frame.text)
+        self.check_length(len(tokens))
+        started.warmer.offer(started.planner.on_input(tokens, frame.seq))
+
+    async def submit(self, frame: frames.Submit, received: float) -> None:
+        started = self.require_started()
+        if self.answer.busy():
+            raise InvalidRequest("a generation is already running; cancel it first", code="busy")
+        self.cancel_pause_timer()
+        self.text, self.seq, self.planned_stable = frame.text, frame.seq, None
+        tokens = started.prompt.final_tokens(frame.text)
+        self.check_length(len(tokens))
+        self.answer.begin(started, tokens, received, lambda: self.seq)
+
+    def cancel(self) -> None:
+        self.answer.cancel()
+
+    def cancel_all(self) -> None:
+        """Stop everything in flight: the pause timer, the warm-ups, the generation."""
+        self.cancel_pause_timer()
+        if self.started is not None:
+            self.started.warmer.cancel()
+        self.answer.stop()
+
+    async def close(self) -> None:
+        self.cancel_all()
+        tasks = [self.answer.task, self.started.warmer.task if self.started else None]
+        await asyncio.gather(*(task for task in tasks if task is not None), return_exceptions=True)
+
+    # -- warm-ups ------------------------------------------------------------------------
+
+    def require_started(self) -> Started:
+        if self.started is None:
+            raise InvalidRequest("send a start frame first", code="not_started")
+        return self.started
+
+    def check_length(
+        self,
+        prompt_tokens: int,
+        facts: EngineFacts | None = None,
+        params: frames.GenerationParams | None = None,
+    ) -> None:
+        """InvalidRequest when the prompt and the answer would not fit in the model's context
+        (`facts` and `params` default to the started session's)."""
+        facts = facts or (self.started.facts if self.started else None)
+        params = params or (self.started.params if self.started else frames.GenerationParams())
+        limit = facts.max_model_len if facts else None
+        max_tokens = params.max_tokens or self.settings.max_tokens
+        if limit is not None and prompt_tokens + max_tokens > limit:
+            raise InvalidRequest(
+                f"the prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds "
+                f"the model's context of {limit} tokens",
+                code="input_too_long",
+            )
+
+    def resume_warmups(self) -> None:
+        if self.started is not None and self.started.strategy.warms:
+            self.started.warmer.resume()
+
+    def replan(self) -> WarmUp | None:
+        """The planner's candidate for the current text (a warm-up retried after a pause)."""
+        started = self.started
+        text = started.strategy.warm_text(self.text) if started else None
+        if started is None or text is None:
+            return None
+        return started.planner.on_input(self.warm_tokens(started.prompt, text), self.seq)
+
+    def warm_tokens(self, prompt: SessionPrompt, text: str) -> tuple[int, ...]:
+        """The warm-up ids of `text`'s stable part, kept for that part: retries ask again."""
+        stable = prompt.stable_text(text)
+        if self.warm_memo is None or self.warm_memo[0] != stable:
+            self.warm_memo = (stable, tuple(prompt.warm_tokens(text)))
+        return self.warm_memo[1]
+
+    def restart_pause_timer(self) -> None:
+        self.cancel_pause_timer()
+        delay = self.settings.typing_pause_ms / 1000
+        self.pause_timer = asyncio.get_running_loop().call_later(delay, self.on_pause)
+
+    def cancel_pause_timer(self) -> None:
+        if self.pause_timer is not None:
+            self.pause_timer.cancel()
+            self.pause_timer = None
+
+    def on_pause(self) -> None:
+        self.pause_timer = None
+        with contextlib.suppress(InvalidRequest):  # not started, or too long: submit says so
+            started = self.require_started()
+            tokens = started.prompt.final_tokens(self.text)
+            self.check_length(len(tokens))
+            started.warmer.offer(started.planner.on_pause(tokens, self.seq))

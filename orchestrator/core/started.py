@@ -1,0 +1,27 @@
+"""What a session's `start` frame fixed: its engine, prompt, planner, warmer and strategy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.core import frames
+from orchestrator.core.contexts import SessionContext
+from orchestrator.core.planner import WarmPlanner
+from orchestrator.core.prompt import SessionPrompt
+from orchestrator.core.vllm_client import EngineFacts
+from orchestrator.core.warm_modes import WarmStrategy
+from orchestrator.core.warmer import Warmer
+
+
+@dataclass(frozen=True)
+class Started:
+    """What a `start` frame fixed, until the next one."""
+
+    facts: EngineFacts
+    prompt: SessionPrompt
+    planner: WarmPlanner
+    warmer: Warmer
+    strategy: WarmStrategy
+    params: frames.GenerationParams
+    salt: str
+    context: SessionContext | None

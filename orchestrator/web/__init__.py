@@ -1,0 +1,1 @@
+"""The web side: the FastAPI app, its routes, middleware and request dependencies."""

@@ -1,0 +1,41 @@
+"""What a route handler takes from its request: the services, the tenant, the cache salt."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+
+from orchestrator.core.salt import tenant_salt
+from orchestrator.errors import InvalidRequest
+from orchestrator.web.auth import bearer, tenant_for_key
+from orchestrator.web.services import Services
+
+SESSION_HEADER = "x-session-id"
+
+
+def services_of(connection: HTTPConnection) -> Services:
+    services: Services = connection.app.state.services
+    return services
+
+
+async def http_tenant(request: Request) -> str:
+    """FastAPI dependency: the caller's tenant, or 401 in the OpenAI envelope."""
+    return tenant_for_key(services_of(request).settings, bearer(request))
+
+
+Tenant = Annotated[str, Depends(http_tenant)]
+
+
+def salt_for(services: Services, request: Request, tenant: str) -> str:
+    """The associated WebSocket session's salt, or the tenant's; never the client's."""
+    session_id = request.headers.get(SESSION_HEADER)
+    if session_id:
+        session = services.sessions.get(session_id, tenant)
+        if session is None:
+            raise InvalidRequest(
+                f"no live session {session_id!r}", param=SESSION_HEADER, code="unknown_session"
+            )
+        return session.salt
+    return tenant_salt(services.settings.server_secret, tenant)
