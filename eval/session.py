@@ -68,10 +68,17 @@ class EvalSession:
                 "vllm_version": served.get("vllm_version"),
                 "vllm_flags": self.vllm_flags,
                 "vllm_served": served,
-                "typing_pause_ms": self.services.settings.typing_pause_ms,
+                **self.orchestrator_settings(),
             },
         }
         return build_report(results, meta, list(plan.modes), busy)
+
+    def orchestrator_settings(self) -> dict[str, Any]:
+        """The orchestrator's settings that move the figures."""
+        settings = self.services.settings
+        names = ("typing_pause_ms", "preempt_warmups", "warm_priority", "final_priority",
+                 "warmups_per_second", "max_warmups_in_flight")  # fmt: skip
+        return {name: getattr(settings, name) for name in names}
 
     def flag(self, name: str) -> str | None:
         flags = self.vllm_flags or []

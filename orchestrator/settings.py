@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     typing_pause_ms: int = Field(
         400, ge=50, description="Idle time after a keystroke that warms the submit-ready prompt."
     )
+    preempt_warmups: bool = Field(
+        True,
+        description="A final request preempts other sessions' warm-ups in flight (sent again "
+        "after its first token); new warm-ups wait until then either way.",
+    )
     max_tokens: int = Field(256, ge=1, description="Default max_tokens of a final request.")
 
     api_keys: dict[str, str] = Field(

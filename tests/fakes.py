@@ -119,7 +119,7 @@ class Recorded:
     body: dict[str, Any]
     at: float  # time.monotonic() on arrival
     usage: dict[str, Any] | None = None
-    disconnected: bool = False  # streaming only: the client went away before the end
+    disconnected: bool = False  # the client went away before the end (a held warm-up, a stream)
 
     @property
     def prompt(self) -> list[int]:
@@ -240,16 +240,17 @@ class FakeVLLM:
             if record.stream:
                 await self._stream(record, receive, send)
             else:
-                await self._warm(record, send)
+                await self._warm(record, receive, send)
         else:
             await self._json(send, 404, {"error": {"message": f"no route {method} {path}"}})
 
-    async def _warm(self, record: Recorded, send: Send) -> None:
+    async def _warm(self, record: Recorded, receive: Receive, send: Send) -> None:
         self.warm_in_flight += 1
         self.max_warm_in_flight = max(self.max_warm_in_flight, self.warm_in_flight)
         try:
-            if self._release is not None:
-                await self._release.wait()
+            if self._release is not None and await self._client_left(self._release, receive):
+                record.disconnected = True  # vLLM would abort it here
+                return
             if self.warm_status != 200:
                 error = {"error": {"message": "warm-up exploded", "code": self.warm_status}}
                 await self._json(send, self.warm_status, error)
@@ -260,6 +261,16 @@ class FakeVLLM:
             await self._json(send, 200, {**answer, "usage": record.usage})
         finally:
             self.warm_in_flight -= 1
+
+    @staticmethod
+    async def _client_left(release: asyncio.Event, receive: Receive) -> bool:
+        """Wait for `release`; True if the client disconnected first."""
+        released = asyncio.ensure_future(release.wait())
+        left = asyncio.ensure_future(receive())
+        done, _ = await asyncio.wait({released, left}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (released, left):
+            task.cancel()
+        return left in done and left.result()["type"] == "http.disconnect"
 
     async def _stream(self, record: Recorded, receive: Receive, send: Send) -> None:
         if self.final_status != 200:

@@ -1,8 +1,9 @@
 """A session's final request: the submit-ready prompt streamed back as `token` frames, then
 one `done` frame (with the SQL fields when the session's context adds them).
 
-Before it is sent, the session's warm-ups are settled (`Warmer.settle`): none queued goes out
-beside it, and one already sent is waited for, so the final request finds its blocks cached.
+Before it is sent, the session's warm-ups are settled (`Warmer.settle`: those it does not
+need are stopped, it never waits for one), and other sessions' warm-ups give way until its
+first token arrives (`finals_first.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.frames import Done, Error, Send, Token
 from orchestrator.core.started import Started
 from orchestrator.core.vllm_client import Usage, VLLMClient
@@ -25,8 +27,11 @@ from orchestrator.settings import Settings
 class FinalAnswer:
     """At most one final request of a session at a time; cancellable by the client."""
 
-    def __init__(self, vllm: VLLMClient, send: Send, session_id: str, settings: Settings) -> None:
+    def __init__(
+        self, vllm: VLLMClient, finals: FinalsFirst, send: Send, session_id: str, settings: Settings
+    ) -> None:
         self.vllm = vllm
+        self.finals = finals
         self.send = send
         self.session_id = session_id
         self.settings = settings
@@ -79,10 +84,12 @@ class FinalAnswer:
         self, started: Started, tokens: list[int], received: float, seq: Callable[[], int]
     ) -> None:
         warmer = started.warmer
-        await warmer.settle()
+        warmer.settle(tokens)
+        first_token = self.finals.final_started(self.session_id)
         try:
-            await self.stream(started, tokens, received, seq, warmer.stats)
+            await self.stream(started, tokens, received, seq, warmer.stats, first_token)
         finally:
+            first_token()
             warmer.release()
             warmer.stats = WarmStats()
 
@@ -93,6 +100,7 @@ class FinalAnswer:
         received: float,
         seq: Callable[[], int],
         stats: WarmStats,
+        first_token: Callable[[], None],
     ) -> None:
         ttft_ms: float | None = None
         output: list[str] = []
@@ -104,6 +112,7 @@ class FinalAnswer:
                     text = choice.get("text") or ""
                     finish = choice.get("finish_reason") or finish
                     if text:
+                        first_token()
                         if not output:  # the answer's opening was part of the prompt
                             text = started.prompt.frame.answer_opening + text
                         await self.send(Token(text=text))

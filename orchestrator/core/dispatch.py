@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.gate import WarmupGate
 from orchestrator.core.vllm_client import Usage, VLLMClient
 from orchestrator.errors import RateLimited, UpstreamUnavailable
@@ -19,12 +20,20 @@ from orchestrator.errors import RateLimited, UpstreamUnavailable
 
 class WarmDispatcher:
     def __init__(
-        self, vllm: VLLMClient, gate: WarmupGate, engine: EngineWatch, priority: int
+        self,
+        vllm: VLLMClient,
+        gate: WarmupGate,
+        engine: EngineWatch,
+        priority: int,
+        finals: FinalsFirst | None = None,
+        turn_timeout_s: float = 60.0,
     ) -> None:
         self.vllm = vllm
         self.gate = gate
         self.engine = engine
         self.priority = priority
+        self.finals = finals or FinalsFirst()
+        self.turn_timeout_s = turn_timeout_s
 
     def try_admit(self) -> bool:
         """Take a slot for one warm-up; False while vLLM backs off or the bound is reached."""
@@ -41,7 +50,9 @@ class WarmDispatcher:
         request_id: str | None = None,
         on_gate_passed: Callable[[], None] | None = None,
     ) -> Usage:
-        """Pass the gate and send an admitted warm-up; its usage, or a ServiceError."""
+        """Wait for the finals in progress, pass the gate and send an admitted warm-up; its
+        usage, or a ServiceError."""
+        await self.finals.wait_turn(self.turn_timeout_s)
         await self.gate.acquire()
         if on_gate_passed is not None:
             on_gate_passed()

@@ -133,6 +133,11 @@ class WarmPlanner:
             return pending
         return None
 
+    def adds_to(self, warm: WarmUp, tokens: Sequence[int]) -> bool:
+        """True if `warm`, once landed, leaves a block of `tokens` cached that is not yet."""
+        have = valid_blocks(self._confirmed, tokens, self._block_size)
+        return valid_blocks(warm.tokens, tokens, self._block_size) > have
+
     def assume_cached(self, tokens: Sequence[int]) -> None:
         """A request outside the planner (the final one) left ``tokens`` in the cache."""
         self._confirmed = tuple(tokens)

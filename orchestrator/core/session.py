@@ -37,7 +37,9 @@ class Session:
         self.planned_stable: str | None = None  # the stable text last handed to the planner
         self.warm_memo: tuple[str, tuple[int, ...]] | None = None  # stable text -> its warm-up
         self.pause_timer: asyncio.TimerHandle | None = None
-        self.answer = FinalAnswer(services.vllm, send, self.id, services.settings)
+        self.answer = FinalAnswer(
+            services.vllm, services.dispatcher.finals, send, self.id, services.settings
+        )
 
     @property
     def salt(self) -> str:
@@ -62,7 +64,7 @@ class Session:
         salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
         warmer = Warmer(
             self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
-            self.replan, self.settings.request_timeout_s,
+            self.replan,
         )  # fmt: skip
         strategy = STRATEGIES[frame.warmups]
         self.started = Started(
@@ -81,14 +83,16 @@ class Session:
         self.text, self.seq = frame.text, frame.seq
         if not started.strategy.follows_typing:
             return
-        self.restart_pause_timer()
         stable = started.prompt.stable_text(frame.text)
-        if stable == self.planned_stable:
-            return  # most keystrokes only change the word being typed: nothing new to warm
-        self.planned_stable = stable
-        tokens = self.warm_tokens(started.prompt, frame.text)
-        self.check_length(len(tokens))
-        started.warmer.offer(started.planner.on_input(tokens, frame.seq))
+        if stable != self.planned_stable:  # most keystrokes only change the word being typed
+            self.planned_stable = stable
+            tokens = self.warm_tokens(started.prompt, frame.text)
+            self.check_length(len(tokens))
+            started.warmer.offer(started.planner.on_input(tokens, frame.seq))
+        if ends_a_sentence(frame.text):
+            self.on_pause()  # where users press Enter: warm the submit-ready prompt now
+        else:
+            self.restart_pause_timer()
 
     async def submit(self, frame: frames.Submit, received: float) -> None:
         started = self.require_started()
@@ -171,9 +175,18 @@ class Session:
             self.pause_timer = None
 
     def on_pause(self) -> None:
-        self.pause_timer = None
+        self.cancel_pause_timer()
         with contextlib.suppress(InvalidRequest):  # not started, or too long: submit says so
             started = self.require_started()
             tokens = started.prompt.final_tokens(self.text)
             self.check_length(len(tokens))
             started.warmer.offer(started.planner.on_pause(tokens, self.seq))
+
+
+SENTENCE_ENDS = frozenset(".?!")
+
+
+def ends_a_sentence(text: str) -> bool:
+    """The text ends with a full stop, a question or an exclamation mark: the likeliest
+    moment for Enter, with no typing pause to warm the submit-ready prompt before it."""
+    return bool(text) and text[-1] in SENTENCE_ENDS

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.core.dispatch import WarmDispatcher
@@ -40,14 +40,12 @@ class Warmer:
         salt: str,
         planner: WarmPlanner,
         replan: Callable[[], WarmUp | None],
-        settle_timeout_s: float,
     ) -> None:
         self.dispatcher = dispatcher
         self.send = send
         self.name = name
         self.model = model
         self.salt = salt
-        self.settle_timeout_s = settle_timeout_s
         self.planner = planner
         self.replan = replan  # asks the session for its current candidate (retries)
         self.stats = WarmStats()
@@ -57,6 +55,7 @@ class Warmer:
         self.retry_timer: asyncio.TimerHandle | None = None
         self.numbers = itertools.count()
         self.failures = 0  # warm-ups of this session that failed in a row
+        self.preempted = False  # the current warm-up gave way to another session's final
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
@@ -89,20 +88,35 @@ class Warmer:
         if self.task is None or self.task.done():
             self.retry()
 
-    async def settle(self) -> None:
-        """Before a final request: hold new warm-ups, drop one still queued at the gate, and
-        wait for one already sent, so the final request finds its blocks instead of computing
-        them again beside it."""
+    def settle(self, final: Sequence[int]) -> None:
+        """Before the final request `final`: hold new warm-ups and stop those it does not need.
+
+        A warm-up still queued at the gate is dropped. One already sent keeps running only if
+        it adds a block `final` can use, and the final request is sent at once beside it,
+        never after it: if vLLM is computing the warm-up, the final is scheduled in the next
+        step and finds those blocks cached; if the warm-up still waits in vLLM's queue, the
+        final (higher priority) goes first and the warm-up then hits the final's blocks.
+        Waiting for the warm-up's answer would only add its decode step and a round trip.
+        """
         self.held = True
-        task = self.task
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        task, sent = self.task, self.planner.in_flight
         if task is None or task.done():
             return
-        if not self.dispatched:
+        if not self.dispatched or sent is None or not self.planner.adds_to(sent, final):
             task.cancel()
-        await asyncio.wait({task}, timeout=self.settle_timeout_s)
 
     def on_gate_passed(self) -> None:
         self.dispatched = True
+        self.dispatcher.finals.track(self)
+
+    def preempt(self) -> None:
+        """Another session's final request starts: give way, and send this again later."""
+        if self.task is not None and not self.task.done():
+            self.preempted = True
+            self.task.cancel()
 
     def release(self) -> None:
         self.held = False
@@ -120,9 +134,13 @@ class Warmer:
             verdict = await self.send_warm(warm)
         finally:
             self.dispatched = False
+            self.dispatcher.finals.untrack(self)
             self.dispatcher.finish(verdict)
             if verdict is None:  # cancelled: the planner must not wait for it
                 self.planner.on_warm_done(warm, ok=False)
+            if self.preempted:  # warm it again once the finals have their first tokens
+                self.preempted = False
+                self.schedule_retry(RETRY_MIN_S)
 
     async def send_warm(self, warm: WarmUp) -> bool | None:
         """Send one warm-up; the verdict for the engine watch (None: no verdict)."""

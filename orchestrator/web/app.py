@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch, stop_task
+from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.gate import WarmupGate
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
@@ -59,7 +60,14 @@ async def lifespan_for(
         settings=settings,
         vllm=vllm,
         renderer=renderer,
-        dispatcher=WarmDispatcher(vllm, gate, engine, settings.warm_priority),
+        dispatcher=WarmDispatcher(
+            vllm,
+            gate,
+            engine,
+            settings.warm_priority,
+            FinalsFirst(settings.preempt_warmups),
+            settings.request_timeout_s,
+        ),
         contexts=sql,
         sessions=SessionRegistry(settings.max_sessions, settings.max_sessions_per_tenant),
         http=http,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import httpx
@@ -91,8 +91,16 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
     payload = None if body is None else prepared_body(services, request, body, tenant)
     method = "GET" if body is None else "POST"
     upstream = services.http.build_request(method, path, json=payload, headers=headers)
-    response = await services.vllm.send(upstream, stream=True)
+    # A final request like a session's: other sessions' warm-ups give way until it answers.
+    first_token = services.dispatcher.finals.final_started(None) if body else lambda: None
+    try:
+        response = await services.vllm.send(upstream, stream=True)
+    except BaseException:
+        first_token()
+        raise
     reply_headers = {**forwarded_headers(response.headers), REQUEST_ID_HEADER: rid}
+    if response.status_code >= 400 or not (payload or {}).get("stream"):
+        first_token()  # after the whole answer: the finals' turn ends no later than this
     if response.status_code >= 400:
         content = await response.aread()
         await response.aclose()
@@ -105,11 +113,13 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
         await response.aclose()
         return Response(content, status_code=response.status_code, headers=reply_headers)
     return StreamingResponse(
-        sse_events(response), status_code=response.status_code, headers=reply_headers
+        sse_events(response, first_token), status_code=response.status_code, headers=reply_headers
     )
 
 
-async def sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
+async def sse_events(
+    response: httpx.Response, first_token: Callable[[], None] = lambda: None
+) -> AsyncIterator[bytes]:
     """Pass SSE lines through as they arrive; errors become OpenAI-shaped error events.
 
     When the client goes away Starlette cancels this generator, and `finally` closes the
@@ -117,6 +127,8 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
     """
     try:
         async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                first_token()
             if line.startswith("data:") and '"error"' in line:
                 line = "data: " + json.dumps(normalise_error(500, line[5:].strip().encode()))
             yield (line + "\n").encode()
@@ -124,6 +136,7 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
         failure = UpstreamError(f"vLLM dropped the stream: {error or type(error).__name__}")
         yield f"data: {json.dumps(failure.envelope())}\n\ndata: [DONE]\n\n".encode()
     finally:
+        first_token()
         await response.aclose()
 
 

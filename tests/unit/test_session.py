@@ -248,7 +248,8 @@ async def test_one_warmup_in_flight_and_only_the_newest_pending_text_is_warmed(
     warm = await client.next("warm", lambda frame: frame["seq"] == last)
     await asyncio.sleep(SETTLE_S)
     assert len(fake.warmups) == 2  # the context, then the newest text only
-    expected = renderer.session_prompt(SYSTEM).warm_tokens(QUESTION)
+    # The question ends a sentence, so the newest candidate is its submit-ready prompt.
+    expected = renderer.session_prompt(SYSTEM).final_tokens(QUESTION)
     assert fake.warmups[1].prompt == expected
     assert warm["tokens"] == len(expected)
     assert fake.max_warm_in_flight == 1
@@ -335,8 +336,8 @@ async def test_submit_streams_tokens_then_done_with_usage_and_warm_stats(
     )
 
 
-async def test_submit_waits_for_the_warmup_in_flight_and_finds_its_blocks(
-    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+async def test_submit_sends_the_final_at_once_beside_a_warmup_it_can_use(
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app()
     client = await started(app)
@@ -346,14 +347,55 @@ async def test_submit_waits_for_the_warmup_in_flight_and_finds_its_blocks(
     await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
 
     await client.send(type="submit", text=QUESTION, seq=1)
-    await asyncio.sleep(SETTLE_S)
-    assert fake.finals == [], "the final request did not wait for the warm-up already sent"
-    fake.release_warmups()
-    done = await client.next("done")
-
+    # The final does not wait for the warm-up's answer (vLLM schedules it right after the
+    # warm-up's prefill), and the warm-up, which adds blocks the final uses, keeps running.
+    await wait_until(lambda: len(fake.finals) == 1, what="the final request")
+    assert fake.warm_in_flight == 1
     warmed = fake.warmups[-1].prompt
     assert fake.finals[0].prompt[: len(warmed)] == warmed
-    assert done["cached_tokens"] == usable_blocks(len(warmed), BLOCK) * BLOCK
+    fake.release_warmups()
+    await client.next("done")
+    await wait_until(lambda: fake.warm_in_flight == 0, what="the warm-up to end")
+    assert not fake.warmups[-1].disconnected
+
+
+async def test_submit_stops_a_warmup_in_flight_that_the_final_cannot_use(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    client = await started(app)
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+    fake.hold_warmups()
+    await client.send(type="input", text=QUESTION, seq=1)
+    await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
+
+    other = "Something else entirely, which shares nothing with the text being warmed"
+    await client.send(type="submit", text=other, seq=2)
+    done = await client.next("done")
+    await wait_until(lambda: fake.warm_in_flight == 0, what="the warm-up to be aborted")
+    assert fake.warmups[-1].disconnected  # vLLM sees the disconnect and aborts it
+    assert done["finish_reason"] == "stop"
+
+
+async def test_another_sessions_final_preempts_a_warmup_which_is_sent_again_after(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    typist, submitter = await started(app), await started(app, warmups="off")
+    await typist.next("warm", lambda frame: frame["seq"] == 0)
+    fake.hold_warmups()
+    await typist.send(type="input", text=QUESTION, seq=1)
+    await wait_until(lambda: fake.warm_in_flight == 1, what="the typist's warm-up")
+    preempted = fake.warmups[-1]
+
+    await submitter.send(type="submit", text="How many orders are there?", seq=1)
+    done = await submitter.next("done")
+    assert done["finish_reason"] == "stop"
+    assert preempted.disconnected  # it gave way: vLLM aborts it between two steps
+    await wait_until(lambda: len(fake.warmups) == 3, what="the warm-up sent again")
+    assert fake.warmups[-1].prompt == preempted.prompt
+    fake.release_warmups()
+    await typist.next("warm", lambda frame: frame["seq"] == 1)
 
 
 async def test_submit_drops_a_warmup_still_waiting_at_the_gate(
