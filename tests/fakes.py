@@ -160,11 +160,11 @@ class FakeVLLM:
     # -- what it saw --
     @property
     def warmups(self) -> list[Recorded]:
-        return [r for r in self.completions if not r.stream]
+        return [r for r in self.completions if not r.stream and r.body.get("max_tokens") == 1]
 
     @property
     def finals(self) -> list[Recorded]:
-        return [r for r in self.completions if r.stream]
+        return [r for r in self.completions if r not in self.warmups]
 
     @property
     def stream_disconnects(self) -> int:

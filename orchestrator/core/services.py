@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.core.contexts import ContextSource
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch
 from orchestrator.core.frames import Send, ServerFrame
+from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.vllm_client import EngineFacts, VLLMClient
@@ -32,6 +33,10 @@ class LiveSession(Protocol):
     def send(self) -> Send: ...
 
     def resume_warmups(self) -> None: ...
+
+    def open_http_final(self, messages: list[dict[str, Any]]) -> HttpFinal: ...
+
+    def close_http_final(self, final: HttpFinal) -> None: ...
 
 
 @dataclass

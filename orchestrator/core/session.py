@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from typing import Any
 
 from orchestrator.core import frames
 from orchestrator.core.answer import FinalAnswer
+from orchestrator.core.http_final import HttpFinal, submitted_text
 from orchestrator.core.planner import WarmPlanner, WarmUp
 from orchestrator.core.prompt import SessionPrompt
 from orchestrator.core.salt import tenant_salt
@@ -67,8 +69,11 @@ class Session:
             self.replan,
         )  # fmt: skip
         strategy = STRATEGIES[frame.warmups]
+        messages = ((("system", frame.context.system),) if frame.context.system else ()) + tuple(
+            (turn["role"], turn["content"]) for turn in history
+        )
         self.started = Started(
-            facts, prompt, planner, warmer, strategy, frame.params, salt, context
+            facts, prompt, planner, warmer, strategy, frame.params, salt, context, messages
         )
         self.text, self.seq, self.planned_stable, self.warm_memo = "", 0, None, None
         ready = frames.Ready(
@@ -103,6 +108,27 @@ class Session:
         tokens = started.prompt.final_tokens(frame.text)
         self.check_length(len(tokens))
         self.answer.begin(started, tokens, received, lambda: self.seq)
+
+    def open_http_final(self, messages: list[dict[str, Any]]) -> HttpFinal:
+        """A chat completion sent over HTTP for this session (`X-Session-Id`): the same final
+        prompt a `submit` of the last user message would send, its warm-ups settled the same
+        way. `messages` is that user message, after the session's context messages or alone.
+        Call `close_http_final` when the request has ended."""
+        started = self.require_started()
+        if self.answer.busy():
+            raise InvalidRequest("a generation is already running; cancel it first", code="busy")
+        text = submitted_text(messages, started.messages)
+        self.cancel_pause_timer()
+        tokens = started.prompt.final_tokens(text)
+        self.check_length(len(tokens))
+        started.warmer.settle(tokens)
+        opening = started.prompt.frame.answer_opening
+        return HttpFinal(tokens, started.salt, started.facts.model, opening, started.params)
+
+    def close_http_final(self, final: HttpFinal) -> None:
+        if self.started is not None and self.started.salt == final.salt:
+            self.started.planner.assume_cached(final.tokens)
+            self.started.warmer.release()
 
     def cancel(self) -> None:
         self.answer.cancel()

@@ -25,3 +25,4 @@ class Started:
     params: frames.GenerationParams
     salt: str
     context: SessionContext | None
+    messages: tuple[tuple[str, str], ...] = ()  # the context as chat messages (role, content)

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from orchestrator.core.salt import tenant_salt
+from orchestrator.core.services import LiveSession
 from orchestrator.errors import InvalidRequest
 from orchestrator.web.auth import bearer, tenant_for_key
 from orchestrator.web.services import Services
@@ -28,14 +29,19 @@ async def http_tenant(request: Request) -> str:
 Tenant = Annotated[str, Depends(http_tenant)]
 
 
+def session_for(services: Services, request: Request, tenant: str) -> LiveSession:
+    """The tenant's live WebSocket session named by `X-Session-Id` (400 if there is none)."""
+    session_id = request.headers.get(SESSION_HEADER, "")
+    session = services.sessions.get(session_id, tenant)
+    if session is None:
+        raise InvalidRequest(
+            f"no live session {session_id!r}", param=SESSION_HEADER, code="unknown_session"
+        )
+    return session
+
+
 def salt_for(services: Services, request: Request, tenant: str) -> str:
     """The associated WebSocket session's salt, or the tenant's; never the client's."""
-    session_id = request.headers.get(SESSION_HEADER)
-    if session_id:
-        session = services.sessions.get(session_id, tenant)
-        if session is None:
-            raise InvalidRequest(
-                f"no live session {session_id!r}", param=SESSION_HEADER, code="unknown_session"
-            )
-        return session.salt
+    if request.headers.get(SESSION_HEADER):
+        return session_for(services, request, tenant).salt
     return tenant_salt(services.settings.server_secret, tenant)

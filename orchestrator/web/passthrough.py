@@ -18,9 +18,16 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.errors import UpstreamError, error_envelope
-from orchestrator.web.dependencies import Tenant, salt_for, services_of
+from orchestrator.web.dependencies import (
+    SESSION_HEADER,
+    Tenant,
+    salt_for,
+    services_of,
+    session_for,
+)
 from orchestrator.web.openapi_examples import CHAT_EXAMPLES, COMPLETION_EXAMPLES
 from orchestrator.web.services import Services
+from orchestrator.web.session_chat import session_chat
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
@@ -160,4 +167,9 @@ async def chat_completions(
     body: Annotated[dict[str, Any], Body(openapi_examples=CHAT_EXAMPLES)],
     tenant: Tenant,
 ) -> Response:
+    if request.headers.get(SESSION_HEADER):  # a session's final request: its own prompt
+        services = services_of(request)
+        session = session_for(services, request, tenant)
+        headers = {REQUEST_ID_HEADER: request_id(request)}
+        return await session_chat(services, session, body, headers, normalise_error)
     return await relay(request, "/v1/chat/completions", body, tenant)

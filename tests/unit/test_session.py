@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -635,3 +637,82 @@ async def test_global_gate_bounds_warmups_per_second(start_app: StartApp, fake: 
         for j in range(i + 1, len(times)):
             allowed = burst + rate * (times[j] - times[i]) + 1  # one warm-up of slack
             assert j - i + 1 <= allowed, f"{j - i + 1} warm-ups in {times[j] - times[i]:.3f} s"
+
+
+# -- a session's final request over HTTP (X-Session-Id) -----------------------------------
+
+
+async def http_session(app: App, **start: Any) -> tuple[SessionClient, str]:
+    client = await app.session()
+    await client.send(**{"type": "start", "context": {"system": SYSTEM}, **start})
+    ready = await client.next("ready")
+    return client, str(ready["session_id"])
+
+
+async def chat(app: App, session_id: str, **body: Any) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=app.url, timeout=10) as http:
+        return await http.post(
+            "/v1/chat/completions", json=body, headers={"X-Session-Id": session_id}
+        )
+
+
+async def test_http_chat_for_a_session_sends_the_sessions_own_final_prompt(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app()
+    client, session_id = await http_session(app)
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+    await client.send(type="input", text=QUESTION, seq=1)
+    await client.next("warm", lambda frame: frame["seq"] == 1)
+
+    alone = await chat(app, session_id, messages=[{"role": "user", "content": QUESTION}])
+    with_context = await chat(app, session_id, messages=[
+        {"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION},
+    ], max_completion_tokens=5)  # fmt: skip
+
+    expected = renderer.session_prompt(SYSTEM).final_tokens(QUESTION)
+    assert [final.prompt for final in fake.finals] == [expected, expected]
+    assert {final.body["cache_salt"] for final in fake.finals} == {salt()}
+    assert fake.finals[1].body["max_tokens"] == 5
+    for response in (alone, with_context):
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["object"] == "chat.completion"
+        assert answer["choices"][0]["message"]["role"] == "assistant"
+        assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+
+
+async def test_http_chat_for_a_session_streams_chat_chunks(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    _, session_id = await http_session(app)
+    response = await chat(
+        app, session_id, stream=True, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert response.status_code == 200
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["delta"].get("content", "") for chunk in chunks for c in chunk["choices"])
+    assert text == "".join(fake.reply)
+    assert chunks[-1]["usage"]["prompt_tokens"] > 0
+    assert fake.finals[0].body["stream_options"] == {"include_usage": True}
+
+
+async def test_http_chat_for_a_session_refuses_what_it_cannot_keep(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    _, session_id = await http_session(app)
+    user = {"role": "user", "content": "hi"}
+    other_context = await chat(app, session_id, messages=[{"role": "system", "content": "x"}, user])
+    tools = await chat(app, session_id, messages=[user], tools=[{"type": "function"}])
+    unknown = await chat(app, "not-a-session", messages=[user])
+    assert other_context.status_code == tools.status_code == unknown.status_code == 400
+    assert other_context.json()["error"]["code"] == "context_mismatch"
+    assert tools.json()["error"]["param"] == "tools"
+    assert unknown.json()["error"]["code"] == "unknown_session"
+    assert fake.finals == []  # nothing reached vLLM

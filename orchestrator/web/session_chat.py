@@ -1,0 +1,163 @@
+"""`POST /v1/chat/completions` with `X-Session-Id`: a session's final request over HTTP.
+
+The request's last user message is submitted as the session's text: its prompt is built by
+the session (context, openings, chat template: the same token ids a `submit` sends), so it
+hits every block the session's warm-ups left, and it is sent to vLLM's `/v1/completions` as
+token ids. The answer comes back as an ordinary OpenAI chat completion, streamed or not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from orchestrator.core.http_final import HttpFinal
+from orchestrator.core.services import LiveSession
+from orchestrator.errors import InvalidRequest, UpstreamError
+from orchestrator.web.services import Services
+
+PASSED_ON = frozenset({
+    "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n",
+    "stream", "stream_options", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "user", "priority",
+})  # fmt: skip
+
+
+def completion_body(final: HttpFinal, body: dict[str, Any], priority: int) -> dict[str, Any]:
+    """The `/v1/completions` body of a chat request for a session."""
+    unknown = sorted(set(body) - PASSED_ON - {"messages", "max_completion_tokens"})
+    if unknown:
+        raise InvalidRequest(
+            f"not supported with X-Session-Id: {', '.join(unknown)}", param=unknown[0]
+        )
+    passed = {key: value for key, value in body.items() if key in PASSED_ON}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    asked = body.get("priority", priority)
+    upstream = {
+        **passed,
+        "model": final.model,
+        "prompt": final.tokens,
+        "max_tokens": max_tokens or final.params.max_tokens,
+        "temperature": body.get("temperature", final.params.temperature),
+        "priority": max(asked, priority) if isinstance(asked, int) else priority,
+        "cache_salt": final.salt,
+    }
+    if body.get("stream"):
+        upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return {key: value for key, value in upstream.items() if value is not None}
+
+
+def chat_completion(completion: dict[str, Any], opening: str) -> dict[str, Any]:
+    """A `/v1/completions` answer as a chat completion (the answer's opening put back)."""
+    choices = [
+        {
+            "index": choice.get("index", 0),
+            "message": {"role": "assistant", "content": opening + (choice.get("text") or "")},
+            "finish_reason": choice.get("finish_reason"),
+            "logprobs": None,
+        }
+        for choice in completion.get("choices", [])
+    ]
+    return {
+        "id": "chat" + str(completion.get("id", "cmpl")),
+        "object": "chat.completion",
+        "created": completion.get("created", int(time.time())),
+        "model": completion.get("model"),
+        "choices": choices,
+        "usage": completion.get("usage"),
+    }
+
+
+def chat_chunk(chunk: dict[str, Any], opening: str, begun: set[int]) -> dict[str, Any]:
+    """One streamed completion chunk as a chat completion chunk."""
+    choices = []
+    for choice in chunk.get("choices", []):
+        index = choice.get("index", 0)
+        delta: dict[str, Any] = {"content": choice.get("text") or ""}
+        if index not in begun:
+            begun.add(index)
+            delta = {"role": "assistant", "content": opening + delta["content"]}
+        choices.append(
+            {"index": index, "delta": delta, "finish_reason": choice.get("finish_reason")}
+        )
+    converted = {
+        "id": "chat" + str(chunk.get("id", "cmpl")),
+        "object": "chat.completion.chunk",
+        "created": chunk.get("created", int(time.time())),
+        "model": chunk.get("model"),
+        "choices": choices,
+    }
+    if chunk.get("usage"):
+        converted["usage"] = chunk["usage"]
+    return converted
+
+
+async def session_chat(
+    services: Services,
+    session: LiveSession,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    normalise: Callable[[int, bytes], dict[str, Any]],
+) -> Response:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise InvalidRequest("messages must be a list of chat messages", param="messages")
+    final = session.open_http_final(messages)
+    first_token = services.dispatcher.finals.final_started(session.id)
+    try:
+        payload = completion_body(final, body, services.settings.final_priority)
+        upstream = services.http.build_request(
+            "POST", "/v1/completions", json=payload, headers=headers
+        )
+        response = await services.vllm.send(upstream, stream=True)
+    except BaseException:
+        first_token()
+        session.close_http_final(final)
+        raise
+    if response.status_code >= 400 or not payload.get("stream"):
+        first_token()
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+            session.close_http_final(final)
+        if response.status_code >= 400:
+            return JSONResponse(normalise(response.status_code, content), response.status_code)
+        return JSONResponse(chat_completion(json.loads(content), final.answer_opening))
+    events = chat_events(response, final, session, first_token)
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+async def chat_events(
+    response: httpx.Response,
+    final: HttpFinal,
+    session: LiveSession,
+    first_token: Callable[[], None],
+) -> AsyncIterator[bytes]:
+    begun: set[int] = set()
+    try:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            first_token()
+            data = line[5:].strip()
+            if data == "[DONE]":
+                yield b"data: [DONE]\n\n"
+                continue
+            chunk = json.loads(data)
+            if "error" in chunk:
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                continue
+            yield f"data: {json.dumps(chat_chunk(chunk, final.answer_opening, begun))}\n\n".encode()
+    except (httpx.TransportError, httpx.TimeoutException) as error:
+        failure = UpstreamError(f"vLLM dropped the stream: {error or type(error).__name__}")
+        yield f"data: {json.dumps(failure.envelope())}\n\ndata: [DONE]\n\n".encode()
+    finally:
+        first_token()
+        await response.aclose()
+        session.close_http_final(final)
