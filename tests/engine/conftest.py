@@ -1,15 +1,34 @@
-"""Engine tests render prompts with the tokenizer of the very folder vLLM serves."""
+"""Engine tests render prompts with the tokenizer of the very folder vLLM serves, and share a
+chat-only orchestrator in front of the real vLLM."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from eval.serving import serve_in_thread
 from orchestrator.core.prompt import PromptRenderer
+from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 from vllm_launch.model import default_model_dir
 
 
 @pytest.fixture(scope="session")
 def renderer(data_dir: Path) -> PromptRenderer:
     return PromptRenderer.load(str(default_model_dir(data_dir)))
+
+
+@pytest.fixture(scope="module")
+def app_url(vllm_url: str, data_dir: Path) -> Iterator[str]:
+    settings = Settings(
+        vllm_url=vllm_url,
+        data_dir=data_dir,
+        enable_database=False,
+        typing_pause_ms=300,
+        max_tokens=8,
+        ws_frames_per_second=1000,  # typing is time-compressed here
+    )
+    with serve_in_thread(create_app(settings)) as url:
+        yield url

@@ -5,18 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 
-from eval.serving import serve_in_thread
 from orchestrator.core.vllm_client import parse_block_size
-from orchestrator.settings import Settings
-from orchestrator.web.app import create_app
 
 pytestmark = pytest.mark.engine
 
@@ -43,20 +38,6 @@ def long_question(words_wanted: int = 470) -> str:
         )
         index += 1
     return " ".join(sentences)
-
-
-@pytest.fixture(scope="module")
-def app_url(vllm_url: str, data_dir: Path) -> Iterator[str]:
-    settings = Settings(
-        vllm_url=vllm_url,
-        data_dir=data_dir,
-        enable_database=False,
-        typing_pause_ms=300,
-        max_tokens=8,
-        ws_frames_per_second=1000,  # typing is time-compressed here
-    )
-    with serve_in_thread(create_app(settings)) as url:
-        yield url
 
 
 async def type_and_submit(url: str, text: str, key_interval_s: float) -> list[dict[str, Any]]:
