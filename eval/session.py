@@ -76,8 +76,8 @@ class EvalSession:
     def orchestrator_settings(self) -> dict[str, Any]:
         """The orchestrator's settings that move the figures."""
         settings = self.services.settings
-        names = ("typing_pause_ms", "preempt_warmups", "warm_priority", "final_priority",
-                 "warmups_per_second", "max_warmups_in_flight")  # fmt: skip
+        names = ("typing_pause_ms", "typing_pause_factor", "preempt_warmups", "warm_priority",
+                 "final_priority", "warmups_per_second", "max_warmups_in_flight")  # fmt: skip
         return {name: getattr(settings, name) for name in names}
 
     def flag(self, name: str) -> str | None:

@@ -65,7 +65,15 @@ class Settings(BaseSettings):
         50.0, gt=0, description="Global bound on warm-ups sent to vLLM per second."
     )
     typing_pause_ms: int = Field(
-        400, ge=50, description="Idle time after a keystroke that warms the submit-ready prompt."
+        400,
+        ge=50,
+        description="Shortest idle time after a keystroke that warms the submit-ready prompt.",
+    )
+    typing_pause_factor: float = Field(
+        2.5,
+        ge=0.0,
+        description="A typing pause also lasts this many times the typist's median inter-key "
+        "interval (0: the fixed minimum alone).",
     )
     preempt_warmups: bool = Field(
         True,

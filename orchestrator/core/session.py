@@ -18,6 +18,7 @@ from orchestrator.core.answer import FinalAnswer
 from orchestrator.core.http_final import HttpFinal, submitted_text
 from orchestrator.core.planner import WarmPlanner, WarmUp
 from orchestrator.core.prompt import SessionPrompt
+from orchestrator.core.rhythm import TypingRhythm
 from orchestrator.core.salt import tenant_salt
 from orchestrator.core.services import SessionServices
 from orchestrator.core.started import Started
@@ -39,6 +40,9 @@ class Session:
         self.planned_stable: str | None = None  # the stable text last handed to the planner
         self.warm_memo: tuple[str, tuple[int, ...]] | None = None  # stable text -> its warm-up
         self.pause_timer: asyncio.TimerHandle | None = None
+        self.rhythm = TypingRhythm(
+            services.settings.typing_pause_ms / 1000, services.settings.typing_pause_factor
+        )
         self.answer = FinalAnswer(
             services.vllm, services.dispatcher.finals, send, self.id, services.settings
         )
@@ -192,8 +196,9 @@ class Session:
 
     def restart_pause_timer(self) -> None:
         self.cancel_pause_timer()
-        delay = self.settings.typing_pause_ms / 1000
-        self.pause_timer = asyncio.get_running_loop().call_later(delay, self.on_pause)
+        loop = asyncio.get_running_loop()
+        self.rhythm.keystroke(loop.time())
+        self.pause_timer = loop.call_later(self.rhythm.pause_s(), self.on_pause)
 
     def cancel_pause_timer(self) -> None:
         if self.pause_timer is not None:
