@@ -115,7 +115,6 @@ class Runner:
             plan.replay,
             plan.seed,
             plan.max_tokens,
-            replay_all=plan.concurrency > 1,
         )
         typed = self.typed_tokens[case.id]
         try:

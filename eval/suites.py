@@ -50,10 +50,16 @@ class RunSpec:
 
 def default_suite(quick: bool) -> list[RunSpec]:
     enter, pause = SubmitPause(None), SubmitPause(PAUSE_PAST_TYPING_PAUSE_S)
-    sql, long = (6, 4) if quick else (12, 8)
+    sql, long = (4, 2) if quick else (8, 5)
     return [
         RunSpec("demo-enter", "text-to-sql", sql, replay=Replay(submit_pause=enter)),
-        RunSpec("demo-pause", "text-to-sql", sql, replay=Replay(submit_pause=pause)),
+        RunSpec(
+            "demo-pause",
+            "text-to-sql",
+            sql - 2,
+            ("static", "keystroke", "oracle"),
+            Replay(submit_pause=pause),
+        ),  # fmt: skip
         RunSpec("support-enter-x8", "long-input", long, replay=Replay("typing", 8.0, enter)),
         RunSpec(
             "support-dictation",
