@@ -202,7 +202,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axis.boxplot(per_mode, tick_labels=modes, showfliers=True)
     for index, values in enumerate(per_mode, start=1):
         axis.scatter([index] * len(values), values, s=10, alpha=0.5)
-    axis.set_yscale("log")
+    if any(value > 0 for values in per_mode for value in values):  # all failed: no scale
+        axis.set_yscale("log")
     axis.set_ylabel("TTFT (ms, log scale)")
     settings = report["settings"]
     axis.set_title(

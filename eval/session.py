@@ -26,6 +26,7 @@ from orchestrator.web.services import Services
 from vllm_launch.engine_env import detect_device
 
 VLLM_ARGS_ENV = "PREFILL_EVAL_VLLM_ARGS"  # extra vLLM flags for an engine the eval starts
+EVAL_FRAMES_PER_SECOND = 2000.0
 
 
 class EvalSession:
@@ -77,7 +78,8 @@ class EvalSession:
         """The orchestrator's settings that move the figures."""
         settings = self.services.settings
         names = ("typing_pause_ms", "typing_pause_factor", "preempt_warmups", "warm_priority",
-                 "final_priority", "warmups_per_second", "max_warmups_in_flight")  # fmt: skip
+                 "final_priority", "warmups_per_second", "max_warmups_in_flight",
+                 "ws_frames_per_second")  # fmt: skip
         return {name: getattr(settings, name) for name in names}
 
     def flag(self, name: str) -> str | None:
@@ -115,7 +117,9 @@ def launched(datasets_dir: Path) -> Iterator[EvalSession]:
     """vLLM (compiled, as users run it) unless one answers, and the orchestrator on a port."""
     from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
 
-    settings = Settings(datasets_dir=datasets_dir)
+    # A sped-up replay sends more keystrokes a second than a person: the eval's own
+    # orchestrator lets them through (recorded in the report's settings).
+    settings = Settings(datasets_dir=datasets_dir, ws_frames_per_second=EVAL_FRAMES_PER_SECOND)
     extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())
     with launched_vllm(settings, enforce_eager=False, extra_args=extra) as flags:
         app = create_app(settings)

@@ -59,7 +59,7 @@ def default_suite(quick: bool) -> list[RunSpec]:
             sql - 2,
             ("static", "keystroke", "oracle"),
             Replay(submit_pause=pause),
-        ),  # fmt: skip
+        ),
         RunSpec("support-enter-x8", "long-input", long, replay=Replay("typing", 8.0, enter)),
         RunSpec(
             "support-dictation",

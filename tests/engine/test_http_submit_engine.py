@@ -21,20 +21,24 @@ pytestmark = pytest.mark.engine
 
 @asynccontextmanager
 async def typed_session(
-    url: str, context: dict[str, Any], text: str
+    url: str, context: dict[str, Any], text: str, *, warm_context: bool = False
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """A session whose `text` was typed key by key; yields its id and its warm frames once
-    the warm-ups have settled (no new warm frame for a second)."""
+    """A session whose `text` was typed key by key (once its context was warm, if it has a
+    full block to warm); yields its id and its warm frames once the warm-ups have settled
+    (no new frame for 1.5 s)."""
     ws_url = url.replace("http://", "ws://") + "/ws/session"
     async with websockets.connect(ws_url, max_size=2**22) as ws:
         start = {"type": "start", "context": context, "cache_namespace": secrets.token_hex(8)}
         await ws.send(json.dumps(start))
         ready = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
         assert ready["type"] == "ready", ready
+        warms: list[dict[str, Any]] = []
+        if warm_context:
+            warms.append(json.loads(await asyncio.wait_for(ws.recv(), timeout=300)))
+            assert warms[0]["type"] == "warm", warms  # the context's own warm-up
         for end in range(1, len(text) + 1):
             await ws.send(json.dumps({"type": "input", "text": text[:end], "seq": end}))
             await asyncio.sleep(0.004)
-        warms: list[dict[str, Any]] = []
         while True:
             try:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=1.5))
@@ -85,7 +89,8 @@ async def test_http_chat_after_typing_hits_the_warmed_blocks(app_url: str) -> No
 async def test_http_chat_of_a_text_to_sql_session_keeps_its_prompt(sql_app_url: str) -> None:
     question = "How many customers are in the gold loyalty tier, by country?"
     context = {"database": "demo"}
-    async with typed_session(sql_app_url, context, question) as (session_id, warms):
+    typed = typed_session(sql_app_url, context, question, warm_context=True)
+    async with typed as (session_id, warms):
         answer = await client(sql_app_url, session_id).chat.completions.create(
             model="ignored", messages=[{"role": "user", "content": question}], max_tokens=24
         )
