@@ -66,10 +66,12 @@ class App:
         connecting = SessionClient.connect(self.url, key=key, origin=origin)
         return await self.stack.enter_async_context(connecting)
 
-    async def http(self) -> httpx.AsyncClient:
-        return await self.stack.enter_async_context(
-            httpx.AsyncClient(base_url=self.url, timeout=10)
-        )
+    async def http(self, *, over_the_port: bool = False) -> httpx.AsyncClient:
+        """An HTTP client of the app, closed when the test ends: in-process (no socket)
+        unless `over_the_port`, for a test that counts the connections and tasks."""
+        transport = None if over_the_port else httpx.ASGITransport(app=self.app)
+        client = httpx.AsyncClient(transport=transport, base_url=self.url, timeout=10)
+        return await self.stack.enter_async_context(client)
 
 
 StartApp = Callable[..., Awaitable[App]]  # the `start_app` fixture: an orchestrator to test

@@ -535,7 +535,7 @@ async def test_vllm_dies_mid_session_and_comes_back(start_app: StartApp) -> None
     transport = CountingTransport()
     app = await start_app(upstream=upstream.url, transport=transport)
     app.stack.push_async_callback(upstream.stop)
-    http = await app.http()
+    http = await app.http(over_the_port=True)
     await http.get("/health")  # the client's own connection is part of the baseline
     baseline = asyncio.all_tasks()
 

@@ -563,10 +563,8 @@ async def http_session(app: App, **start: Any) -> tuple[SessionClient, str]:
 
 
 async def chat(app: App, session_id: str, **body: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=app.url, timeout=10) as http:
-        return await http.post(
-            "/v1/chat/completions", json=body, headers={"X-Session-Id": session_id}
-        )
+    http = await app.http()
+    return await http.post("/v1/chat/completions", json=body, headers={"X-Session-Id": session_id})
 
 
 async def test_http_chat_for_a_session_sends_the_sessions_own_final_prompt(
