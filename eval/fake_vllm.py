@@ -1,50 +1,86 @@
-"""A fast fake of vLLM's OpenAI server, for load tests of the orchestrator without an engine.
+"""A fake of vLLM's OpenAI server, for the orchestrator's tests and its load benchmark.
 
     python -m eval.fake_vllm --port P [--model NAME] [--block-size 32]
 
-It answers what the orchestrator asks of vLLM (`GET /v1/models`, `GET /metrics`,
-`POST /v1/completions`, streaming or not) at once, computes nothing, and records for every
-completion request its arrival wall time (`time.time()`), its `X-Request-Id` header and its
-body size. `GET /fake/requests` returns the records as JSON, `POST /fake/reset` clears them.
+`FakeVLLM` is a raw-ASGI app that answers what the orchestrator asks of vLLM (`GET /v1/models`,
+`GET /metrics`, `POST /v1/completions`, streaming or not) and records every completion request
+it receives. `GET /fake/requests` returns the records as JSON (arrival wall time `at`,
+`request_id` from the `X-Request-Id` header, `body_bytes`, `prompt_tokens`, `stream`);
+`POST /fake/reset` clears them.
+
+Switches (constructor arguments; a test may also turn them between requests):
+
+- `fast`: compute nothing (no prefix-cache simulation, `cached_tokens` 0), answer `max_tokens`
+  tokens of `" tok"`, and keep only the summary of each request, not its body: the mode the
+  command line serves, for the load benchmark.
+- otherwise the fake simulates automatic prefix caching (per `cache_salt`, full blocks only, the
+  last prompt token never a hit), so the `cached_tokens` it reports are what vLLM would report,
+  and keeps every request body (`completions`, `warmups`, `finals`).
+- `strict`: vLLM's own input checks (`eval/fake_checks.py`): a 4xx where vLLM would answer one
+  (unknown model, bad prompt, token ids out of the vocabulary, a prompt over `max_model_len`,
+  bad chat messages, warm-ups under `refused_salts`), and `/tokenize` and
+  `/v1/chat/completions` served too.
+- `hold_warmups()` / `release_warmups()`: warm-ups (`max_tokens=1`, not streamed) wait, and
+  one whose client leaves meanwhile is recorded as `disconnected`, as vLLM would abort it.
+- `warm_status`, `final_status`: answer warm-ups, or streamed requests, with that error status.
+- `stream_hang`: send a stream's first token, then wait for the client to go away.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-MAX_MODEL_LEN = 8192
+from eval import fake_checks
+from eval.fake_checks import Rejected
+
 DEFAULT_MAX_TOKENS = 16
-TOKEN_TEXT = " tok"
+TOKEN_TEXT = " tok"  # each token the fast mode answers
+SWITCHES = ("url", "fast", "strict")  # what `reset()` leaves as it is
 
 
-@dataclass(frozen=True)
-class Record:
-    """One `POST /v1/completions` as it arrived."""
+@dataclass
+class Recorded:
+    """One POST /v1/completions the fake received, and the usage it answered with."""
 
-    at: float  # time.time() on arrival, before the body is read
+    body: dict[str, Any]  # empty in the fast mode
+    at: float  # time.monotonic() once the body is read
+    wall: float  # time.time() on arrival, before the body is read
     request_id: str | None
     body_bytes: int
     prompt_tokens: int
     stream: bool
+    max_tokens: Any
+    include_usage: bool  # stream_options.include_usage (the fast mode sends usage only then)
+    usage: dict[str, Any] | None = None
+    disconnected: bool = False  # the client went away before the end (a held warm-up, a stream)
 
+    @property
+    def prompt(self) -> list[int]:
+        prompt: list[int] = self.body["prompt"]
+        return prompt
 
-@dataclass
-class FakeState:
-    model: str
-    block_size: int
-    records: list[Record] = field(default_factory=list)
+    @property
+    def is_warmup(self) -> bool:
+        return not self.stream and self.max_tokens == 1
+
+    def summary(self) -> dict[str, Any]:
+        """What `GET /fake/requests` answers for it."""
+        return {
+            "at": self.wall,
+            "request_id": self.request_id,
+            "body_bytes": self.body_bytes,
+            "prompt_tokens": self.prompt_tokens,
+            "stream": self.stream,
+        }
 
 
 def prompt_length(prompt: Any) -> int:
@@ -56,99 +92,291 @@ def prompt_length(prompt: Any) -> int:
     return len(prompt) if isinstance(prompt, list) else 0
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
-    }
+@dataclass
+class FakeVLLM:
+    """A raw-ASGI stand-in for vLLM's OpenAI server; the module's docstring lists its switches."""
 
+    model: str = "fake-model"
+    max_model_len: int = 8192
+    block_size: int = 32  # what /metrics says and what the cache simulation uses
+    reply: tuple[str, ...] = ("SELECT", " name", " FROM", " customers", ";")
+    fast: bool = False
+    strict: bool = False
+    vocab_size: int = 49152  # strict: token ids at or over it are refused
+    refused_salts: set[str] = field(default_factory=set)  # strict: warm-ups under these get a 400
+    warm_status: int = 200
+    final_status: int = 200
+    stream_hang: bool = False
+    url: str = ""
+    completions: list[Recorded] = field(default_factory=list)
+    rejected: list[tuple[str, int, str]] = field(default_factory=list)  # (path, status, why)
+    gets: list[str] = field(default_factory=list)
+    warm_in_flight: int = 0
+    max_warm_in_flight: int = 0
+    streams_open: int = 0
+    _release: asyncio.Event | None = None
+    _cache: set[tuple[str, tuple[int, ...]]] = field(default_factory=set)
 
-def create_fake_app(model: str = "fake-model", block_size: int = 32) -> Starlette:
-    state = FakeState(model, block_size)
+    # -- what it saw --
+    @property
+    def warmups(self) -> list[Recorded]:
+        return [r for r in self.completions if r.is_warmup]
 
-    async def models(request: Request) -> Response:
-        entry = {"id": state.model, "object": "model", "max_model_len": MAX_MODEL_LEN}
-        return JSONResponse({"object": "list", "data": [entry]})
+    @property
+    def finals(self) -> list[Recorded]:
+        return [r for r in self.completions if not r.is_warmup]
 
-    async def metrics(request: Request) -> Response:
-        text = (
-            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
-            "# TYPE vllm:cache_config_info gauge\n"
-            f'vllm:cache_config_info{{block_size="{state.block_size}",engine="0"}} 1.0\n'
-            "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
-            "# TYPE vllm:num_requests_running gauge\n"
-            'vllm:num_requests_running{engine="0"} 0.0\n'
-        )
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    @property
+    def stream_disconnects(self) -> int:
+        return sum(r.disconnected for r in self.finals)
 
-    async def completions(request: Request) -> Response:
-        arrived = time.time()
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return JSONResponse({"error": {"message": "body is not JSON"}}, status_code=400)
-        if not isinstance(body, dict):
-            return JSONResponse({"error": {"message": "body is not an object"}}, status_code=400)
-        prompt_tokens = prompt_length(body.get("prompt"))
-        stream = bool(body.get("stream"))
-        request_id = request.headers.get("x-request-id")
-        state.records.append(Record(arrived, request_id, len(raw), prompt_tokens, stream))
-        completion_tokens = int(body.get("max_tokens") or DEFAULT_MAX_TOKENS)
-        completion_id = f"cmpl-{request_id or uuid.uuid4().hex}"
-        base = {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": int(arrived),
-            "model": state.model,
+    # -- knobs --
+    def reset(self) -> None:
+        """Back to the defaults and an empty record (one fake serves many tests); the mode
+        switches and the URL stay."""
+        for spec in fields(self):
+            if spec.name in SWITCHES:
+                continue
+            if spec.default_factory is not MISSING:
+                setattr(self, spec.name, spec.default_factory())
+            else:
+                setattr(self, spec.name, spec.default)
+
+    def hold_warmups(self) -> None:
+        self._release = asyncio.Event()
+
+    def release_warmups(self) -> None:
+        if self._release is not None:
+            self._release.set()
+        self._release = None
+
+    # -- the prefix-cache simulation --
+    def _cached_tokens(self, salt: str, prompt: list[int]) -> int:
+        b, hits = self.block_size, 0
+        while (hits + 1) * b <= len(prompt) - 1 and (salt, tuple(prompt[: (hits + 1) * b])) in (
+            self._cache
+        ):
+            hits += 1
+        return hits * b
+
+    def _usage(self, body: dict[str, Any], prompt_tokens: int, completion: int) -> dict[str, Any]:
+        cached = 0
+        if not self.fast:
+            salt, prompt = str(body.get("cache_salt") or ""), list(body["prompt"])
+            cached = self._cached_tokens(salt, prompt)
+            for end in range(self.block_size, len(prompt) + 1, self.block_size):
+                self._cache.add((salt, tuple(prompt[:end])))
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
         }
-        if not stream:
-            choice = {
-                "index": 0,
-                "text": TOKEN_TEXT * completion_tokens,
-                "logprobs": None,
-                "finish_reason": "length",
+
+    def _tokens(self, record: Recorded) -> tuple[str, ...]:
+        """The tokens it answers: `max_tokens` of them in the fast mode, else `reply` streamed
+        and one token not streamed."""
+        if self.fast:
+            return (TOKEN_TEXT,) * int(record.max_tokens or DEFAULT_MAX_TOKENS)
+        return self.reply if record.stream else ("x",)
+
+    def _base(self, record: Recorded) -> dict[str, Any]:
+        """The fields every answer to `record` (or every event of its stream) starts with."""
+        if self.fast:
+            completion_id = f"cmpl-{record.request_id or uuid.uuid4().hex}"
+            return {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": int(record.wall),
+                "model": self.model,
             }
-            reply = {**base, "choices": [choice], "usage": usage(prompt_tokens, completion_tokens)}
-            return JSONResponse(reply)
-        options = body.get("stream_options") or {}
-        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        if record.stream:
+            return {"object": "text_completion"}
+        return {"object": "text_completion", "model": self.model}
 
-        async def events() -> AsyncIterator[str]:
-            for i in range(completion_tokens):
-                last = i == completion_tokens - 1
-                choice = {
-                    "index": 0,
-                    "text": TOKEN_TEXT,
-                    "logprobs": None,
-                    "finish_reason": "length" if last else None,
-                }
-                yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
-            if include_usage:
-                final = {**base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
-                yield f"data: {json.dumps(final)}\n\n"
-            yield "data: [DONE]\n\n"
+    def _choice(self, text: str, finish_reason: str | None) -> dict[str, Any]:
+        choice = {"index": 0, "text": text, "finish_reason": finish_reason}
+        return {**choice, "logprobs": None} if self.fast else choice
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+    # -- ASGI --
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        assert scope["type"] == "http"
+        arrived = time.time()
+        raw = await _read_body(receive)
+        method, path = scope["method"], scope["path"]
+        try:
+            if method == "POST" and path == "/v1/completions":
+                body = fake_checks.json_object(raw)
+                if self.strict:
+                    fake_checks.check_completion(
+                        body,
+                        model=self.model,
+                        vocab_size=self.vocab_size,
+                        max_model_len=self.max_model_len,
+                        refused_salts=self.refused_salts,
+                    )
+                record = self._record(body, raw, scope, arrived)
+                if record.stream:
+                    await self._stream(record, receive, send)
+                else:
+                    await self._warm(record, receive, send)
+            elif self.strict and method == "POST" and path == "/tokenize":
+                limits = {"vocab_size": self.vocab_size, "max_model_len": self.max_model_len}
+                body = fake_checks.json_object(raw)
+                await _json(send, 200, fake_checks.tokenize(body, model=self.model, **limits))
+            elif self.strict and method == "POST" and path == "/v1/chat/completions":
+                body = fake_checks.json_object(raw)
+                answer = fake_checks.chat(body, model=self.model, reply=self.reply)
+                await _json(send, 200, answer)
+            else:
+                await self._other(method, path, send)
+        except Rejected as rejected:
+            self.rejected.append((path, rejected.status, rejected.message))
+            kind = "NotFoundError" if rejected.status == 404 else "BadRequestError"
+            error = {"message": rejected.message, "type": kind, "param": None}
+            await _json(send, rejected.status, {"error": {**error, "code": rejected.status}})
 
-    async def fake_requests(request: Request) -> Response:
-        return JSONResponse([asdict(record) for record in state.records])
+    def _record(self, body: dict[str, Any], raw: bytes, scope: Scope, arrived: float) -> Recorded:
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id")
+        record = Recorded(
+            body={} if self.fast else body,
+            at=time.monotonic(),
+            wall=arrived,
+            request_id=request_id.decode("latin-1") if request_id is not None else None,
+            body_bytes=len(raw),
+            prompt_tokens=prompt_length(body.get("prompt")),
+            stream=bool(body.get("stream")),
+            max_tokens=body.get("max_tokens"),
+            include_usage=_include_usage(body),
+        )
+        self.completions.append(record)
+        return record
 
-    async def fake_reset(request: Request) -> Response:
-        state.records.clear()
-        return JSONResponse({"ok": True})
+    async def _other(self, method: str, path: str, send: Send) -> None:
+        if method == "GET" and path == "/v1/models":
+            self.gets.append(path)
+            model = {"id": self.model, "object": "model", "max_model_len": self.max_model_len}
+            await _json(send, 200, {"object": "list", "data": [model]})
+        elif method == "GET" and path == "/metrics":
+            self.gets.append(path)
+            text = (
+                "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
+                "# TYPE vllm:cache_config_info gauge\n"
+                f'vllm:cache_config_info{{block_size="{self.block_size}",engine="0",'
+                'enable_prefix_caching="True"} 1.0\n'
+                "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+                "# TYPE vllm:num_requests_running gauge\n"
+                f'vllm:num_requests_running{{engine="0"}} {self.streams_open:.1f}\n'
+            )
+            await _respond(send, 200, text.encode(), b"text/plain; version=0.0.4")
+        elif method == "GET" and path == "/fake/requests":
+            await _json(send, 200, [record.summary() for record in self.completions])
+        elif method == "POST" and path == "/fake/reset":
+            self.completions.clear()
+            await _json(send, 200, {"ok": True})
+        else:
+            await _json(send, 404, {"error": {"message": f"no route {method} {path}"}})
 
-    return Starlette(
-        routes=[
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/v1/completions", completions, methods=["POST"]),
-            Route("/fake/requests", fake_requests, methods=["GET"]),
-            Route("/fake/reset", fake_reset, methods=["POST"]),
-        ]
-    )
+    async def _warm(self, record: Recorded, receive: Receive, send: Send) -> None:
+        self.warm_in_flight += 1
+        self.max_warm_in_flight = max(self.max_warm_in_flight, self.warm_in_flight)
+        try:
+            if self._release is not None and await _client_left(self._release, receive):
+                record.disconnected = True  # vLLM would abort it here
+                return
+            if self.warm_status != 200:
+                error = {"error": {"message": "warm-up exploded", "code": self.warm_status}}
+                await _json(send, self.warm_status, error)
+                return
+            tokens = self._tokens(record)
+            record.usage = self._usage(record.body, record.prompt_tokens, len(tokens))
+            choice = self._choice("".join(tokens), "length")
+            answer = {**self._base(record), "choices": [choice], "usage": record.usage}
+            await _json(send, 200, answer)
+        finally:
+            self.warm_in_flight -= 1
+
+    async def _stream(self, record: Recorded, receive: Receive, send: Send) -> None:
+        if self.final_status != 200:
+            error = {"error": {"message": "final request exploded", "code": self.final_status}}
+            await _json(send, self.final_status, error)
+            return
+        self.streams_open += 1
+        try:
+            headers = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            tokens, base = self._tokens(record), self._base(record)
+            record.usage = self._usage(record.body, record.prompt_tokens, len(tokens))
+            for i, text in enumerate(tokens):
+                last = i == len(tokens) - 1
+                finish = ("length" if self.fast else "stop") if last else None
+                await _event(send, {**base, "choices": [self._choice(text, finish)]})
+                if self.stream_hang:
+                    # Wait for the client to go away: uvicorn's receive() answers
+                    # http.disconnect only once the connection is closed.
+                    message = await receive()
+                    record.disconnected = message["type"] == "http.disconnect"
+                    return
+                await asyncio.sleep(0)
+            if not self.fast or record.include_usage:
+                await _event(send, {**base, "choices": [], "usage": record.usage})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        finally:
+            self.streams_open -= 1
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options") or {}
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+async def _client_left(release: asyncio.Event, receive: Receive) -> bool:
+    """Wait for `release`; True if the client disconnected first."""
+    released = asyncio.ensure_future(release.wait())
+    left = asyncio.ensure_future(receive())
+    done, _ = await asyncio.wait({released, left}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (released, left):
+        task.cancel()
+    return left in done and left.result()["type"] == "http.disconnect"
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        chunk: bytes = message.get("body", b"")
+        body += chunk
+        if not message.get("more_body"):
+            return body
+
+
+async def _json(send: Send, status: int, data: Any) -> None:
+    await _respond(send, status, json.dumps(data).encode(), b"application/json")
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _event(send: Send, data: dict[str, Any]) -> None:
+    payload = f"data: {json.dumps(data)}\n\n".encode()
+    await send({"type": "http.response.body", "body": payload, "more_body": True})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--strict", action="store_true", help="check bodies as vLLM does")
     args = parser.parse_args(argv)
-    app = create_fake_app(args.model, args.block_size)
+    app = FakeVLLM(model=args.model, block_size=args.block_size, fast=True, strict=args.strict)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -1,5 +1,7 @@
-"""Reusable fakes for session tests: a recording fake vLLM, uvicorn in the test's own event
-loop, and a WebSocket client that keeps every frame it receives.
+"""What the session tests run against the orchestrator besides the fake vLLM itself
+(`eval/fake_vllm.py`): uvicorn in the test's own event loop (also on a fixed port, killable
+the way a crashed vLLM dies), a WebSocket client that keeps every frame it receives, and an
+upstream transport that records what the orchestrator sends.
 
 Everything runs in ONE asyncio loop (the test's), so a test can hold the fake's handlers with
 plain `asyncio.Event`s and look at the orchestrator's own tasks with `asyncio.all_tasks()`.
@@ -13,13 +15,19 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
+import httpx
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin, Subprotocol
+
+from eval.fake_vllm import FakeVLLM
+from eval.serving import free_port
+from orchestrator.web.auth import SUBPROTOCOL_PREFIX
 
 # --- waiting ------------------------------------------------------------------------------
 
@@ -57,23 +65,32 @@ class QuietServer(uvicorn.Server):
         yield  # leave pytest's signal handlers alone
 
 
-@contextlib.asynccontextmanager
-async def serve(app: ASGIApp, *, websockets: bool = False) -> AsyncIterator[str]:
-    """Serve `app` on a free port as a task of the running loop; yield its base URL."""
+def _bound(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def _server(app: ASGIApp, *, websockets: bool = False, log_level: str = "warning") -> QuietServer:
     config = uvicorn.Config(
         app,
         log_config=None,
-        log_level="warning",
+        log_level=log_level,
         access_log=False,
         ws="websockets-sansio" if websockets else "none",
         lifespan="on" if websockets else "off",
         timeout_graceful_shutdown=2,
     )
-    server = QuietServer(config)
+    return QuietServer(config)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: ASGIApp, *, websockets: bool = False) -> AsyncIterator[str]:
+    """Serve `app` on a free port as a task of the running loop; yield its base URL."""
+    sock = _bound()
+    port = sock.getsockname()[1]
+    server = _server(app, websockets=websockets)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         deadline = time.monotonic() + 30
@@ -92,13 +109,53 @@ async def serve(app: ASGIApp, *, websockets: bool = False) -> AsyncIterator[str]
         sock.close()
 
 
-# --- the fake vLLM --------------------------------------------------------------------------
+class Upstream:
+    """`app` on uvicorn at a fixed port in the running loop; `kill()` and `start()` again."""
 
-Fake = TypeVar("Fake", bound="FakeVLLM")
+    def __init__(self, app: ASGIApp, port: int | None = None) -> None:
+        self.app = app
+        self.port = port or free_port()
+        self.server: QuietServer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        assert self.server is None, "already running"
+        sock = _bound(self.port)
+        self.server = _server(self.app, log_level="critical")
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        await wait_until(lambda: self.server is not None and self.server.started, what="upstream")
+
+    async def kill(self) -> None:
+        """Die like a crashed process: no new connections, every open one reset at once."""
+        server, task = self.server, self.task
+        assert server is not None, "not running"
+        assert task is not None
+        for listener in server.servers:
+            listener.close()
+        for connection in list(server.server_state.connections):
+            connection.transport.abort()
+        server.force_exit = server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+        self.server = self.task = None
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.kill()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.server.server_state.connections) if self.server else 0
+
+
+# --- the fake vLLM --------------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
-async def fake_on_a_port(vllm: Fake) -> AsyncIterator[Fake]:
+async def fake_on_a_port(vllm: FakeVLLM) -> AsyncIterator[FakeVLLM]:
     """`vllm` served on a free port of the running loop, its `url` set."""
     async with serve(vllm) as url:
         vllm.url = url
@@ -110,207 +167,6 @@ async def let_go(vllm: FakeVLLM) -> None:
     vllm.release_warmups()
     idle = lambda: vllm.warm_in_flight == 0 and vllm.streams_open == 0  # noqa: E731
     await wait_until(idle, what="the fake's handlers to end")
-
-
-@dataclass
-class Recorded:
-    """One POST /v1/completions the fake received, and the usage it answered with."""
-
-    body: dict[str, Any]
-    at: float  # time.monotonic() on arrival
-    usage: dict[str, Any] | None = None
-    disconnected: bool = False  # the client went away before the end (a held warm-up, a stream)
-
-    @property
-    def prompt(self) -> list[int]:
-        prompt: list[int] = self.body["prompt"]
-        return prompt
-
-    @property
-    def stream(self) -> bool:
-        return bool(self.body.get("stream"))
-
-
-@dataclass
-class FakeVLLM:
-    """A raw-ASGI stand-in for vLLM's OpenAI server that records every request body.
-
-    It simulates automatic prefix caching (per `cache_salt`, full blocks only, the last prompt
-    token never a hit), so the `cached_tokens` it reports are what vLLM would report.
-    Knobs a test may turn: `hold_warmups()` / `release_warmups()`, `warm_status`,
-    `final_status`, `stream_hang` (send the first token, then wait for the client to leave).
-    """
-
-    model: str = "fake-model"
-    max_model_len: int = 8192
-    block_size: int = 32  # what /metrics says and what the cache simulation uses
-    reply: tuple[str, ...] = ("SELECT", " name", " FROM", " customers", ";")
-    warm_status: int = 200
-    final_status: int = 200
-    stream_hang: bool = False
-    url: str = ""
-    completions: list[Recorded] = field(default_factory=list)
-    gets: list[str] = field(default_factory=list)
-    warm_in_flight: int = 0
-    max_warm_in_flight: int = 0
-    streams_open: int = 0
-    _release: asyncio.Event | None = None
-    _cache: set[tuple[str, tuple[int, ...]]] = field(default_factory=set)
-
-    # -- what it saw --
-    @property
-    def warmups(self) -> list[Recorded]:
-        return [r for r in self.completions if not r.stream and r.body.get("max_tokens") == 1]
-
-    @property
-    def finals(self) -> list[Recorded]:
-        return [r for r in self.completions if r not in self.warmups]
-
-    @property
-    def stream_disconnects(self) -> int:
-        return sum(r.disconnected for r in self.finals)
-
-    # -- knobs --
-    def reset(self) -> None:
-        """Back to the defaults and an empty record (one fake serves many tests)."""
-        for spec in fields(self):
-            if spec.name == "url":
-                continue
-            if spec.default_factory is not MISSING:
-                setattr(self, spec.name, spec.default_factory())
-            else:
-                setattr(self, spec.name, spec.default)
-
-    def hold_warmups(self) -> None:
-        self._release = asyncio.Event()
-
-    def release_warmups(self) -> None:
-        if self._release is not None:
-            self._release.set()
-        self._release = None
-
-    # -- the prefix-cache simulation --
-    def _cached_tokens(self, salt: str, prompt: list[int]) -> int:
-        b, hits = self.block_size, 0
-        while (hits + 1) * b <= len(prompt) - 1 and (salt, tuple(prompt[: (hits + 1) * b])) in (
-            self._cache
-        ):
-            hits += 1
-        return hits * b
-
-    def _compute(self, body: dict[str, Any]) -> dict[str, Any]:
-        salt, prompt = str(body.get("cache_salt") or ""), list(body["prompt"])
-        cached = self._cached_tokens(salt, prompt)
-        for end in range(self.block_size, len(prompt) + 1, self.block_size):
-            self._cache.add((salt, tuple(prompt[:end])))
-        completion = 1 if not body.get("stream") else len(self.reply)
-        return {
-            "prompt_tokens": len(prompt),
-            "completion_tokens": completion,
-            "total_tokens": len(prompt) + completion,
-            "prompt_tokens_details": {"cached_tokens": cached},
-        }
-
-    # -- ASGI --
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert scope["type"] == "http"
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        method, path = scope["method"], scope["path"]
-        if method == "GET" and path == "/v1/models":
-            self.gets.append(path)
-            model = {"id": self.model, "object": "model", "max_model_len": self.max_model_len}
-            await self._json(send, 200, {"object": "list", "data": [model]})
-        elif method == "GET" and path == "/metrics":
-            self.gets.append(path)
-            text = (
-                "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
-                "# TYPE vllm:cache_config_info gauge\n"
-                f'vllm:cache_config_info{{block_size="{self.block_size}",engine="0",'
-                'enable_prefix_caching="True"} 1.0\n'
-            )
-            await _respond(send, 200, text.encode(), b"text/plain; version=0.0.4")
-        elif method == "POST" and path == "/v1/completions":
-            record = Recorded(json.loads(body), time.monotonic())
-            self.completions.append(record)
-            if record.stream:
-                await self._stream(record, receive, send)
-            else:
-                await self._warm(record, receive, send)
-        else:
-            await self._json(send, 404, {"error": {"message": f"no route {method} {path}"}})
-
-    async def _warm(self, record: Recorded, receive: Receive, send: Send) -> None:
-        self.warm_in_flight += 1
-        self.max_warm_in_flight = max(self.max_warm_in_flight, self.warm_in_flight)
-        try:
-            if self._release is not None and await self._client_left(self._release, receive):
-                record.disconnected = True  # vLLM would abort it here
-                return
-            if self.warm_status != 200:
-                error = {"error": {"message": "warm-up exploded", "code": self.warm_status}}
-                await self._json(send, self.warm_status, error)
-                return
-            record.usage = self._compute(record.body)
-            choice = {"index": 0, "text": "x", "finish_reason": "length"}
-            answer = {"object": "text_completion", "model": self.model, "choices": [choice]}
-            await self._json(send, 200, {**answer, "usage": record.usage})
-        finally:
-            self.warm_in_flight -= 1
-
-    @staticmethod
-    async def _client_left(release: asyncio.Event, receive: Receive) -> bool:
-        """Wait for `release`; True if the client disconnected first."""
-        released = asyncio.ensure_future(release.wait())
-        left = asyncio.ensure_future(receive())
-        done, _ = await asyncio.wait({released, left}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (released, left):
-            task.cancel()
-        return left in done and left.result()["type"] == "http.disconnect"
-
-    async def _stream(self, record: Recorded, receive: Receive, send: Send) -> None:
-        if self.final_status != 200:
-            error = {"error": {"message": "final request exploded", "code": self.final_status}}
-            await self._json(send, self.final_status, error)
-            return
-        self.streams_open += 1
-        try:
-            headers = [(b"content-type", b"text/event-stream")]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            record.usage = self._compute(record.body)
-            for i, text in enumerate(self.reply):
-                last = i == len(self.reply) - 1
-                choice = {"index": 0, "text": text, "finish_reason": "stop" if last else None}
-                await _event(send, {"object": "text_completion", "choices": [choice]})
-                if self.stream_hang:
-                    # Wait for the client to go away: uvicorn's receive() answers
-                    # http.disconnect only once the connection is closed.
-                    message = await receive()
-                    record.disconnected = message["type"] == "http.disconnect"
-                    return
-                await asyncio.sleep(0)
-            await _event(send, {"object": "text_completion", "choices": [], "usage": record.usage})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-        finally:
-            self.streams_open -= 1
-
-    async def _json(self, send: Send, status: int, data: dict[str, Any]) -> None:
-        await _respond(send, status, json.dumps(data).encode(), b"application/json")
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _event(send: Send, data: dict[str, Any]) -> None:
-    payload = f"data: {json.dumps(data)}\n\n".encode()
-    await send({"type": "http.response.body", "body": payload, "more_body": True})
 
 
 # --- the WebSocket client -------------------------------------------------------------------
@@ -333,9 +189,16 @@ class SessionClient:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def connect(cls, base_url: str) -> AsyncIterator[SessionClient]:
+    async def connect(
+        cls, base_url: str, *, key: str | None = None, origin: str | None = None
+    ) -> AsyncIterator[SessionClient]:
+        """A connected client; `key` goes as the subprotocol `prefill.bearer.<key>`."""
         url = base_url.replace("http://", "ws://") + "/ws/session"
-        async with connect(url, open_timeout=10, close_timeout=2) as ws:
+        protocols = [Subprotocol(SUBPROTOCOL_PREFIX + key)] if key else None
+        origin_header = Origin(origin) if origin else None
+        async with connect(
+            url, subprotocols=protocols, origin=origin_header, open_timeout=10, close_timeout=2
+        ) as ws:
             client = cls(ws)
             try:
                 yield client
@@ -405,3 +268,59 @@ class SessionClient:
         """
         await self.send(type="barrier")
         await self.next("error", lambda frame: "'barrier'" in frame["message"])
+
+
+# --- what the orchestrator sends upstream -----------------------------------------------------
+
+
+@dataclass
+class Sent:
+    method: str
+    path: str
+    at: float
+    body: dict[str, Any] | None
+    failed: bool = False
+
+    @property
+    def is_warmup(self) -> bool:
+        body = self.body or {}
+        return (
+            self.path == "/v1/completions"
+            and body.get("max_tokens") == 1
+            and not body.get("stream")
+        )
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """A real HTTP transport that records every request the orchestrator attempts upstream."""
+
+    def __init__(self) -> None:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+        self.inner = httpx.AsyncHTTPTransport(limits=limits)
+        self.sent: list[Sent] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.method == "POST" else None
+        record = Sent(request.method, request.url.path, time.monotonic(), body)
+        self.sent.append(record)
+        try:
+            return await self.inner.handle_async_request(request)
+        except httpx.TransportError:
+            record.failed = True
+            raise
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def warmups_between(self, start: float, end: float) -> list[Sent]:
+        return [sent for sent in self.sent if sent.is_warmup and start <= sent.at <= end]
+
+    @property
+    def open_connections(self) -> int:
+        return sum(not conn.is_closed() for conn in self.inner._pool.connections)
+
+    @property
+    def busy_connections(self) -> int:
+        """Connections of the pool that carry a request (or are being opened for one)."""
+        pool = self.inner._pool
+        return sum(not (conn.is_idle() or conn.is_closed()) for conn in pool.connections)

@@ -31,10 +31,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from eval.fake_vllm import FakeVLLM
 from eval.serving import serve_in_thread
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
-from tests.upstream_fakes import SUBPROTOCOL_PREFIX, StrictFakeVLLM
+from orchestrator.web.auth import SUBPROTOCOL_PREFIX
 
 KEY = "fuzz-key"
 SYSTEM = "You answer questions about a small shop's orders in one short sentence."
@@ -52,12 +53,12 @@ FUZZ = settings(
 class Live:
     url: str
     app: FastAPI
-    fake: StrictFakeVLLM
+    fake: FakeVLLM
 
 
 @pytest.fixture(scope="module")
 def live(tokenizer_dir: Path) -> Iterator[Live]:
-    fake = StrictFakeVLLM()
+    fake = FakeVLLM(strict=True)
     with serve_in_thread(fake) as fake_url:
         settings = Settings(
             enable_database=False,

@@ -1,6 +1,6 @@
 """Hardening against a fake vLLM: API keys and tenants, Origin, limits, and vLLM going away.
 
-Same set-up as `test_session.py`: the orchestrator and a (stricter, `tests/upstream_fakes.py`)
+Same set-up as `test_session.py`: the orchestrator and a (strict: it checks bodies as vLLM does)
 fake vLLM run on uvicorn in the test's own event loop, clients are real `websockets` clients.
 One orchestrator with two API keys serves the tests that need no other settings; a test that
 needs other limits starts its own. The fault tests give the orchestrator a fake that can be
@@ -14,34 +14,38 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from websockets.exceptions import InvalidStatus
 
+from eval.fake_vllm import FakeVLLM
 from orchestrator.core.salt import tenant_salt
 from orchestrator.settings import Settings
-from orchestrator.web.app import create_app
-from orchestrator.web.services import Services
-from tests.fakes import SessionClient, fake_on_a_port, let_go, serve, session_tasks, wait_until
-from tests.helpers import QUESTION, SETTLE_S, SYSTEM, settings_against
-from tests.upstream_fakes import CountingTransport, StrictFakeVLLM, Upstream, ws_client
+from tests.fakes import (
+    CountingTransport,
+    SessionClient,
+    Upstream,
+    session_tasks,
+    wait_until,
+)
+from tests.helpers import QUESTION, SETTLE_S, SYSTEM
+from tests.sessions import Defaults, StartApp, salt, started
 
-SECRET = "hardening-test-secret"
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 ALLOWED_ORIGIN = "https://typing.example"
 LONG_TEXT = " ".join([QUESTION] * 3)  # typed for 2.5 s: about ten more blocks
 POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
 
 
-def salt(tenant: str, namespace: str | None = None) -> str:
-    return tenant_salt(SecretStr(SECRET), tenant, namespace)
+@pytest.fixture(scope="module")
+def orchestrator_defaults() -> Defaults:
+    """Two tenants' keys and one allowed Origin; sessions connect with tenant-a's key."""
+    settings = {"api_keys": KEYS, "allowed_origins": [ALLOWED_ORIGIN]}
+    return Defaults(settings=settings, key="key-a", strict_fake=True)
 
 
 def auth(key: str) -> dict[str, str]:
@@ -59,99 +63,6 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[st
     assert isinstance(error["message"], str)
     assert error["message"]
     return error
-
-
-# --- the apps -------------------------------------------------------------------------------
-
-
-def settings_for(vllm_url: str, tokenizer_dir: Path, **overrides: Any) -> Settings:
-    keys = {"api_keys": KEYS, "allowed_origins": [ALLOWED_ORIGIN]}
-    return settings_against(vllm_url, tokenizer_dir, SECRET, **{**keys, **overrides})
-
-
-@dataclass
-class App:
-    settings: Settings
-    app: FastAPI
-    url: str
-    stack: contextlib.AsyncExitStack
-
-    @property
-    def services(self) -> Services:
-        services: Services = self.app.state.services
-        return services
-
-    async def session(self, *, key: str | None = None, origin: str | None = None) -> SessionClient:
-        """A connected client (`key` as the subprotocol), closed when the test ends."""
-        return await self.stack.enter_async_context(ws_client(self.url, key=key, origin=origin))
-
-    async def http(self) -> httpx.AsyncClient:
-        return await self.stack.enter_async_context(
-            httpx.AsyncClient(base_url=self.url, timeout=10)
-        )
-
-
-StartApp = Callable[..., Awaitable[App]]
-
-
-@pytest.fixture(scope="module")
-async def fake_vllm() -> AsyncIterator[StrictFakeVLLM]:
-    async with fake_on_a_port(StrictFakeVLLM()) as vllm:
-        yield vllm
-
-
-@pytest.fixture
-async def fake(fake_vllm: StrictFakeVLLM) -> AsyncIterator[StrictFakeVLLM]:
-    """The module's fake vLLM, reset; whatever a test held is let go when it ends."""
-    fake_vllm.reset()
-    yield fake_vllm
-    await let_go(fake_vllm)
-
-
-@pytest.fixture(scope="module")
-async def keyed_app(
-    fake_vllm: StrictFakeVLLM, tokenizer_dir: Path
-) -> AsyncIterator[tuple[Settings, FastAPI, str]]:
-    """One orchestrator with two tenants' keys, shared by the module's tests."""
-    settings = settings_for(fake_vllm.url, tokenizer_dir)
-    app = create_app(settings)
-    async with serve(app, websockets=True) as url:
-        yield settings, app, url
-
-
-@pytest.fixture
-async def start_app(
-    fake: StrictFakeVLLM, keyed_app: tuple[Settings, FastAPI, str], tokenizer_dir: Path
-) -> AsyncIterator[StartApp]:
-    """The shared orchestrator, or (`fresh`, other settings, another upstream) a new one."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(
-            *,
-            fresh: bool = False,
-            upstream: str | None = None,
-            transport: httpx.AsyncBaseTransport | None = None,
-            **overrides: Any,
-        ) -> App:
-            if not (fresh or overrides or upstream or transport):
-                return App(*keyed_app, stack)
-            settings = settings_for(upstream or fake.url, tokenizer_dir, **overrides)
-            app = create_app(settings, upstream_transport=transport)
-            url = await stack.enter_async_context(serve(app, websockets=True))
-            return App(settings, app, url, stack)
-
-        yield start
-    await wait_until(lambda: not session_tasks(), what="the sessions' tasks to end")
-
-
-async def started(
-    app: App, *, key: str | None = "key-a", origin: str | None = None, **start: Any
-) -> SessionClient:
-    """A client whose session is started with SYSTEM as context (and `start` overrides)."""
-    client = await app.session(key=key, origin=origin)
-    await client.send(**{"type": "start", "context": {"system": SYSTEM}, **start})
-    await client.next("ready")
-    return client
 
 
 async def closed(client: SessionClient) -> tuple[int | None, str]:
@@ -183,7 +94,7 @@ HTTP_CALLS = [
     ids=["none", "unknown", "prefix", "not-bearer", "empty"],
 )
 async def test_http_without_a_valid_key_is_401_in_the_openai_envelope(
-    start_app: StartApp, fake: StrictFakeVLLM, headers: dict[str, str]
+    start_app: StartApp, fake: FakeVLLM, headers: dict[str, str]
 ) -> None:
     app = await start_app()
     http = await app.http()
@@ -195,7 +106,7 @@ async def test_http_without_a_valid_key_is_401_in_the_openai_envelope(
     assert fake.gets == []
 
 
-async def test_http_with_a_valid_key_passes(start_app: StartApp, fake: StrictFakeVLLM) -> None:
+async def test_http_with_a_valid_key_passes(start_app: StartApp, fake: FakeVLLM) -> None:
     app = await start_app()
     http = await app.http()
     for key in KEYS:
@@ -210,7 +121,7 @@ async def test_http_with_a_valid_key_passes(start_app: StartApp, fake: StrictFak
 
 
 async def test_ws_key_as_subprotocol_is_accepted_and_echoed(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app()
     client = await app.session(key="key-a")
@@ -221,9 +132,7 @@ async def test_ws_key_as_subprotocol_is_accepted_and_echoed(
     assert fake.warmups[0].body["cache_salt"] == salt("tenant-a")
 
 
-async def test_ws_key_in_the_start_frame_is_accepted(
-    start_app: StartApp, fake: StrictFakeVLLM
-) -> None:
+async def test_ws_key_in_the_start_frame_is_accepted(start_app: StartApp, fake: FakeVLLM) -> None:
     app = await start_app()
     client = await app.session()
     assert client.ws.subprotocol is None
@@ -245,7 +154,7 @@ async def test_ws_key_in_the_start_frame_is_accepted(
     ids=["no-key", "bad-key", "empty-key", "input-first"],
 )
 async def test_ws_without_a_valid_key_gets_an_error_and_close_1008(
-    start_app: StartApp, fake: StrictFakeVLLM, first: dict[str, Any], reason: str
+    start_app: StartApp, fake: FakeVLLM, first: dict[str, Any], reason: str
 ) -> None:
     app = await start_app()
     client = await app.session()
@@ -288,7 +197,7 @@ async def test_ws_accepts_the_same_an_allowed_or_no_origin(
     ["https://evil.example", "http://127.0.0.1:1", "null", ALLOWED_ORIGIN + ".evil.example"],
 )
 async def test_ws_refuses_a_foreign_origin(
-    start_app: StartApp, fake: StrictFakeVLLM, origin: str
+    start_app: StartApp, fake: FakeVLLM, origin: str
 ) -> None:
     app = await start_app()
     for key in ("key-a", None):  # the Origin check comes before the key
@@ -303,7 +212,7 @@ async def test_ws_refuses_a_foreign_origin(
 
 
 async def test_tenants_warm_under_different_salts_and_never_share_blocks(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app()
     for key in ("key-a", "key-b", "key-a"):  # the same context, one after the other
@@ -320,7 +229,7 @@ async def test_tenants_warm_under_different_salts_and_never_share_blocks(
 
 
 async def test_another_tenants_session_id_is_an_unknown_session(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app()
     client = await started(app, key="key-a", cache_namespace="run-a")
@@ -370,7 +279,7 @@ def test_a_loopback_host_needs_no_keys(host: str) -> None:
 
 
 async def test_a_frame_over_the_size_limit_closes_with_1009(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app(ws_max_message_bytes=2048)
     other = await started(app)
@@ -390,7 +299,7 @@ async def test_a_frame_over_the_size_limit_closes_with_1009(
 
 
 async def test_the_frame_size_limit_counts_bytes_not_characters(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app(ws_max_message_bytes=2048)
     client = await started(app)
@@ -403,7 +312,7 @@ async def test_the_frame_size_limit_counts_bytes_not_characters(
 
 
 async def test_too_many_frames_a_second_get_one_rate_limited_error_and_the_session_goes_on(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     rate = 20.0  # the bucket holds 2 * rate = 40 frames
     app = await start_app(ws_frames_per_second=rate)
@@ -428,7 +337,7 @@ async def test_too_many_frames_a_second_get_one_rate_limited_error_and_the_sessi
 
 
 async def test_sessions_over_the_limits_get_an_error_and_close_1008(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app(max_sessions=3, max_sessions_per_tenant=2)
     a1, a2 = await started(app, key="key-a"), await started(app, key="key-a")
@@ -463,7 +372,7 @@ async def test_sessions_over_the_limits_get_an_error_and_close_1008(
 
 
 async def test_a_context_over_the_models_context_is_refused_at_start(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     fake.max_model_len = 256
     app = await start_app(fresh=True)
@@ -479,7 +388,7 @@ async def test_a_context_over_the_models_context_is_refused_at_start(
 
 
 async def test_an_input_over_the_models_context_is_input_too_long(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     fake.max_model_len = 256
     app = await start_app(fresh=True)  # reads max_model_len from the fake
@@ -506,7 +415,7 @@ def big_completion() -> bytes:
 
 
 async def test_an_http_body_over_the_limit_is_413_in_the_envelope(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app(http_max_body_bytes=2048)
     http = await app.http()
@@ -521,7 +430,7 @@ async def test_an_http_body_over_the_limit_is_413_in_the_envelope(
 
 
 async def test_a_chunked_http_body_over_the_limit_is_413_in_the_envelope(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app(http_max_body_bytes=2048)
     http = await app.http()
@@ -540,7 +449,7 @@ async def test_a_chunked_http_body_over_the_limit_is_413_in_the_envelope(
 
 
 async def test_warmups_in_flight_never_exceed_the_bound(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     bound, sessions = 3, 10
     fake.hold_warmups()
@@ -561,7 +470,7 @@ async def test_warmups_in_flight_never_exceed_the_bound(
 
 
 async def test_a_tenants_rejected_warmups_do_not_pause_other_tenants(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app(fresh=True)
     fake.refused_salts.add(tenant_salt(app.services.settings.server_secret, "tenant-a"))
@@ -574,7 +483,7 @@ async def test_a_tenants_rejected_warmups_do_not_pause_other_tenants(
 
 
 async def test_a_warmup_vllm_rejects_is_not_retried_in_a_tight_loop(
-    start_app: StartApp, fake: StrictFakeVLLM
+    start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app(fresh=True)
     fake.refused_salts.add(tenant_salt(app.services.settings.server_secret, "tenant-a"))
@@ -592,7 +501,7 @@ async def test_a_warmup_vllm_rejects_is_not_retried_in_a_tight_loop(
 async def test_vllm_down_at_start_is_an_error_frame_and_degraded_health(
     start_app: StartApp,
 ) -> None:
-    vllm = StrictFakeVLLM()
+    vllm = FakeVLLM(strict=True)
     upstream = Upstream(vllm)  # not started yet
     app = await start_app(upstream=upstream.url)
     app.stack.push_async_callback(upstream.stop)
@@ -620,13 +529,13 @@ def describe(tasks: set[asyncio.Task[Any]]) -> list[str]:
 
 
 async def test_vllm_dies_mid_session_and_comes_back(start_app: StartApp) -> None:
-    vllm = StrictFakeVLLM()
+    vllm = FakeVLLM(strict=True)
     upstream = Upstream(vllm)
     await upstream.start()
     transport = CountingTransport()
     app = await start_app(upstream=upstream.url, transport=transport)
     app.stack.push_async_callback(upstream.stop)
-    http = await app.http()
+    http = await app.http(over_the_port=True)
     await http.get("/health")  # the client's own connection is part of the baseline
     baseline = asyncio.all_tasks()
 

@@ -11,110 +11,23 @@ on timings; a short settle (SETTLE_S) is only used to check that nothing more ha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
+from eval.fake_vllm import FakeVLLM
 from orchestrator.core.planner import usable_blocks
 from orchestrator.core.prompt import PromptRenderer
-from orchestrator.core.salt import tenant_salt
-from orchestrator.settings import Settings
-from orchestrator.web.app import create_app
-from tests.fakes import (
-    FakeVLLM,
-    SessionClient,
-    fake_on_a_port,
-    let_go,
-    serve,
-    session_tasks,
-    wait_until,
-)
-from tests.helpers import BLOCK, QUESTION, SETTLE_S, SYSTEM, settings_against
-
-SECRET = "session-test-secret"
-
-
-@dataclass
-class App:
-    settings: Settings
-    url: str
-    stack: contextlib.AsyncExitStack
-
-    async def session(self) -> SessionClient:
-        """A connected client, closed when the test ends."""
-        return await self.stack.enter_async_context(SessionClient.connect(self.url))
-
-
-StartApp = Callable[..., Awaitable[App]]
+from tests.fakes import SessionClient, session_tasks, wait_until
+from tests.helpers import BLOCK, QUESTION, SETTLE_S, SYSTEM
+from tests.sessions import App, Defaults, StartApp, salt, started
 
 
 @pytest.fixture(scope="module")
-async def fake_vllm() -> AsyncIterator[FakeVLLM]:
-    async with fake_on_a_port(FakeVLLM()) as vllm:
-        yield vllm
-
-
-@pytest.fixture
-async def fake(fake_vllm: FakeVLLM) -> AsyncIterator[FakeVLLM]:
-    """The module's fake vLLM, reset; whatever a test held is let go when it ends."""
-    fake_vllm.reset()
-    yield fake_vllm
-    await let_go(fake_vllm)
-
-
-def settings_for(fake: FakeVLLM, tokenizer_dir: Path, **overrides: Any) -> Settings:
-    priorities = {"warm_priority": 7, "final_priority": -3}
-    return settings_against(fake.url, tokenizer_dir, SECRET, **{**priorities, **overrides})
-
-
-@pytest.fixture(scope="module")
-async def default_app(
-    fake_vllm: FakeVLLM, tokenizer_dir: Path
-) -> AsyncIterator[tuple[Settings, str]]:
-    """One orchestrator with the default test settings, shared by the module's tests (each
-    test has its own sessions; nothing else in it outlives a test)."""
-    settings = settings_for(fake_vllm, tokenizer_dir)
-    async with serve(create_app(settings), websockets=True) as url:
-        yield settings, url
-
-
-@pytest.fixture
-async def start_app(
-    fake: FakeVLLM, default_app: tuple[Settings, str], tokenizer_dir: Path
-) -> AsyncIterator[StartApp]:
-    """The orchestrator against `fake`: the shared one, or a fresh one for other settings."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(**overrides: Any) -> App:
-            if not overrides:
-                return App(*default_app, stack)
-            settings = settings_for(fake, tokenizer_dir, **overrides)
-            url = await stack.enter_async_context(serve(create_app(settings), websockets=True))
-            return App(settings, url, stack)
-
-        yield start
-    # The sessions closed with their sockets: let them finish before the next test resets the
-    # fake, so none of their warm-ups lands in another test's record.
-    await wait_until(lambda: not session_tasks(), what="the sessions' tasks to end")
-
-
-async def started(app: App, **start: Any) -> SessionClient:
-    """A client whose session is started with SYSTEM as context (and `start` overrides)."""
-    client = await app.session()
-    await client.send(**{"type": "start", "context": {"system": SYSTEM}, **start})
-    await client.next("ready")
-    return client
-
-
-def salt(namespace: str | None = None) -> str:
-    return tenant_salt(SecretStr(SECRET), "anonymous", namespace)
+def orchestrator_defaults() -> Defaults:
+    return Defaults(settings={"warm_priority": 7, "final_priority": -3})
 
 
 def system_where(renderer: PromptRenderer, text: str, *, pause_adds_block: bool) -> str:
@@ -188,13 +101,13 @@ async def test_warmups_are_prefixes_of_the_final_prompt_with_server_salt_and_pri
     rendered = renderer.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
     assert final.prompt == list(rendered["input_ids"])  # the model's own chat template
     assert final.body["priority"] == app.settings.final_priority
-    assert final.body["cache_salt"] == salt("run-1")
+    assert final.body["cache_salt"] == salt(namespace="run-1")
 
     for warm in fake.warmups:
         body = warm.body
         assert body["max_tokens"] == 1
         assert body["priority"] == app.settings.warm_priority
-        assert body["cache_salt"] == salt("run-1")
+        assert body["cache_salt"] == salt(namespace="run-1")
         assert all(isinstance(token, int) for token in body["prompt"])
         assert warm.prompt == final.prompt[: len(warm.prompt)], "warm-up is not a prefix"
     lengths = [len(warm.prompt) for warm in fake.warmups]
@@ -650,10 +563,8 @@ async def http_session(app: App, **start: Any) -> tuple[SessionClient, str]:
 
 
 async def chat(app: App, session_id: str, **body: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=app.url, timeout=10) as http:
-        return await http.post(
-            "/v1/chat/completions", json=body, headers={"X-Session-Id": session_id}
-        )
+    http = await app.http()
+    return await http.post("/v1/chat/completions", json=body, headers={"X-Session-Id": session_id})
 
 
 async def test_http_chat_for_a_session_sends_the_sessions_own_final_prompt(
