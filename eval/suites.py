@@ -73,12 +73,12 @@ def default_suite(quick: bool) -> list[RunSpec]:
 
 def load_suite(quick: bool) -> list[RunSpec]:
     """N typists at once on the demo database, each with its own cache and sharing one."""
-    typists = (1, 4) if quick else (1, 2, 4, 8)
+    typists, cases = ((1, 4), 4) if quick else ((1, 2, 4, 8), 8)
     return [
         RunSpec(
             f"load-{cache}-n{n}",
             "text-to-sql",
-            8,
+            cases,
             ("cold", "static", "keystroke"),
             Replay(),
             n,
