@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from openai import AsyncOpenAI
 
+from orchestrator.core.planner import usable_blocks
+from orchestrator.core.prompt import PromptRenderer
 from tests.engine.test_session_engine import SYSTEM, long_question
 
 pytestmark = pytest.mark.engine
@@ -21,11 +24,16 @@ pytestmark = pytest.mark.engine
 
 @asynccontextmanager
 async def typed_session(
-    url: str, context: dict[str, Any], text: str, *, warm_context: bool = False
+    url: str,
+    context: dict[str, Any],
+    text: str,
+    *,
+    warm_context: bool = False,
+    cached_at_least: int | None = None,
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     """A session whose `text` was typed key by key (once its context was warm, if it has a
-    full block to warm); yields its id and its warm frames once the warm-ups have settled
-    (no new frame for 1.5 s)."""
+    full block to warm); yields its id and its warm frames once the warm-ups have settled:
+    a warm frame says `cached_at_least` tokens are cached, or no new frame came for 1.5 s."""
     ws_url = url.replace("http://", "ws://") + "/ws/session"
     async with websockets.connect(ws_url, max_size=2**22) as ws:
         start = {"type": "start", "context": context, "cache_namespace": secrets.token_hex(8)}
@@ -39,10 +47,13 @@ async def typed_session(
         for end in range(1, len(text) + 1):
             await ws.send(json.dumps({"type": "input", "text": text[:end], "seq": end}))
             await asyncio.sleep(0.004)
-        while True:
+        wanted = cached_at_least
+        while not (wanted and warms and warms[-1]["cached_tokens"] >= wanted):
             try:
-                frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=1.5))
+                wait_s = 300 if wanted else 1.5  # a slow engine still lands them
+                frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=wait_s))
             except TimeoutError:
+                assert not wanted, f"the warm-ups never cached {wanted} tokens: {warms}"
                 break
             assert frame["type"] != "error", frame
             warms += [frame] if frame["type"] == "warm" else []
@@ -55,9 +66,16 @@ def client(url: str, session_id: str) -> AsyncOpenAI:
     )
 
 
-async def test_http_chat_after_typing_hits_the_warmed_blocks(app_url: str) -> None:
+async def test_http_chat_after_typing_hits_the_warmed_blocks(
+    app_url: str, renderer: PromptRenderer
+) -> None:
     text = long_question(words_wanted=160)
-    async with typed_session(app_url, {"system": SYSTEM}, text) as (session_id, warms):
+    async with httpx.AsyncClient() as http:
+        block = (await http.get(f"{app_url}/health")).json()["vllm"]["block_size"]
+    stable = renderer.session_prompt(SYSTEM).warm_tokens(text)  # what typing warms at least
+    need = usable_blocks(len(stable), block) * block
+    typed = typed_session(app_url, {"system": SYSTEM}, text, cached_at_least=need)
+    async with typed as (session_id, warms):
         assert warms
         http = client(app_url, session_id)
         answer = await http.chat.completions.create(
