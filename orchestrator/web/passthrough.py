@@ -17,7 +17,6 @@ import httpx
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from orchestrator.errors import UpstreamError, error_envelope
 from orchestrator.web.dependencies import (
     SESSION_HEADER,
     Tenant,
@@ -28,6 +27,7 @@ from orchestrator.web.dependencies import (
 from orchestrator.web.openapi_examples import CHAT_EXAMPLES, COMPLETION_EXAMPLES
 from orchestrator.web.services import Services
 from orchestrator.web.session_chat import session_chat
+from orchestrator.web.upstream_errors import dropped_stream_event, normalise_error
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
@@ -37,7 +37,6 @@ HOP_BY_HOP = frozenset(
         "trailers", "transfer-encoding", "upgrade", "host", "content-length", "content-encoding",
     }
 )  # fmt: skip
-STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -50,31 +49,6 @@ def forwarded_headers(headers: httpx.Headers | Any) -> dict[str, str]:
 
 def request_id(request: Request) -> str:
     return request.headers.get(REQUEST_ID_HEADER) or f"prefill-{uuid.uuid4().hex}"
-
-
-def normalise_error(status: int, body: bytes) -> dict[str, Any]:
-    """vLLM's error body (integer codes, older shapes, or not JSON) in the OpenAI envelope."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
-    if not isinstance(error, dict):
-        text = body.decode(errors="replace").strip()[:500] or f"vLLM answered {status}"
-        return error_envelope(text, "upstream_error", None, code_for(status))
-    code = error.get("code")
-    return error_envelope(
-        str(error.get("message") or error.get("detail") or f"vLLM answered {status}"),
-        "invalid_request_error" if 400 <= status < 500 else "upstream_error",
-        error.get("param"),
-        code if isinstance(code, str) else code_for(status),
-    )
-
-
-def code_for(status: int) -> str:
-    if status in STATUS_CODES:
-        return STATUS_CODES[status]
-    return "rate_limited" if status == 429 else "upstream_error"
 
 
 def prepared_body(
@@ -140,8 +114,7 @@ async def sse_events(
                 line = "data: " + json.dumps(normalise_error(500, line[5:].strip().encode()))
             yield (line + "\n").encode()
     except (httpx.TransportError, httpx.TimeoutException) as error:
-        failure = UpstreamError(f"vLLM dropped the stream: {error or type(error).__name__}")
-        yield f"data: {json.dumps(failure.envelope())}\n\ndata: [DONE]\n\n".encode()
+        yield dropped_stream_event(error)
     finally:
         first_token()
         await response.aclose()
@@ -171,5 +144,5 @@ async def chat_completions(
         services = services_of(request)
         session = session_for(services, request, tenant)
         headers = {REQUEST_ID_HEADER: request_id(request)}
-        return await session_chat(services, session, body, headers, normalise_error)
+        return await session_chat(services, session, body, headers)
     return await relay(request, "/v1/chat/completions", body, tenant)

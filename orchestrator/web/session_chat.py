@@ -18,8 +18,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.services import LiveSession
-from orchestrator.errors import InvalidRequest, UpstreamError
+from orchestrator.errors import InvalidRequest
 from orchestrator.web.services import Services
+from orchestrator.web.upstream_errors import dropped_stream_event, normalise_error
 
 PASSED_ON = frozenset({
     "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n",
@@ -102,7 +103,6 @@ async def session_chat(
     session: LiveSession,
     body: dict[str, Any],
     headers: dict[str, str],
-    normalise: Callable[[int, bytes], dict[str, Any]],
 ) -> Response:
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -127,7 +127,8 @@ async def session_chat(
             await response.aclose()
             session.close_http_final(final)
         if response.status_code >= 400:
-            return JSONResponse(normalise(response.status_code, content), response.status_code)
+            envelope = normalise_error(response.status_code, content)
+            return JSONResponse(envelope, response.status_code)
         return JSONResponse(chat_completion(json.loads(content), final.answer_opening))
     events = chat_events(response, final, session, first_token)
     return StreamingResponse(events, media_type="text/event-stream")
@@ -150,13 +151,12 @@ async def chat_events(
                 yield b"data: [DONE]\n\n"
                 continue
             chunk = json.loads(data)
-            if "error" in chunk:
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            if "error" in chunk:  # as the passthrough does: in the OpenAI envelope
+                yield f"data: {json.dumps(normalise_error(500, data.encode()))}\n\n".encode()
                 continue
             yield f"data: {json.dumps(chat_chunk(chunk, final.answer_opening, begun))}\n\n".encode()
     except (httpx.TransportError, httpx.TimeoutException) as error:
-        failure = UpstreamError(f"vLLM dropped the stream: {error or type(error).__name__}")
-        yield f"data: {json.dumps(failure.envelope())}\n\ndata: [DONE]\n\n".encode()
+        yield dropped_stream_event(error)
     finally:
         first_token()
         await response.aclose()
