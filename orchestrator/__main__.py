@@ -15,7 +15,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from orchestrator.errors import SetupError
-from orchestrator.launch import launched_vllm
+from orchestrator.launch import launched_vllm, with_kv_events
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from vllm_launch.errors import LaunchError
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if port_in_use(settings.host, settings.port):
             raise SetupError(f"port {settings.port} on {settings.host} is already in use")
+        if args.launch_vllm:
+            settings = with_kv_events(settings)
         with launched_vllm(settings, args.enforce_eager) if args.launch_vllm else _nothing():
             print(f"Orchestrator at http://{settings.host}:{settings.port}", flush=True)
             logging.getLogger("uvicorn.error").addFilter(OneLineSetupErrors())

@@ -12,6 +12,18 @@ from vllm_launch.model import prepare_model, resolve_model, served_name
 from vllm_launch.server import EngineProcess, ServeOptions, answers, build_command
 
 
+def with_kv_events(settings: Settings) -> Settings:
+    """The settings of an orchestrator that launches vLLM: it follows the KV events that
+    `vllm_launch` turns on (unless other endpoints are set)."""
+    if settings.kv_events_url is not None:
+        return settings
+    url = urlsplit(settings.vllm_base_url)
+    opts = ServeOptions(model="", served_model_name="", host=url.hostname or "127.0.0.1")
+    assert opts.kv_events_urls is not None
+    events, replay = opts.kv_events_urls
+    return settings.model_copy(update={"kv_events_url": events, "kv_events_replay_url": replay})
+
+
 @contextlib.contextmanager
 def launched_vllm(
     settings: Settings, enforce_eager: bool, extra_args: tuple[str, ...] = ()

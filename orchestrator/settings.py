@@ -81,6 +81,26 @@ class Settings(BaseSettings):
         "after its first token); new warm-ups wait until then either way.",
     )
     max_tokens: int = Field(256, ge=1, description="Default max_tokens of a final request.")
+    kv_events_url: str | None = Field(
+        None,
+        pattern=r"^(tcp|ipc)://",
+        description="vLLM's KV event PUB endpoint (tcp://host:port); unset: the orchestrator "
+        "believes its own arithmetic of what is cached. `--launch-vllm` sets it.",
+    )
+    kv_events_replay_url: str | None = Field(
+        None,
+        pattern=r"^(tcp|ipc)://",
+        description="vLLM's KV event replay endpoint, to catch up after a gap.",
+    )
+    rewarms_per_pause: int = Field(
+        2,
+        ge=0,
+        description="Times a session's evicted blocks are warmed again between two keystrokes "
+        "(KV events only; 0: never).",
+    )
+    rewarm_idle_s: float = Field(
+        300.0, gt=0, description="No re-warm after eviction for a session idle this long."
+    )
 
     api_keys: dict[str, str] = Field(
         default_factory=dict,

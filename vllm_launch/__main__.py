@@ -15,7 +15,7 @@ from types import FrameType
 from vllm_launch.engine_env import detect_device, ensure_engine_env
 from vllm_launch.errors import LaunchError
 from vllm_launch.model import prepare_model, resolve_model, served_name
-from vllm_launch.server import EngineProcess, ServeOptions
+from vllm_launch.server import DEFAULT_KV_EVENTS_PORT, EngineProcess, ServeOptions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +43,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument(
         "--enforce-eager", action="store_true", help="skip compilation (faster start)"
     )
+    serve.add_argument(
+        "--kv-events-port",
+        type=int,
+        default=DEFAULT_KV_EVENTS_PORT,
+        help="publish KV cache events here (ZMQ PUB; replay on the next port)",
+    )
+    serve.add_argument("--no-kv-events", action="store_true", help="publish no KV events")
     serve.add_argument("--startup-timeout", type=float, default=600.0)
     serve.add_argument("extra", nargs="*", help="more vLLM flags, after --")
     return parser.parse_args(argv)
@@ -61,6 +68,7 @@ def serve(args: argparse.Namespace, device: str) -> int:
         kv_cache_gib=args.kv_cache_gib,
         enforce_eager=args.enforce_eager,
         max_model_len=args.max_model_len,
+        kv_events_port=None if args.no_kv_events else args.kv_events_port,
         startup_timeout_s=args.startup_timeout,
         extra_args=tuple(args.extra),
     )
@@ -76,6 +84,8 @@ def serve(args: argparse.Namespace, device: str) -> int:
     try:
         with process:
             print(f"vLLM ready at {opts.base_url} serving {opts.served_model_name}", flush=True)
+            if opts.kv_events_urls:
+                print("KV events at {} (replay {})".format(*opts.kv_events_urls), flush=True)
             code = process.wait()
             raise LaunchError(f"vLLM exited with code {code}; log: {process.log_path}")
     except KeyboardInterrupt:

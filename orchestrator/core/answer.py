@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.core.dispatch import REPORT_FULL_CHAINS
 from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.frames import Done, Error, Send, Token
 from orchestrator.core.started import Started
@@ -138,7 +139,8 @@ class FinalAnswer:
         await self.send(done_frame(seq(), ttft_ms, usage, finish, answer, received, stats, extra))
 
     def body(self, started: Started, tokens: list[int]) -> dict[str, Any]:
-        return {
+        chains = {"vllm_xargs": REPORT_FULL_CHAINS} if self.settings.kv_events_url else {}
+        return chains | {
             "model": started.facts.model,
             "prompt": tokens,
             "max_tokens": started.params.max_tokens or self.settings.max_tokens,

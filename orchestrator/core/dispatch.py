@@ -17,6 +17,10 @@ from orchestrator.core.gate import WarmupGate
 from orchestrator.core.vllm_client import Usage, VLLMClient
 from orchestrator.errors import RateLimited, UpstreamUnavailable
 
+# vLLM then publishes a BlockStored event for every block a request reuses, not only for the
+# blocks it computes, so the index learns whole chains (even ones cached before it listened).
+REPORT_FULL_CHAINS = {"kv_cache_report_mode": "full"}
+
 
 class WarmDispatcher:
     def __init__(
@@ -27,6 +31,7 @@ class WarmDispatcher:
         priority: int,
         finals: FinalsFirst | None = None,
         turn_timeout_s: float = 60.0,
+        report_chains: bool = False,
     ) -> None:
         self.vllm = vllm
         self.gate = gate
@@ -34,6 +39,7 @@ class WarmDispatcher:
         self.priority = priority
         self.finals = finals or FinalsFirst()
         self.turn_timeout_s = turn_timeout_s
+        self.report_chains = report_chains  # KV events of reused blocks too (see kv_events.py)
 
     def try_admit(self) -> bool:
         """Take a slot for one warm-up; False while vLLM backs off or the bound is reached."""
@@ -64,6 +70,8 @@ class WarmDispatcher:
             "priority": self.priority,
             "cache_salt": salt,
         }
+        if self.report_chains:
+            body["vllm_xargs"] = REPORT_FULL_CHAINS
         return Usage.from_body((await self.vllm.complete(body, request_id)).get("usage"))
 
     def finish(self, ok: bool | None) -> None:

@@ -102,6 +102,11 @@ class WarmPlanner:
         return self._pending
 
     @property
+    def current(self) -> tuple[int, ...]:
+        """The latest prompt the planner was offered."""
+        return self._current
+
+    @property
     def cached_tokens(self) -> int:
         """Tokens of the latest prompt seen that are believed cached (whole blocks)."""
         return valid_blocks(self._confirmed, self._current, self._block_size) * self._block_size
@@ -144,6 +149,16 @@ class WarmPlanner:
         self._current = self._confirmed
         self._in_flight = None
         self._pending = None
+
+    def evicted(self, resident_tokens: int) -> bool:
+        """vLLM evicted the warmed blocks from `resident_tokens` on (whole blocks): believe
+        only what is left. True if that took back a block the planner believed cached."""
+        kept = resident_tokens // self._block_size
+        if kept >= usable_blocks(len(self._confirmed), self._block_size):
+            return False
+        # A request of kept * B + 1 tokens leaves exactly `kept` blocks (see usable_blocks).
+        self._confirmed = self._confirmed[: kept * self._block_size + 1] if kept else ()
+        return True
 
     def forget_cache(self) -> None:
         """vLLM restarted and its cache is empty: warm again from the start."""

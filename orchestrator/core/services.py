@@ -11,8 +11,10 @@ from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch
 from orchestrator.core.frames import Send, ServerFrame
 from orchestrator.core.http_final import HttpFinal
+from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
+from orchestrator.core.resident import Eviction, ResidentBlocks
 from orchestrator.core.vllm_client import EngineFacts, VLLMClient
 from orchestrator.settings import Settings
 
@@ -38,6 +40,8 @@ class LiveSession(Protocol):
 
     def close_http_final(self, final: HttpFinal) -> None: ...
 
+    def on_evicted(self, eviction: Eviction, index: ResidentBlocks) -> bool: ...
+
 
 @dataclass
 class SessionServices:
@@ -47,6 +51,8 @@ class SessionServices:
     dispatcher: WarmDispatcher
     contexts: ContextSource
     sessions: SessionRegistry[LiveSession]
+    kv_feed: KVEventFeed | None = None  # vLLM's KV events, when configured
+    rewarms_after_eviction: int = 0
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -61,6 +67,21 @@ class SessionServices:
                 self._facts = await self.vllm.facts(self.settings.block_size)
             return self._facts
 
+    def cache_view_status(self) -> dict[str, Any]:
+        """Whose word on the cache the sessions follow: vLLM's KV events, or their own belief."""
+        if self.kv_feed is None:
+            return {"source": "belief", "state": "off"}
+        return {**self.kv_feed.status(), "rewarms_after_eviction": self.rewarms_after_eviction}
+
+    def on_eviction(self, eviction: Eviction) -> None:
+        """vLLM evicted blocks: the sessions whose warmed chains were cut warm them again."""
+        index = self.kv_feed.index if self.kv_feed else None
+        if index is None:
+            return
+        for session in self.sessions.all():
+            if session.salt in eviction.salts and session.on_evicted(eviction, index):
+                self.rewarms_after_eviction += 1
+
     async def broadcast(self, frame: ServerFrame) -> None:
         """Send a frame to every live session."""
         for session in self.sessions.all():
@@ -73,6 +94,8 @@ class SessionServices:
         """vLLM answers again, maybe restarted with another model and surely with an empty
         cache: read its facts again next time, and let every session warm again at once."""
         self._facts = None
+        if self.kv_feed is not None:
+            self.kv_feed.reset()
         for session in self.sessions.all():
             session.resume_warmups()
 

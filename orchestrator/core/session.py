@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.core import frames
@@ -18,6 +20,7 @@ from orchestrator.core.answer import FinalAnswer
 from orchestrator.core.http_final import HttpFinal, submitted_text
 from orchestrator.core.planner import WarmPlanner, WarmUp
 from orchestrator.core.prompt import SessionPrompt
+from orchestrator.core.resident import Eviction, ResidentBlocks
 from orchestrator.core.rhythm import TypingRhythm
 from orchestrator.core.salt import tenant_salt
 from orchestrator.core.services import SessionServices
@@ -43,6 +46,8 @@ class Session:
         self.rhythm = TypingRhythm(
             services.settings.typing_pause_ms / 1000, services.settings.typing_pause_factor
         )
+        self.rewarms_left = services.settings.rewarms_per_pause
+        self.last_input = 0.0  # loop time of the last start or keystroke
         self.answer = FinalAnswer(
             services.vllm, services.dispatcher.finals, send, self.id, services.settings
         )
@@ -70,7 +75,7 @@ class Session:
         salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
         warmer = Warmer(
             self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
-            self.replan,
+            self.replan, functools.partial(self.resident_tokens, salt, facts.block_size),
         )  # fmt: skip
         strategy = STRATEGIES[frame.warmups]
         messages = ((("system", frame.context.system),) if frame.context.system else ()) + tuple(
@@ -80,6 +85,7 @@ class Session:
             facts, prompt, planner, warmer, strategy, frame.params, salt, context, messages
         )
         self.text, self.seq, self.planned_stable, self.warm_memo = "", 0, None, None
+        self.typed()
         ready = frames.Ready(
             session_id=self.id, model=facts.model, block_size=facts.block_size,
             warmups=strategy.name,
@@ -90,6 +96,7 @@ class Session:
     def on_input(self, frame: frames.Input) -> None:
         started = self.require_started()
         self.text, self.seq = frame.text, frame.seq
+        self.typed()
         if not started.strategy.follows_typing:
             return
         stable = started.prompt.stable_text(frame.text)
@@ -174,6 +181,37 @@ class Session:
                 f"the model's context of {limit} tokens",
                 code="input_too_long",
             )
+
+    def resident_tokens(self, salt: str, block_size: int, tokens: Sequence[int]) -> int | None:
+        """Tokens of `tokens` vLLM holds under `salt`, by its KV events (None: no events)."""
+        feed = self.services.kv_feed
+        if feed is None or not feed.live:
+            return None
+        return feed.index.resident_tokens(salt, tokens, block_size)
+
+    def typed(self) -> None:
+        self.last_input = asyncio.get_running_loop().time()
+        self.rewarms_left = self.settings.rewarms_per_pause
+
+    def on_evicted(self, eviction: Eviction, index: ResidentBlocks) -> bool:
+        """vLLM evicted blocks (its KV events): if they cut this session's warmed chain,
+        believe only what is left, and warm it again while the user is still around (a few
+        times between keystrokes: under pressure re-warms evict others in turn). True if a
+        re-warm was sent."""
+        started = self.started
+        if started is None or not started.strategy.warms:
+            return False
+        planner = started.planner
+        cut = index.cut_at(started.salt, planner.confirmed, planner.block_size, eviction)
+        if cut is None or not planner.evicted(cut):
+            return False
+        idle_s = asyncio.get_running_loop().time() - self.last_input
+        if self.rewarms_left <= 0 or idle_s > self.settings.rewarm_idle_s:
+            return False
+        if not started.warmer.rewarm():
+            return False
+        self.rewarms_left -= 1
+        return True
 
     def resume_warmups(self) -> None:
         if self.started is not None and self.started.strategy.warms:

@@ -40,6 +40,7 @@ class Warmer:
         salt: str,
         planner: WarmPlanner,
         replan: Callable[[], WarmUp | None],
+        resident: Callable[[Sequence[int]], int | None] = lambda tokens: None,
     ) -> None:
         self.dispatcher = dispatcher
         self.send = send
@@ -48,6 +49,7 @@ class Warmer:
         self.salt = salt
         self.planner = planner
         self.replan = replan  # asks the session for its current candidate (retries)
+        self.resident = resident  # what vLLM's KV events say it holds of a prompt (None: no word)
         self.stats = WarmStats()
         self.task: asyncio.Task[None] | None = None
         self.dispatched = False  # the current warm-up has passed the gate
@@ -87,6 +89,18 @@ class Warmer:
             self.retry_timer = None
         if self.task is None or self.task.done():
             self.retry()
+
+    def rewarm(self) -> bool:
+        """vLLM evicted warmed blocks: warm what the session wants warmed now, unless a
+        warm-up is already on its way (it recomputes them) or a submit holds warm-ups.
+        True if one was sent."""
+        if self.held or self.retry_timer is not None:
+            return False
+        if self.task is not None and not self.task.done():
+            return False
+        before = self.task
+        self.offer(self.replan())
+        return self.task is not before
 
     def settle(self, final: Sequence[int]) -> None:
         """Before the final request `final`: hold new warm-ups and stop those it does not need.
@@ -166,7 +180,8 @@ class Warmer:
         self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
         elapsed_ms = (time.perf_counter() - started) * 1000
         following = self.planner.on_warm_done(warm, ok=True)
-        cached = self.planner.cached_tokens
+        held = self.resident(self.planner.current)
+        cached = self.planner.cached_tokens if held is None else held
         await self.send(Warm.of(warm.seq, len(warm.tokens), cached, elapsed_ms, warm.submit_ready))
         self.offer(following)
         return True

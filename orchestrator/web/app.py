@@ -17,6 +17,7 @@ from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch, stop_task
 from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.gate import WarmupGate
+from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.vllm_client import VLLMClient, make_http_client
@@ -67,6 +68,7 @@ async def lifespan_for(
             settings.warm_priority,
             FinalsFirst(settings.preempt_warmups),
             settings.request_timeout_s,
+            report_chains=settings.kv_events_url is not None,
         ),
         contexts=sql,
         sessions=SessionRegistry(settings.max_sessions, settings.max_sessions_per_tenant),
@@ -76,9 +78,17 @@ async def lifespan_for(
     )
     app.state.services = services
     watcher = asyncio.create_task(services.watch_engine())
+    feed = None
+    if settings.kv_events_url is not None:
+        services.kv_feed = KVEventFeed(
+            settings.kv_events_url, settings.kv_events_replay_url, services.on_eviction
+        )
+        feed = asyncio.create_task(services.kv_feed.run())
     try:
         yield
     finally:
+        if feed is not None:
+            await stop_task(feed)
         await stop_task(watcher)
         await http.aclose()
         if database is not None:

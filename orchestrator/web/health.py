@@ -25,6 +25,7 @@ async def health(request: Request) -> JSONResponse:
             "block_size": block_size,
             "error": engine.error,
         },
+        "cache_view": services.cache_view_status()["source"],
     }
     healthy = engine.ok
     if services.database is not None:
