@@ -23,11 +23,22 @@ END = (-1).to_bytes(8, "big", signed=True)
 
 
 def stored(
-    hashes: Sequence[int], parent: int | None, tokens: Sequence[int], salt: str | None = None
+    hashes: Sequence[int],
+    parent: int | None,
+    tokens: Sequence[int],
+    salt: str | None = None,
+    block_size: int = 4,
 ) -> BlockStored:
-    """Blocks of 4 tokens (the unit tests' block size) chained from `parent`."""
+    """Blocks of `block_size` tokens chained from `parent` (the first under `salt`)."""
     extra = [(salt,) if salt and parent is None and i == 0 else None for i in range(len(hashes))]
-    return BlockStored(list(hashes), parent, list(tokens), 4, "GPU", extra)
+    return BlockStored(list(hashes), parent, list(tokens), block_size, "GPU", extra)
+
+
+def chain_of(tokens: Sequence[int], salt: str, block_size: int, first: int = 1) -> BlockStored:
+    """The event vLLM sends for a prompt's full blocks, hashes numbered from `first`."""
+    blocks = len(tokens) // block_size
+    hashes = range(first, first + blocks)
+    return stored(list(hashes), None, tokens[: blocks * block_size], salt, block_size)
 
 
 class FakeKVPublisher:

@@ -1,0 +1,105 @@
+"""A session and vLLM's KV events: an eviction that cuts the session's warmed chain takes back
+its belief and warms it again (a bounded number of times while the user is idle); other
+evictions change nothing; without events the belief stays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from eval.fake_vllm import FakeVLLM
+from orchestrator.core.kv_events import BlockRemoved
+from tests.fakes import SessionClient, wait_until
+from tests.helpers import BLOCK, SETTLE_S, SYSTEM
+from tests.kv_publisher import FakeKVPublisher, chain_of
+from tests.sessions import App, StartApp, salt, started
+
+
+LONG_SYSTEM = " ".join([SYSTEM] * 4)  # a context of a few blocks
+
+
+@pytest.fixture
+async def publisher() -> AsyncIterator[FakeKVPublisher]:
+    fake = FakeKVPublisher()
+    yield fake
+    await fake.close()
+
+
+async def app_with_events(start_app: StartApp, publisher: FakeKVPublisher, **more: object) -> App:
+    app = await start_app(
+        kv_events_url=publisher.url, kv_events_replay_url=publisher.replay_url, **more
+    )
+    feed = app.services.kv_feed
+    assert feed is not None
+    await wait_until(lambda: feed.live, what="the feed to go live")
+    return app
+
+
+async def warmed_context(app: App, fake: FakeVLLM) -> tuple[SessionClient, list[int]]:
+    """A started session whose context warm-up landed; the tokens it warmed."""
+    client = await started(app, context={"system": LONG_SYSTEM})
+    await client.next("warm")
+    return client, list(fake.warmups[-1].body["prompt"])
+
+
+async def test_an_eviction_of_a_warmed_block_warms_the_context_again(
+    start_app: StartApp, fake: FakeVLLM, publisher: FakeKVPublisher
+) -> None:
+    app = await app_with_events(start_app, publisher)
+    client, tokens = await warmed_context(app, fake)
+    feed = app.services.kv_feed
+    assert feed is not None
+    publisher.batch(chain_of(tokens, salt(), BLOCK))  # what vLLM says it stored
+    await wait_until(lambda: feed.index.resident_tokens(salt(), tokens, BLOCK) > 0)
+    sent = len(fake.warmups)
+    publisher.batch(BlockRemoved([3], "GPU"))  # the third block of the chain goes
+    warm = await client.next("warm")
+    assert len(fake.warmups) == sent + 1
+    assert fake.warmups[-1].body["prompt"] == tokens  # the same prefix, warmed again
+    assert fake.warmups[-1].body["vllm_xargs"] == {"kv_cache_report_mode": "full"}
+    assert warm["cached_tokens"] == 2 * BLOCK  # what vLLM holds by its events (no store yet)
+    assert app.services.rewarms_after_eviction == 1
+    assert app.services.cache_view_status()["source"] == "kv-events"
+
+
+async def test_evictions_elsewhere_change_nothing(
+    start_app: StartApp, fake: FakeVLLM, publisher: FakeKVPublisher
+) -> None:
+    app = await app_with_events(start_app, publisher)
+    _client, tokens = await warmed_context(app, fake)
+    publisher.batch(chain_of(tokens, salt(), BLOCK))
+    publisher.batch(chain_of(tokens, salt("someone-else"), BLOCK, first=100))
+    sent = len(fake.warmups)
+    publisher.batch(BlockRemoved([101, 5000], "GPU"))  # another salt's block, an unknown one
+    await asyncio.sleep(SETTLE_S)
+    assert len(fake.warmups) == sent
+    assert app.services.rewarms_after_eviction == 0
+
+
+async def test_an_idle_session_is_rewarmed_only_so_often_between_keystrokes(
+    start_app: StartApp, fake: FakeVLLM, publisher: FakeKVPublisher
+) -> None:
+    app = await app_with_events(start_app, publisher, rewarms_per_pause=1)
+    client, tokens = await warmed_context(app, fake)
+    for round_ in range(2):
+        publisher.batch(chain_of(tokens, salt(), BLOCK, first=10 * round_ + 1))
+        publisher.batch(BlockRemoved([10 * round_ + 1], "GPU"))
+    await client.next("warm")  # the first eviction
+    await asyncio.sleep(SETTLE_S)  # not the second: the budget is spent until a keystroke
+    assert app.services.rewarms_after_eviction == 1
+    await client.send(type="input", text="a", seq=1)
+    publisher.batch(chain_of(tokens, salt(), BLOCK, first=50))
+    publisher.batch(BlockRemoved([50], "GPU"))
+    await wait_until(lambda: app.services.rewarms_after_eviction == 2)
+
+
+async def test_without_events_the_session_keeps_its_belief(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app(fresh=True)
+    assert app.services.kv_feed is None
+    assert app.services.cache_view_status() == {"source": "belief", "state": "off"}
+    _client, _ = await warmed_context(app, fake)
+    assert "vllm_xargs" not in fake.warmups[-1].body
