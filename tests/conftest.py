@@ -7,12 +7,14 @@ starting one (it must serve the default model with prefix caching; `python -m vl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,28 +37,64 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@dataclass(frozen=True)
+class Engine:
+    """A vLLM the tests use: its URL and, when it publishes them, its KV event endpoints."""
+
+    url: str
+    kv_events: tuple[str, str] | None = None  # PUB, replay
+
+
+@contextlib.contextmanager
+def serving_vllm(
+    data_dir: Path, name: str, *flags: str, env: dict[str, str] | None = None
+) -> Iterator[Engine]:
+    """`python -m vllm_launch serve` (eager) on free ports, stopped after."""
+    port, events = free_port(), free_port()
+    log = data_dir / "logs" / f"test-{name}.out"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "vllm_launch", "--data-dir", str(data_dir), "serve"]
+    command += ["--port", str(port), "--kv-events-port", str(events), "--enforce-eager", *flags]
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(serve, url, log)
+        yield Engine(url, (f"tcp://127.0.0.1:{events}", f"tcp://127.0.0.1:{events + 1}"))
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+
+
 @pytest.fixture(scope="session")
-def vllm_url(data_dir: Path) -> Iterator[str]:
+def engine(data_dir: Path) -> Iterator[Engine]:
+    """The vLLM every engine suite shares (started once per run), or PREFILL_TEST_VLLM_URL's
+    (with PREFILL_TEST_KV_EVENTS_URL, its KV events; the replay on the next port)."""
     reused = os.environ.get("PREFILL_TEST_VLLM_URL")
     if reused:
         if not answers(reused.rstrip("/")):
             pytest.fail(f"PREFILL_TEST_VLLM_URL={reused} does not answer")
-        yield reused.rstrip("/")
+        events = os.environ.get("PREFILL_TEST_KV_EVENTS_URL")
+        yield Engine(reused.rstrip("/"), (events, replay_next_to(events)) if events else None)
         return
-    port = free_port()
-    log = data_dir / "logs" / "test-serve.out"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "vllm_launch", "--data-dir", str(data_dir), "serve"]
-    command += ["--port", str(port), "--enforce-eager"]
-    with log.open("wb") as out:
-        serve = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answers(serve, url, log)
-        yield url
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=60)
+    with serving_vllm(data_dir, "serve") as started:
+        yield started
+
+
+def replay_next_to(events: str) -> str:
+    host, port = events.rsplit(":", 1)
+    return f"{host}:{int(port) + 1}"
+
+
+@pytest.fixture(scope="session")
+def vllm_url(engine: Engine) -> str:
+    return engine.url
 
 
 def wait_until_answers(serve: subprocess.Popen[bytes], url: str, log: Path) -> None:

@@ -12,7 +12,15 @@ from eval.serving import serve_in_thread
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from tests.conftest import Engine
 from vllm_launch.model import default_model_dir
+
+
+def kv_events_of(engine: Engine) -> dict[str, str]:
+    """The settings that make an orchestrator follow `engine`'s KV events (none: belief)."""
+    if engine.kv_events is None:
+        return {}
+    return {"kv_events_url": engine.kv_events[0], "kv_events_replay_url": engine.kv_events[1]}
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +29,10 @@ def renderer(data_dir: Path) -> PromptRenderer:
 
 
 @pytest.fixture(scope="module")
-def app_url(vllm_url: str, data_dir: Path) -> Iterator[str]:
+def app_url(engine: Engine, data_dir: Path) -> Iterator[str]:
     settings = Settings(
-        vllm_url=vllm_url,
+        vllm_url=engine.url,
+        **kv_events_of(engine),
         data_dir=data_dir,
         enable_database=False,
         typing_pause_ms=300,

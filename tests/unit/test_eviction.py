@@ -16,7 +16,6 @@ from tests.helpers import BLOCK, SETTLE_S, SYSTEM
 from tests.kv_publisher import FakeKVPublisher, chain_of
 from tests.sessions import App, StartApp, salt, started
 
-
 LONG_SYSTEM = " ".join([SYSTEM] * 4)  # a context of a few blocks
 
 
