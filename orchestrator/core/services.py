@@ -11,6 +11,7 @@ from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch
 from orchestrator.core.frames import Send, ServerFrame
 from orchestrator.core.http_final import HttpFinal
+from orchestrator.core.metrics import Metrics
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.vllm_client import EngineFacts, VLLMClient
@@ -47,6 +48,7 @@ class SessionServices:
     dispatcher: WarmDispatcher
     contexts: ContextSource
     sessions: SessionRegistry[LiveSession]
+    metrics: Metrics = field(default_factory=Metrics)  # the dispatcher's own, in an app
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -60,6 +62,10 @@ class SessionServices:
             if self._facts is None:
                 self._facts = await self.vllm.facts(self.settings.block_size)
             return self._facts
+
+    def cache_view_status(self) -> dict[str, Any]:
+        """Where the service's view of vLLM's cache comes from (`GET /status`)."""
+        return {"source": "belief"}
 
     async def broadcast(self, frame: ServerFrame) -> None:
         """Send a frame to every live session."""
