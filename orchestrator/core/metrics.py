@@ -10,8 +10,9 @@ Warm-ups are counted by outcome (`prefill_ahead_warmups_total{outcome}`):
   or called off before vLLM answered (settled by its own session's submit, preempted by
   another session's final request, replaced by a new start, or its session closed).
 
-Every warm-up the planner hands over ends as exactly one of `landed`, `failed`, `dropped`;
-`sent` counts those of them that reached vLLM.
+Every warm-up offered to the dispatcher ends as exactly one of `landed`, `failed`, `dropped`
+(one turned away and retried counts again at each try); `sent` counts those that reached vLLM.
+A warm-up planned while its own session's submit is under way is not offered, nor counted.
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
         content = await response.aread()
         await response.aclose()
         services.metrics.upstream_status(response.status_code)
-        log.warning("vLLM answered %d to %s %s", response.status_code, method, path)
+        level = logging.WARNING if response.status_code >= 500 else logging.INFO
+        log.log(level, "vLLM answered %d to %s %s", response.status_code, method, path)
         envelope = normalise_error(response.status_code, content)
         return JSONResponse(
             envelope, status_code=response.status_code, headers={REQUEST_ID_HEADER: rid}
