@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from orchestrator.errors import SetupError
 from orchestrator.launch import launched_vllm, with_kv_events
+from orchestrator.logs import logging_config
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from vllm_launch.errors import LaunchError
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 host=settings.host,
                 port=settings.port,
                 ws_max_size=settings.ws_max_message_bytes,
+                log_config=logging_config(settings.log_format),
             )
     except (SetupError, LaunchError) as error:
         print(f"error: {error}", file=sys.stderr)

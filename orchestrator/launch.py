@@ -49,7 +49,7 @@ def launched_vllm(
         enforce_eager=enforce_eager,
         extra_args=extra_args,
     )
-    process = EngineProcess(engine, opts, settings.data_dir / "logs" / f"vllm-{opts.port}.log")
+    process = EngineProcess(engine, opts, settings.vllm_log_path)
     print(f"Starting vLLM ({device}); log: {process.log_path}", flush=True)
     with process:
         print(f"vLLM ready at {opts.base_url}", flush=True)

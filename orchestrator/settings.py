@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,6 +108,12 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='API key -> tenant, as JSON: {"key-a": "tenant-a"}. Empty: no auth.',
     )
+    admin_api_keys: list[str] = Field(
+        default_factory=list,
+        description='Admin keys, as JSON: ["key"]; they read GET /logs, /status and /metrics '
+        "(not the tenants' endpoints). With no key configured at all, /logs answers loopback "
+        "clients only.",
+    )
     allow_remote_without_keys: bool = Field(
         False, description="Listen beyond loopback even though no API key is configured."
     )
@@ -118,6 +126,17 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(200, ge=1, description="WebSocket sessions per tenant.")
     max_warmups_in_flight: int = Field(64, ge=1, description="Warm-ups outstanding in all.")
     http_max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP request body.")
+
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as JSON objects (ts, level, logger, message, "
+        "request_id, session_id).",
+    )
+    vllm_log_file: Path | None = Field(
+        None,
+        description="vLLM's log, tailed by GET /logs; default: the one the launcher writes, "
+        "<data_dir>/logs/vllm-<port of vllm_url>.log.",
+    )
 
     @model_validator(mode="after")
     def _no_open_remote_without_keys(self) -> Settings:
@@ -150,3 +169,12 @@ class Settings(BaseSettings):
     @property
     def vllm_base_url(self) -> str:
         return str(self.vllm_url).rstrip("/")
+
+    @property
+    def vllm_log_path(self) -> Path:
+        """vLLM's log: as set, else in the data folder, named after vLLM's port (where
+        `--launch-vllm` writes it)."""
+        if self.vllm_log_file is not None:
+            return self.vllm_log_file
+        port = urlsplit(self.vllm_base_url).port or 8001
+        return self.data_dir / "logs" / f"vllm-{port}.log"

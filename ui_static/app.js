@@ -4,6 +4,7 @@
 import { CacheMap } from "./cachemap.js";
 import * as view from "./render.js";
 import { Session, randomId, socketUrl } from "./session.js";
+import { startStatusPanel } from "./status.js";
 
 const CHAT = "*chat";
 const KEY_STORAGE = "prefill-ahead.api-key";
@@ -348,6 +349,7 @@ async function main() {
   readContext();
   createWarmSession();
   update();
+  startStatusPanel(authHeaders);
 }
 
 main();

@@ -49,6 +49,26 @@ export function renderEngine(ready) {
   engine.title = `session ${ready.session_id}, warm-ups: ${ready.warmups}`;
 }
 
+// -- engine panel (GET /status) ------------------------------------------------------------
+
+const percent = (share) =>
+  typeof share === "number" && Number.isFinite(share) ? `${(share * 100).toFixed(1)} %` : "—";
+const shown = (value) => (value === null || value === undefined ? "—" : String(value));
+
+/** Fill the engine panel from a `/status` body, or (`status` null) say why there is none. */
+export function renderStatusPanel(status, problem = "") {
+  const engine = status?.engine ?? {};
+  byTestId("status-model").textContent = engine.ok === false ? "unreachable" : shown(engine.model);
+  byTestId("status-kv").textContent = percent(engine.kv_cache_usage);
+  byTestId("status-hits").textContent = percent(engine.prefix_cache_hit_rate);
+  byTestId("status-sessions").textContent = shown(status?.sessions?.open);
+  byTestId("status-warmups").textContent = shown(status?.warmups?.in_flight);
+  byTestId("status-events").textContent = shown(status?.kv_events?.source);
+  const panel = byTestId("status-panel");
+  panel.dataset.state = status ? "ok" : "unavailable";
+  panel.title = problem || (engine.error ?? "");
+}
+
 // -- error banner ------------------------------------------------------------------------
 
 export function showError(code, message) {

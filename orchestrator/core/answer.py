@@ -132,6 +132,9 @@ class FinalAnswer:
         finally:
             self.cancel_requested = False
         started.planner.assume_cached(tokens)  # the final request left its blocks in the cache
+        started.warmer.dispatcher.metrics.final_answered(
+            started.strategy.name, ttft_ms, usage, finish
+        )
         answer = "".join(output)
         extra: dict[str, Any] = {}
         if started.context is not None and finish != "cancelled":

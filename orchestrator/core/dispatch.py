@@ -9,13 +9,16 @@ error that may be our own lag).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 from orchestrator.core.engine_watch import EngineWatch
 from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.gate import WarmupGate
+from orchestrator.core.metrics import Metrics
 from orchestrator.core.vllm_client import Usage, VLLMClient
-from orchestrator.errors import RateLimited, UpstreamUnavailable
+from orchestrator.errors import RateLimited, ServiceError, UpstreamUnavailable
 
 # vLLM then publishes a BlockStored event for every block a request reuses, not only for the
 # blocks it computes, so the index learns whole chains (even ones cached before it listened).
@@ -31,6 +34,7 @@ class WarmDispatcher:
         priority: int,
         finals: FinalsFirst | None = None,
         turn_timeout_s: float = 60.0,
+        metrics: Metrics | None = None,
         report_chains: bool = False,
     ) -> None:
         self.vllm = vllm
@@ -39,11 +43,15 @@ class WarmDispatcher:
         self.priority = priority
         self.finals = finals or FinalsFirst()
         self.turn_timeout_s = turn_timeout_s
+        self.metrics = metrics or Metrics()
         self.report_chains = report_chains  # KV events of reused blocks too (see kv_events.py)
 
     def try_admit(self) -> bool:
         """Take a slot for one warm-up; False while vLLM backs off or the bound is reached."""
-        return self.engine.try_start_warmup()
+        admitted = self.engine.try_start_warmup()
+        if not admitted:
+            self.metrics.warmup("dropped")
+        return admitted
 
     def pause_s(self) -> float:
         return self.engine.pause_s()
@@ -56,12 +64,35 @@ class WarmDispatcher:
         request_id: str | None = None,
         on_gate_passed: Callable[[], None] | None = None,
     ) -> Usage:
-        """Wait for the finals in progress, pass the gate and send an admitted warm-up; its
-        usage, or a ServiceError."""
+        """Send an admitted warm-up (`pass_and_send`) and count its outcome
+        (`core/metrics.py`): its usage, or a ServiceError."""
+        try:
+            usage = await self.pass_and_send(model, tokens, salt, request_id, on_gate_passed)
+        except asyncio.CancelledError:
+            self.metrics.warmup("dropped")
+            raise
+        except ServiceError:
+            self.metrics.warmup("failed")
+            raise
+        self.metrics.warmup_landed(usage)
+        return usage
+
+    async def pass_and_send(
+        self,
+        model: str,
+        tokens: list[int],
+        salt: str,
+        request_id: str | None,
+        on_gate_passed: Callable[[], None] | None,
+    ) -> Usage:
+        """Wait for the finals in progress, pass the gate, then send."""
+        waiting = time.perf_counter()
         await self.finals.wait_turn(self.turn_timeout_s)
         await self.gate.acquire()
+        self.metrics.gate_wait.observe(time.perf_counter() - waiting)
         if on_gate_passed is not None:
             on_gate_passed()
+        self.metrics.warmup("sent")
         body = {
             "model": model,
             "prompt": tokens,

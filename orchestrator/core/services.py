@@ -12,6 +12,7 @@ from orchestrator.core.engine_watch import EngineWatch
 from orchestrator.core.frames import Send, ServerFrame
 from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.kv_events import KVEventFeed
+from orchestrator.core.metrics import Metrics
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.resident import Eviction, ResidentBlocks
@@ -53,6 +54,7 @@ class SessionServices:
     sessions: SessionRegistry[LiveSession]
     kv_feed: KVEventFeed | None = None  # vLLM's KV events, when configured
     rewarms_after_eviction: int = 0
+    metrics: Metrics = field(default_factory=Metrics)  # the dispatcher's own, in an app
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -81,6 +83,7 @@ class SessionServices:
         for session in self.sessions.all():
             if session.salt in eviction.salts and session.on_evicted(eviction, index):
                 self.rewarms_after_eviction += 1
+                self.metrics.rewarmed_after_eviction()
 
     async def broadcast(self, frame: ServerFrame) -> None:
         """Send a frame to every live session."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,28 +74,41 @@ def upstream_message(response: httpx.Response) -> str:
 class VLLMClient:
     """The few vLLM calls the orchestrator makes itself (the passthrough relays the rest)."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, on_error: Callable[[UpstreamError], None] | None = None
+    ) -> None:
         self.http = http
+        self.on_error = on_error  # told of every failed call (the metrics count them)
+
+    def failed(self, error: UpstreamError) -> UpstreamError:
+        """`error`, once reported to `on_error`: `raise self.failed(...)`."""
+        if self.on_error is not None:
+            self.on_error(error)
+        return error
 
     async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """Send `request`; transport failures become UpstreamTimeout / UpstreamUnavailable."""
         try:
             return await self.http.send(request, stream=stream)
         except httpx.TimeoutException as error:
-            raise UpstreamTimeout(f"vLLM did not answer {request.url.path} in time") from error
+            path = request.url.path
+            raise self.failed(UpstreamTimeout(f"vLLM did not answer {path} in time")) from error
         except httpx.TransportError as error:
             reason = str(error) or type(error).__name__
-            raise UpstreamUnavailable(f"vLLM is unreachable: {reason}") from error
+            raise self.failed(UpstreamUnavailable(f"vLLM is unreachable: {reason}")) from error
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = await self.send(self.http.build_request(method, path, **kwargs))
         if 400 <= response.status_code < 500 and response.status_code != 429:
-            raise UpstreamRejected(
-                f"vLLM refused the request ({response.status_code}): {upstream_message(response)}"
+            raise self.failed(
+                UpstreamRejected(
+                    f"vLLM refused the request ({response.status_code}): "
+                    f"{upstream_message(response)}"
+                )
             )
         if response.status_code >= 400:
-            raise UpstreamError(
-                f"vLLM answered {response.status_code}: {upstream_message(response)}"
+            raise self.failed(
+                UpstreamError(f"vLLM answered {response.status_code}: {upstream_message(response)}")
             )
         return response
 
@@ -117,7 +130,11 @@ class VLLMClient:
         return [str(model["id"]) for model in body.get("data", [])]
 
     async def block_size(self) -> int | None:
-        return parse_block_size((await self.request("GET", "/metrics")).text)
+        return parse_block_size(await self.metrics_text())
+
+    async def metrics_text(self) -> str:
+        """vLLM's own Prometheus exposition (`GET /metrics`)."""
+        return (await self.request("GET", "/metrics")).text
 
     async def status(self) -> EngineStatus:
         try:
@@ -153,10 +170,13 @@ class VLLMClient:
                 chunk = parse_sse_line(line)
                 if chunk is not None:
                     yield chunk
+        except UpstreamError as error:
+            self.failed(error)
+            raise
         except httpx.TimeoutException as error:
-            raise UpstreamTimeout("vLLM stalled in the middle of a stream") from error
+            raise self.failed(UpstreamTimeout("vLLM stalled in the middle of a stream")) from error
         except httpx.TransportError as error:
-            raise UpstreamUnavailable("vLLM dropped the stream") from error
+            raise self.failed(UpstreamUnavailable("vLLM dropped the stream")) from error
         finally:
             await response.aclose()
 

@@ -18,15 +18,19 @@ from orchestrator.core.engine_watch import EngineWatch, stop_task
 from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.gate import WarmupGate
 from orchestrator.core.kv_events import KVEventFeed
+from orchestrator.core.metrics import Metrics
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.vllm_client import VLLMClient, make_http_client
 from orchestrator.errors import ServiceError, error_envelope
+from orchestrator.logs import LogRing
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.contexts import SqlContexts
 from orchestrator.text_to_sql.postgres import Database
 from orchestrator.web.health import router as health_router
-from orchestrator.web.middleware import BodySizeLimit
+from orchestrator.web.middleware import BodySizeLimit, RequestId
+from orchestrator.web.observability import MAX_LOG_LINES
+from orchestrator.web.observability import router as observability_router
 from orchestrator.web.passthrough import router as passthrough_router
 from orchestrator.web.services import Services
 from orchestrator.web.warm_api import router as warm_router
@@ -54,9 +58,11 @@ async def lifespan_for(
     http = make_http_client(
         settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s, transport
     )
-    vllm = VLLMClient(http)
+    metrics = Metrics()
+    vllm = VLLMClient(http, on_error=metrics.upstream_error)
     gate = WarmupGate(settings.warmups_per_second)
     engine = EngineWatch(settings.max_warmups_in_flight)
+    log_ring = LogRing(MAX_LOG_LINES, settings.log_format)
     services = Services(
         settings=settings,
         vllm=vllm,
@@ -68,15 +74,20 @@ async def lifespan_for(
             settings.warm_priority,
             FinalsFirst(settings.preempt_warmups),
             settings.request_timeout_s,
+            metrics=metrics,
             report_chains=settings.kv_events_url is not None,
         ),
         contexts=sql,
         sessions=SessionRegistry(settings.max_sessions, settings.max_sessions_per_tenant),
+        metrics=metrics,
         http=http,
         database=database,
         sql=sql,
+        log_ring=log_ring,
     )
+    metrics.watch(lambda: len(services.sessions), lambda: engine.in_flight)
     app.state.services = services
+    log_ring.install()
     watcher = asyncio.create_task(services.watch_engine())
     feed = None
     if settings.kv_events_url is not None:
@@ -87,6 +98,7 @@ async def lifespan_for(
     try:
         yield
     finally:
+        log_ring.uninstall()
         if feed is not None:
             await stop_task(feed)
         await stop_task(watcher)
@@ -112,7 +124,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
+    app.add_middleware(RequestId)  # outermost: a 413 has a request id too
     app.include_router(health_router)
+    app.include_router(observability_router)
     app.include_router(ws_router)
     app.include_router(passthrough_router)
     app.include_router(warm_router)

@@ -8,6 +8,7 @@ everyone is the `anonymous` tenant, and the service only listens on loopback unl
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
@@ -16,6 +17,7 @@ from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.settings import Settings
 
 ANONYMOUS_TENANT = "anonymous"
+ADMIN = "admin"  # who an admin key is on the endpoints that accept one
 SUBPROTOCOL_PREFIX = "prefill.bearer."
 
 
@@ -29,6 +31,45 @@ def tenant_for_key(settings: Settings, key: str | None) -> str:
         if hmac.compare_digest(known.encode(), key.encode()):
             return tenant
     raise Unauthorized("the API key is not valid")
+
+
+def is_admin_key(settings: Settings, key: str | None) -> bool:
+    return bool(key) and any(
+        hmac.compare_digest(known.encode(), str(key).encode()) for known in settings.admin_api_keys
+    )
+
+
+def reader_for_key(settings: Settings, key: str | None) -> str:
+    """Who may read the service's figures (`/metrics`, `/status`): `admin` for an admin key,
+    else the key's tenant, as on every other HTTP endpoint."""
+    return ADMIN if is_admin_key(settings, key) else tenant_for_key(settings, key)
+
+
+def check_admin(settings: Settings, key: str | None, client_host: str | None) -> None:
+    """`GET /logs`: with keys configured an admin key (a tenant's gets 403); with none, a
+    loopback client only."""
+    if not settings.api_keys and not settings.admin_api_keys:
+        if not is_loopback(client_host):
+            raise Forbidden(
+                "logs are served to loopback clients only unless PREFILL_ADMIN_API_KEYS is set",
+                code="forbidden",
+            )
+        return
+    if is_admin_key(settings, key):
+        return
+    if not key:
+        raise Unauthorized("an admin API key is required: Authorization: Bearer <key>")
+    if settings.api_keys:
+        tenant_for_key(settings, key)  # 401 for a key that is no tenant's either
+        raise Forbidden("this needs an admin API key, not a tenant's", code="admin_key_required")
+    raise Unauthorized("the API key is not valid")
+
+
+def is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def bearer(connection: HTTPConnection) -> str | None:

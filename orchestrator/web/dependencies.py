@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 from orchestrator.core.salt import tenant_salt
 from orchestrator.core.services import LiveSession
 from orchestrator.errors import InvalidRequest
-from orchestrator.web.auth import bearer, tenant_for_key
+from orchestrator.web.auth import bearer, check_admin, reader_for_key, tenant_for_key
 from orchestrator.web.services import Services
 
 SESSION_HEADER = "x-session-id"
@@ -27,6 +27,20 @@ async def http_tenant(request: Request) -> str:
 
 
 Tenant = Annotated[str, Depends(http_tenant)]
+
+
+async def http_reader(request: Request) -> str:
+    """FastAPI dependency: a tenant or an admin (`/metrics`, `/status`)."""
+    return reader_for_key(services_of(request).settings, bearer(request))
+
+
+async def http_admin(request: Request) -> None:
+    """FastAPI dependency: an admin, or a loopback client when no key is configured."""
+    host = request.client.host if request.client else None
+    check_admin(services_of(request).settings, bearer(request), host)
+
+
+Reader = Annotated[str, Depends(http_reader)]
 
 
 def session_for(services: Services, request: Request, tenant: str) -> LiveSession:

@@ -1,12 +1,49 @@
-"""ASGI middleware: HTTP bodies over the limit get 413 in the OpenAI envelope."""
+"""ASGI middleware: every HTTP request gets a request id; bodies over the limit get 413 in
+the OpenAI envelope."""
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import PayloadTooLarge
+from orchestrator.logs import REQUEST_ID
+
+REQUEST_ID_HEADER = b"x-request-id"
+GOOD_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")  # safe in a log line and header
+
+
+class RequestId:
+    """ASGI middleware: the request's `X-Request-Id` (a new `prefill-<hex>` when it has none,
+    or one unfit for a log line) is put in the request's headers, in the log context
+    (`logs.REQUEST_ID`) and in the response's headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != REQUEST_ID_HEADER]
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
+        rid = given if GOOD_REQUEST_ID.match(given) else f"prefill-{uuid.uuid4().hex}".encode()
+        scope = {**scope, "headers": [*headers, (REQUEST_ID_HEADER, rid)]}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                sent = [(k, v) for k, v in message.get("headers", []) if k != REQUEST_ID_HEADER]
+                message = {**message, "headers": [*sent, (REQUEST_ID_HEADER, rid)]}
+            await send(message)
+
+        token = REQUEST_ID.set(rid.decode())
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 class BodySizeLimit:

@@ -9,6 +9,7 @@ in the OpenAI envelope, and a client that goes away closes the upstream stream (
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -29,6 +30,7 @@ from orchestrator.web.services import Services
 from orchestrator.web.session_chat import session_chat
 from orchestrator.web.upstream_errors import dropped_stream_event, normalise_error
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["OpenAI-compatible"])
 
 HOP_BY_HOP = frozenset(
@@ -85,6 +87,9 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
     if response.status_code >= 400:
         content = await response.aread()
         await response.aclose()
+        services.metrics.upstream_status(response.status_code)
+        level = logging.WARNING if response.status_code >= 500 else logging.INFO
+        log.log(level, "vLLM answered %d to %s %s", response.status_code, method, path)
         envelope = normalise_error(response.status_code, content)
         return JSONResponse(
             envelope, status_code=response.status_code, headers={REQUEST_ID_HEADER: rid}

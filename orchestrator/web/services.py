@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import httpx
 
 from orchestrator.core.services import SessionServices
+from orchestrator.logs import LogRing
 from orchestrator.text_to_sql.contexts import SqlContexts
 from orchestrator.text_to_sql.postgres import Database
 
@@ -19,3 +20,4 @@ class Services(SessionServices):
     http: httpx.AsyncClient  # the passthrough builds its own requests on it
     database: Database | None
     sql: SqlContexts
+    log_ring: LogRing  # the orchestrator's recent log records, for GET /logs

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.core.http_final import HttpFinal
+from orchestrator.core.metrics import Metrics
 from orchestrator.core.services import LiveSession
+from orchestrator.core.vllm_client import Usage
 from orchestrator.errors import InvalidRequest
 from orchestrator.web.services import Services
 from orchestrator.web.upstream_errors import dropped_stream_event, normalise_error
@@ -27,6 +30,25 @@ PASSED_ON = frozenset({
     "stream", "stream_options", "presence_penalty", "frequency_penalty", "repetition_penalty",
     "user", "priority",
 })  # fmt: skip
+
+
+@dataclass
+class FinalTally:
+    """The metrics of one session's final over HTTP: TTFT (streamed only) and usage."""
+
+    metrics: Metrics
+    received: float
+    ttft_ms: float | None = None
+    usage: Usage | None = None
+
+    def saw(self, chunk: dict[str, Any]) -> None:
+        if self.ttft_ms is None and any(c.get("text") for c in chunk.get("choices", [])):
+            self.ttft_ms = (time.perf_counter() - self.received) * 1000
+        if chunk.get("usage"):
+            self.usage = Usage.from_body(chunk["usage"])
+
+    def ended(self) -> None:
+        self.metrics.final_answered("http", self.ttft_ms, self.usage)
 
 
 def completion_body(final: HttpFinal, body: dict[str, Any], priority: int) -> dict[str, Any]:
@@ -108,6 +130,7 @@ async def session_chat(
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise InvalidRequest("messages must be a list of chat messages", param="messages")
     final = session.open_http_final(messages)
+    tally = FinalTally(services.metrics, time.perf_counter())
     first_token = services.dispatcher.finals.final_started(session.id)
     try:
         payload = completion_body(final, body, services.settings.final_priority)
@@ -127,10 +150,14 @@ async def session_chat(
             await response.aclose()
             session.close_http_final(final)
         if response.status_code >= 400:
+            services.metrics.upstream_status(response.status_code)
             envelope = normalise_error(response.status_code, content)
             return JSONResponse(envelope, response.status_code)
-        return JSONResponse(chat_completion(json.loads(content), final.answer_opening))
-    events = chat_events(response, final, session, first_token)
+        completion = json.loads(content)
+        tally.usage = Usage.from_body(completion.get("usage"))
+        tally.ended()
+        return JSONResponse(chat_completion(completion, final.answer_opening))
+    events = chat_events(response, final, session, first_token, tally)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
@@ -139,6 +166,7 @@ async def chat_events(
     final: HttpFinal,
     session: LiveSession,
     first_token: Callable[[], None],
+    tally: FinalTally,
 ) -> AsyncIterator[bytes]:
     begun: set[int] = set()
     try:
@@ -154,10 +182,12 @@ async def chat_events(
             if "error" in chunk:  # as the passthrough does: in the OpenAI envelope
                 yield f"data: {json.dumps(normalise_error(500, data.encode()))}\n\n".encode()
                 continue
+            tally.saw(chunk)
             yield f"data: {json.dumps(chat_chunk(chunk, final.answer_opening, begun))}\n\n".encode()
     except (httpx.TransportError, httpx.TimeoutException) as error:
         yield dropped_stream_event(error)
     finally:
+        tally.ended()
         first_token()
         await response.aclose()
         session.close_http_final(final)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from fastapi import APIRouter, WebSocket
@@ -27,10 +28,12 @@ from orchestrator.core.frames import Error, ServerFrame
 from orchestrator.core.gate import TokenBucket
 from orchestrator.core.session import Session
 from orchestrator.errors import RateLimited, ServiceError
+from orchestrator.logs import SESSION_ID
 from orchestrator.web.auth import check_origin, subprotocol_key, tenant_for_key
 from orchestrator.web.dependencies import services_of
 from orchestrator.web.services import Services
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
 FIRST_FRAME_TIMEOUT_S = 10.0
@@ -102,11 +105,14 @@ async def serve(
     if tenant is None:  # the key must come in the first frame
         first, tenant = await first_frame_tenant(websocket, services, send)
     session = Session(services, send, tenant)
+    SESSION_ID.set(session.id)  # this task's log records, and those of the tasks it starts
     try:
         services.sessions.admit(session)
     except RateLimited as error:
+        log.warning("session refused: %s", error.message)
         await send(Error.of(error))
         raise Closing(POLICY_VIOLATION, error.message) from None
+    log.info("session opened (tenant %s)", tenant)
     try:
         if first is not None:
             await dispatch(session, first, time.perf_counter(), send)
@@ -114,6 +120,7 @@ async def serve(
     finally:
         services.sessions.remove(session)
         await session.close()
+        log.info("session closed")
 
 
 async def first_frame_tenant(
@@ -171,6 +178,7 @@ async def dispatch(
 ) -> None:
     try:
         if isinstance(frame, protocol.Input):
+            session.services.metrics.keystrokes.inc()
             session.on_input(frame)
         elif isinstance(frame, protocol.Submit):
             await session.submit(frame, received)

@@ -119,6 +119,12 @@ def test_typing_warms_and_enter_answers(browser: Browser, app_url: str) -> None:
     page.select_option("#context", "demo")
     wait_ready(page, "demo")
     expect(page.locator("#engine")).to_contain_text("block")
+    served = page.request.get(f"{app_url}/health").json()["vllm"]["model"]
+    panel = page.get_by_test_id("status-panel")
+    expect(panel.get_by_test_id("status-model")).to_have_text(served, timeout=ENGINE_TIMEOUT_MS)
+    expect(panel).to_have_attribute("data-state", "ok")
+    expect(panel.get_by_test_id("status-kv")).to_have_text(re.compile(r"^\d+\.\d %$"))
+    expect(panel.get_by_test_id("status-events")).not_to_have_text("—")
 
     page.locator("#question").click()
     page.keyboard.type(QUESTION, delay=60)

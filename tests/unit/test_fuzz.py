@@ -315,6 +315,8 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 OPERATIONS = [
     "GET /health",
     "GET /contexts",
+    "GET /status",
+    "GET /logs",
     "GET /v1/models",
     "POST /v1/completions",
     "POST /v1/chat/completions",
