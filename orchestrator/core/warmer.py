@@ -8,6 +8,7 @@ back-off ends, with what the session's warm strategy wants warmed by then (`repl
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -58,6 +59,7 @@ class Warmer:
         self.numbers = itertools.count()
         self.failures = 0  # warm-ups of this session that failed in a row
         self.preempted = False  # the current warm-up gave way to another session's final
+        self.running: WarmUp | None = None  # the warm-up whose task has started
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
@@ -70,6 +72,14 @@ class Warmer:
             self.schedule_retry(max(RETRY_MIN_S, self.dispatcher.pause_s()))
             return
         self.task = asyncio.create_task(self.run(warm))
+        self.task.add_done_callback(functools.partial(self.if_never_ran, warm))
+
+    def if_never_ran(self, warm: WarmUp, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never runs its body (nor its `finally`):
+        give back what `offer` took for it."""
+        if task.cancelled() and self.running is not warm:
+            self.dispatcher.finish(None)
+            self.planner.on_warm_done(warm, ok=False)
 
     def schedule_retry(self, delay_s: float) -> None:
         if self.retry_timer is None:
@@ -143,6 +153,7 @@ class Warmer:
             self.task.cancel()
 
     async def run(self, warm: WarmUp) -> None:
+        self.running = warm
         verdict: bool | None = None
         try:
             verdict = await self.send_warm(warm)

@@ -7,10 +7,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from eval.fake_vllm import FakeVLLM
+from orchestrator.core.dispatch import WarmDispatcher
+from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.frames import ServerFrame
+from orchestrator.core.gate import WarmupGate
 from orchestrator.core.kv_events import BlockRemoved
+from orchestrator.core.planner import WarmPlanner
+from orchestrator.core.vllm_client import VLLMClient
+from orchestrator.core.warmer import Warmer
 from tests.fakes import SessionClient, wait_until
 from tests.helpers import BLOCK, SETTLE_S, SYSTEM
 from tests.kv_publisher import FakeKVPublisher, chain_of
@@ -102,3 +110,29 @@ async def test_without_events_the_session_keeps_its_belief(
     assert app.services.cache_view_status() == {"source": "belief", "state": "off"}
     _client, _ = await warmed_context(app, fake)
     assert "vllm_xargs" not in fake.warmups[-1].body
+
+
+async def test_a_warm_up_cancelled_before_it_ran_gives_back_its_slot() -> None:
+    """`settle` in the very tick that created a warm-up's task: the task never runs its body,
+    yet the engine watch's slot and the planner's in-flight warm-up are given back."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(500))
+    http = httpx.AsyncClient(transport=transport, base_url="http://vllm")
+    engine = EngineWatch(max_warmups_in_flight=1)
+    dispatcher = WarmDispatcher(VLLMClient(http), WarmupGate(100.0), engine, priority=10)
+    planner = WarmPlanner(BLOCK)
+
+    async def send(frame: ServerFrame) -> None:
+        return None
+
+    warmer = Warmer(dispatcher, send, "s", "m", "salt", planner, lambda: None)
+    warmer.offer(planner.on_input(list(range(3 * BLOCK)), seq=1))
+    assert engine.in_flight == 1
+    warmer.settle(list(range(BLOCK)))  # not yet dispatched: dropped
+    task = warmer.task
+    assert task is not None
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0)  # its done callbacks
+    assert task.cancelled()
+    assert engine.in_flight == 0
+    assert planner.in_flight is None
+    await http.aclose()
