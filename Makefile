@@ -8,7 +8,7 @@ DATA   ?= .data
 export PREFILL_DATA_DIR ?= $(abspath $(DATA))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit lint eval eval-load clean distclean rebuild
+.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit lint eval eval-load eval-eviction clean distclean rebuild
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ eval: setup setup-db ## TTFT per mode: Enter at once and a pause, long inputs, d
 
 eval-load: setup setup-db ## final TTFT with N = 1, 2, 4, 8 typists at once (eval/data/reports/load)
 	$(PY) -m eval load --out eval/data/reports/load $(EVAL_ARGS)
+
+eval-eviction: setup ## a small KV cache under N typists: hit rate at submit with vLLM's KV events and without
+	$(PY) -m eval eviction $(EVAL_ARGS)
 
 clean: ## remove the Python venv, caches and reports (keeps the engine and model in $(DATA))
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info eval/data/reports tests/artifacts

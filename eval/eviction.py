@@ -1,0 +1,173 @@
+"""`python -m eval eviction`: the hit rate at submit under KV cache pressure, with vLLM's KV
+events and without them, side by side on one engine.
+
+One vLLM with a deliberately small KV cache (`--cache-blocks` blocks), N typists with caches
+of their own typing the long-input workload at once (staggered starts), each thinking
+`--think-s` seconds before Enter. A typist who starts warms a whole manual and evicts what
+the others, thinking, had warmed. With events the orchestrator sees those evictions and warms
+the thinking sessions again; without them it believes its own arithmetic and the submit
+recomputes what was evicted. The two orchestrators take turns on the same engine (`--rounds`
+times each, events off first in every round). Reports go to `--out`, `summary.md` on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.replay import Replay, SubmitPause
+from eval.report import fmt
+from eval.runner import RunPlan
+from eval.serving import free_port, serve_in_thread
+from eval.session import EVAL_FRAMES_PER_SECOND, EvalSession
+from eval.workloads import DEFAULT_DATASETS, load_workload
+from orchestrator.settings import Settings
+from vllm_launch.engine_env import detect_device, ensure_engine_env
+from vllm_launch.model import prepare_model, served_name
+from vllm_launch.server import EngineProcess, ServeOptions, build_command
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_OUT = ROOT / "data" / "reports" / "eviction"
+
+
+@dataclass(frozen=True)
+class EvictionPlan:
+    cache_blocks: int = 160  # ~2 manuals with their reports: 3 typists do not fit at once
+    typists: int = 3
+    cases: int = 6
+    think_s: float = 3.0
+    speedup: float = 8.0
+    rounds: int = 1
+    seed: int = 7
+    max_model_len: int = 2560
+
+    def run_plan(self) -> RunPlan:
+        workload = load_workload(DEFAULT_DATASETS["long-input"], self.cases, "long-input")
+        replay = Replay("typing", self.speedup, SubmitPause(self.think_s))
+        return RunPlan(workload, ("keystroke",), replay, self.seed, 64, self.typists)
+
+
+def parse(argv: list[str]) -> tuple[EvictionPlan, Path]:
+    parser = argparse.ArgumentParser(prog="python -m eval eviction", description=__doc__)
+    defaults = EvictionPlan()
+    parser.add_argument("--cache-blocks", type=int, default=defaults.cache_blocks)
+    parser.add_argument("--typists", type=int, default=defaults.typists)
+    parser.add_argument("--cases", type=int, default=defaults.cases)
+    parser.add_argument("--think-s", type=float, default=defaults.think_s)
+    parser.add_argument("--speedup", type=float, default=defaults.speedup)
+    parser.add_argument("--rounds", type=int, default=defaults.rounds)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    plan = EvictionPlan(
+        args.cache_blocks, args.typists, args.cases, args.think_s, args.speedup, args.rounds,
+        args.seed,
+    )  # fmt: skip
+    return plan, args.out
+
+
+def small_cache_engine(plan: EvictionPlan, data_dir: Path) -> tuple[EngineProcess, list[str]]:
+    device = detect_device()
+    engine = ensure_engine_env(data_dir, device)
+    model = prepare_model(None, data_dir, engine)
+    opts = ServeOptions(
+        model=model,
+        served_model_name=served_name(None, model),
+        device=device,
+        port=free_port(),
+        kv_cache_gib=1,
+        max_model_len=plan.max_model_len,
+        kv_events_port=free_port(),
+        extra_args=("--num-gpu-blocks-override", str(plan.cache_blocks)),
+    )
+    log = data_dir / "logs" / f"vllm-eviction-{opts.port}.log"
+    return EngineProcess(engine, opts, log), build_command(engine, opts)[3:]
+
+
+async def one_run(
+    plan: EvictionPlan, process: EngineProcess, flags: list[str], events: bool
+) -> dict[str, Any]:
+    from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
+
+    urls = process.opts.kv_events_urls if events else None
+    settings = Settings(
+        vllm_url=process.opts.base_url,
+        datasets_dir=ROOT / "datasets",
+        ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
+        enable_database=False,
+        kv_events_url=urls[0] if urls else None,
+        kv_events_replay_url=urls[1] if urls else None,
+    )
+    app = create_app(settings)
+    with serve_in_thread(app, timeout_s=300) as url:
+        session = EvalSession(app, url, flags)
+        report = await session.evaluate(plan.run_plan())
+        report["settings"]["eviction"] = {
+            **asdict(plan),
+            "kv_events": events,
+            "cache_view": session.services.cache_view_status(),
+            "rewarms_after_eviction": session.services.rewarms_after_eviction,
+        }
+    return report
+
+
+def summary_row(report: dict[str, Any]) -> dict[str, Any]:
+    row = report["modes"]["keystroke"]
+    eviction = report["settings"]["eviction"]
+    cached, prompt = row["cached_tokens_mean"], row["prompt_tokens_mean"]
+    return {
+        "kv_events": eviction["kv_events"],
+        "hit_rate": cached / prompt if cached is not None and prompt else None,
+        "cached": cached,
+        "prompt": prompt,
+        "p50": row["ttft_ms"]["p50"],
+        "p95": row["ttft_ms"]["p95"],
+        "rewarms": eviction["rewarms_after_eviction"],
+        "warm_per_final": row["warm_prefill_tokens_per_final"],
+        "failures": len(row["failures"]),
+    }
+
+
+def write_summary(rows: list[dict[str, Any]], plan: EvictionPlan, out: Path) -> str:
+    lines = [
+        f"KV cache of {plan.cache_blocks} blocks; {plan.typists} typists with caches of their "
+        f"own, long-input workload at x{plan.speedup:g}, {plan.think_s:g} s before Enter, "
+        f"{plan.cases} cases, seed {plan.seed}.",
+        "",
+        "| KV events | hit rate at submit | cached / prompt | TTFT p50 ms | TTFT p95 ms "
+        "| re-warms after eviction | warm prefill / final | failures |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {'on' if r['kv_events'] else 'off'} | {fmt(r['hit_rate'], '.3f')} "
+            f"| {fmt(r['cached'], '.0f')} / {fmt(r['prompt'], '.0f')} | {fmt(r['p50'])} "
+            f"| {fmt(r['p95'])} | {r['rewarms']} | {fmt(r['warm_per_final'], '.0f')} "
+            f"| {r['failures']} |"
+        )
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return text
+
+
+def main(argv: list[str]) -> int:
+    plan, out = parse(argv)
+    process, flags = small_cache_engine(plan, Settings().data_dir)
+    print(f"Starting vLLM with a KV cache of {plan.cache_blocks} blocks; log: {process.log_path}")
+    rows: list[dict[str, Any]] = []
+    with process:
+        for round_ in range(plan.rounds):
+            for events in (False, True):
+                report = asyncio.run(one_run(plan, process, flags, events))
+                EvalSession.write(report, out / f"events-{'on' if events else 'off'}-{round_}")
+                rows.append(summary_row(report))
+                summary = write_summary(rows, plan, out)
+    print(summary)
+    print(f"reports in {out}")
+    return 0
