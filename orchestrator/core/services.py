@@ -11,6 +11,7 @@ from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch
 from orchestrator.core.frames import Send, ServerFrame
 from orchestrator.core.http_final import HttpFinal
+from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.vllm_client import EngineFacts, VLLMClient
@@ -47,6 +48,7 @@ class SessionServices:
     dispatcher: WarmDispatcher
     contexts: ContextSource
     sessions: SessionRegistry[LiveSession]
+    prefill_cost: PrefillCost = field(default_factory=PrefillCost)  # scorecards' cold TTFT
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 

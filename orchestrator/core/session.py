@@ -20,11 +20,12 @@ from orchestrator.core.planner import WarmPlanner, WarmUp
 from orchestrator.core.prompt import SessionPrompt
 from orchestrator.core.rhythm import TypingRhythm
 from orchestrator.core.salt import tenant_salt
+from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.services import SessionServices
 from orchestrator.core.started import Started
 from orchestrator.core.vllm_client import EngineFacts
 from orchestrator.core.warm_modes import STRATEGIES
-from orchestrator.core.warmer import Warmer
+from orchestrator.core.warmer import Warmer, WarmStats
 from orchestrator.errors import InvalidRequest
 
 
@@ -44,8 +45,9 @@ class Session:
             services.settings.typing_pause_ms / 1000, services.settings.typing_pause_factor
         )
         self.answer = FinalAnswer(
-            services.vllm, services.dispatcher.finals, send, self.id, services.settings
-        )
+            services.vllm, services.dispatcher.finals, send, self.id, services.settings,
+            services.prefill_cost,
+        )  # fmt: skip
 
     @property
     def salt(self) -> str:
@@ -125,14 +127,19 @@ class Session:
         self.cancel_pause_timer()
         tokens = started.prompt.final_tokens(text)
         self.check_length(len(tokens))
+        sheet = ScoreSheet.at_submit(started.planner, tokens, started.warmer.stats.spans)
         started.warmer.settle(tokens)
         opening = started.prompt.frame.answer_opening
-        return HttpFinal(tokens, started.salt, started.facts.model, opening, started.params)
+        return HttpFinal(
+            tokens, started.salt, started.facts.model, opening, started.params, sheet,
+            self.services.prefill_cost,
+        )  # fmt: skip
 
     def close_http_final(self, final: HttpFinal) -> None:
         if self.started is not None and self.started.salt == final.salt:
             self.started.planner.assume_cached(final.tokens)
             self.started.warmer.release()
+            self.started.warmer.stats = WarmStats()  # the next question's warm-ups
 
     def cancel(self) -> None:
         self.answer.cancel()

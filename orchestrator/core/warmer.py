@@ -12,11 +12,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.frames import Error, Send, Warm
 from orchestrator.core.planner import WarmPlanner, WarmUp
+from orchestrator.core.scorecard import WarmSpan
 from orchestrator.errors import ServiceError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class WarmStats:
     requests: int = 0
     prefill_tokens: int = 0  # prompt tokens the warm-ups made vLLM compute (not cache hits)
     failures: int = 0
+    spans: list[WarmSpan] = field(default_factory=list)  # what each one computed (scorecard)
 
 
 class Warmer:
@@ -56,6 +58,7 @@ class Warmer:
         self.numbers = itertools.count()
         self.failures = 0  # warm-ups of this session that failed in a row
         self.preempted = False  # the current warm-up gave way to another session's final
+        self.gate_passed_at: float | None = None  # when the current warm-up went to vLLM
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
@@ -110,6 +113,7 @@ class Warmer:
 
     def on_gate_passed(self) -> None:
         self.dispatched = True
+        self.gate_passed_at = time.perf_counter()
         self.dispatcher.finals.track(self)
 
     def preempt(self) -> None:
@@ -164,7 +168,10 @@ class Warmer:
         self.failures = 0
         self.stats.requests += 1
         self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        now = time.perf_counter()
+        elapsed_ms = (now - started) * 1000
+        sent_ms = None if self.gate_passed_at is None else (now - self.gate_passed_at) * 1000
+        self.stats.spans.append(WarmSpan.of(warm.tokens, usage, self.planner.block_size, sent_ms))
         following = self.planner.on_warm_done(warm, ok=True)
         cached = self.planner.cached_tokens
         await self.send(Warm.of(warm.seq, len(warm.tokens), cached, elapsed_ms, warm.submit_ready))
