@@ -17,7 +17,9 @@ ROWS = (
     ("engine busy", lambda m: m.get("engine_busy_share")),
     ("identical outputs", lambda m: m["identical_outputs"]),
     ("failures", lambda m: len(m["failures"])),
-)
+    ("wasted prefill tokens", lambda m: (m.get("scorecard") or {}).get("wasted_prefill_tokens")),
+    ("saved ms (scorecards)", lambda m: (m.get("scorecard") or {}).get("saved_ms")),
+)  # scorecard rows: n/a in a report from before scorecards
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ class CaseResult:
     refused: str | None = None
     correct: bool | None = None  # None: the workload has no accuracy score
     failure: str | None = None
+    scorecard: dict[str, Any] | None = None  # the done frame's (orchestrator/core/scorecard.py)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -39,6 +40,21 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def mean(values: list[float], digits: int = 1) -> float | None:
     return round(statistics.fmean(values), digits) if values else None
+
+
+SCORECARD_SUMS = ("warmed_tokens", "hit_tokens", "warm_prefill_tokens", "wasted_prefill_tokens")
+
+
+def scorecard_sums(results: list[CaseResult]) -> dict[str, Any]:
+    """The scorecards' figures summed over the cases that have one; `saved_ms` over those
+    with a cold estimate (`saved_ms_cases` of them; None when none has)."""
+    cards = [r.scorecard for r in results if r.scorecard is not None]
+    sums: dict[str, Any] = {name: sum(int(card[name]) for card in cards) for name in SCORECARD_SUMS}
+    saved = [float(card["saved_ms"]) for card in cards if card.get("saved_ms") is not None]
+    sums["saved_ms"] = round(sum(saved), 2) if saved else None
+    sums["saved_ms_cases"] = len(saved)
+    sums["cases"] = len(cards)
+    return sums
 
 
 def mode_summary(results: list[CaseResult], cold: list[CaseResult]) -> dict[str, Any]:
@@ -60,6 +76,7 @@ def mode_summary(results: list[CaseResult], cold: list[CaseResult]) -> dict[str,
         "ex": round(sum(scored) / len(scored), 4) if scored else None,
         "identical_outputs": identical_outputs(ok, cold),
         "failures": [{"case": r.case, "reason": r.failure} for r in results if r not in ok],
+        "scorecard": scorecard_sums(ok),
     }
 
 
@@ -155,6 +172,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *mode_table(report),
         "",
+        *scorecard_table(report),
+        "",
         "| figure | measured | target |",
         "|---|---:|---:|",
     ]
@@ -184,6 +203,27 @@ def mode_table(report: dict[str, Any]) -> list[str]:
             f"| {fmt(row.get('engine_busy_share'), '.2f')} | {row['identical_outputs']} "
             f"| {fmt(row['ex'], '.2f')} | {len(row['failures'])} |"
         )
+    return lines
+
+
+def scorecard_table(report: dict[str, Any]) -> list[str]:
+    """The scorecards summed per mode (`core/scorecard.py` defines each figure)."""
+    order = [m for m in ("keystroke", "static", "oracle", "cold") if m in report["modes"]]
+    lines = [
+        "Scorecards, summed over the cases of each mode (saved ms: over the cases with a cold "
+        "estimate):",
+        "",
+        "| mode | warmed tokens | hit tokens | warm prefill tokens | wasted prefill tokens "
+        "| saved ms (cases) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for mode in order:
+        sums = report["modes"][mode].get("scorecard") or {}
+        if not sums.get("cases"):
+            sums = {}  # no case of the mode has a scorecard: n/a, not 0
+        cells = [fmt(sums.get(name), ".0f") for name in SCORECARD_SUMS]
+        saved = f"{fmt(sums.get('saved_ms'))} ({sums.get('saved_ms_cases', 0)})"
+        lines.append(f"| {mode} | {' | '.join(cells)} | {saved} |")
     return lines
 
 

@@ -133,6 +133,7 @@ class Runner:
         if ttft is None or not text.strip():
             failure = f"no answer (finish_reason {done.get('finish_reason')!r}, text {text!r})"
         correct = await self.score(case, done) if failure is None else None
+        card = done.get("scorecard")
         return CaseResult(
             case=case.id,
             mode=mode,
@@ -147,4 +148,5 @@ class Runner:
             refused=done.get("refused"),
             correct=correct,
             failure=failure,
+            scorecard=card if isinstance(card, dict) else None,
         )

@@ -17,7 +17,9 @@ from typing import Any
 
 from orchestrator.core.dispatch import REPORT_FULL_CHAINS
 from orchestrator.core.finals_first import FinalsFirst
-from orchestrator.core.frames import Done, Error, Send, Token
+from orchestrator.core.frames import Done, Error, Scorecard, Send, Token
+from orchestrator.core.prefill_cost import PrefillCost
+from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.started import Started
 from orchestrator.core.vllm_client import Usage, VLLMClient
 from orchestrator.core.warmer import WarmStats
@@ -29,9 +31,16 @@ class FinalAnswer:
     """At most one final request of a session at a time; cancellable by the client."""
 
     def __init__(
-        self, vllm: VLLMClient, finals: FinalsFirst, send: Send, session_id: str, settings: Settings
+        self,
+        vllm: VLLMClient,
+        finals: FinalsFirst,
+        send: Send,
+        session_id: str,
+        settings: Settings,
+        cost: PrefillCost | None = None,
     ) -> None:
         self.vllm = vllm
+        self.cost = PrefillCost() if cost is None else cost  # the application's shared fit
         self.finals = finals
         self.send = send
         self.session_id = session_id
@@ -78,17 +87,20 @@ class FinalAnswer:
             self.cancel_requested = False
             usage = Usage(len(tokens), 0, 0)
             stats = started.warmer.stats
-            frame = done_frame(seq(), None, usage, "cancelled", "", received, stats)
+            sheet = ScoreSheet.at_submit(started.planner, tokens, stats.spans)
+            card = sheet.score(usage, None, self.cost, learn=False)
+            frame = done_frame(seq(), None, usage, "cancelled", "", received, stats, card)
             self.notice = asyncio.ensure_future(self.send(frame))
 
     async def generate(
         self, started: Started, tokens: list[int], received: float, seq: Callable[[], int]
     ) -> None:
         warmer = started.warmer
+        sheet = ScoreSheet.at_submit(started.planner, tokens, warmer.stats.spans)
         warmer.settle(tokens)
         first_token = self.finals.final_started(self.session_id)
         try:
-            await self.stream(started, tokens, received, seq, warmer.stats, first_token)
+            await self.stream(started, tokens, received, seq, warmer.stats, first_token, sheet)
         finally:
             first_token()
             warmer.release()
@@ -102,10 +114,11 @@ class FinalAnswer:
         seq: Callable[[], int],
         stats: WarmStats,
         first_token: Callable[[], None],
+        sheet: ScoreSheet,
     ) -> None:
         ttft_ms: float | None = None
         output: list[str] = []
-        usage, finish = Usage(len(tokens), 0, 0), None
+        usage, finish, reported = Usage(len(tokens), 0, 0), None, False
         try:
             request_id = f"final-{self.session_id}-{seq()}-{next(self.numbers)}"
             async for chunk in self.vllm.stream_completion(self.body(started, tokens), request_id):
@@ -121,7 +134,7 @@ class FinalAnswer:
                         if ttft_ms is None:
                             ttft_ms = (time.perf_counter() - received) * 1000
                 if chunk.get("usage"):
-                    usage = Usage.from_body(chunk["usage"])
+                    usage, reported = Usage.from_body(chunk["usage"]), True
         except asyncio.CancelledError:
             if not self.cancel_requested:
                 raise  # the session is closing: nobody to tell
@@ -139,7 +152,9 @@ class FinalAnswer:
         extra: dict[str, Any] = {}
         if started.context is not None and finish != "cancelled":
             extra = await started.context.after_answer(answer)
-        await self.send(done_frame(seq(), ttft_ms, usage, finish, answer, received, stats, extra))
+        card = sheet.score(usage, ttft_ms, self.cost, learn=reported)
+        frame = done_frame(seq(), ttft_ms, usage, finish, answer, received, stats, card, extra)
+        await self.send(frame)
 
     def body(self, started: Started, tokens: list[int]) -> dict[str, Any]:
         chains = {"vllm_xargs": REPORT_FULL_CHAINS} if self.settings.kv_events_url else {}
@@ -161,6 +176,7 @@ def done_frame(
     text: str,
     received: float,
     stats: WarmStats,
+    scorecard: Scorecard,
     extra: dict[str, Any] | None = None,
 ) -> Done:
     return Done(
@@ -174,5 +190,6 @@ def done_frame(
         text=text,
         warm_requests=stats.requests,
         warm_prefill_tokens=stats.prefill_tokens,
+        scorecard=scorecard,
         **(extra or {}),
     )

@@ -132,6 +132,42 @@ class Token(ServerFrame):
     text: str
 
 
+class Scorecard(BaseModel):
+    """What the session's warm-ups did for one final request (`core/scorecard.py` says how
+    each figure is counted); in the `done` frame, and as `usage["prefill_ahead"]` over HTTP."""
+
+    model_config = ConfigDict(frozen=True)
+    warmed_tokens: int  # whole blocks of the prompt the session believed cached at submit
+    hit_tokens: int  # vLLM's cached_tokens of the final request
+    warm_prefill_tokens: int  # prompt - cached tokens the question's warm-ups computed
+    wasted_prefill_tokens: int  # of those, the ones that did not serve this final
+    ttft_ms: float | None
+    cold_ttft_ms: float | None  # a cold request of this prompt length, from the fitted cost
+    saved_ms: float | None  # cold - actual
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        warmed_tokens: int,
+        hit_tokens: int,
+        warm_prefill_tokens: int,
+        wasted_prefill_tokens: int,
+        ttft_ms: float | None,
+        cold_ttft_ms: float | None,
+    ) -> Scorecard:
+        saved = None if ttft_ms is None or cold_ttft_ms is None else cold_ttft_ms - ttft_ms
+        return cls(
+            warmed_tokens=warmed_tokens, hit_tokens=hit_tokens,
+            warm_prefill_tokens=warm_prefill_tokens, wasted_prefill_tokens=wasted_prefill_tokens,
+            ttft_ms=rounded(ttft_ms), cold_ttft_ms=rounded(cold_ttft_ms), saved_ms=rounded(saved),
+        )  # fmt: skip
+
+
+def rounded(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 2)
+
+
 class Done(ServerFrame):
     """The end of an answer; a text-to-SQL context adds the query and its rows (or why not)."""
 
@@ -149,6 +185,7 @@ class Done(ServerFrame):
     text: str
     warm_requests: int
     warm_prefill_tokens: int
+    scorecard: Scorecard
     sql: str | None = None
     refused: str | None = None
     columns: list[str] | None = None

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.core import frames
+from orchestrator.core.prefill_cost import PrefillCost
+from orchestrator.core.scorecard import ScoreSheet
+from orchestrator.core.vllm_client import Usage
 from orchestrator.errors import InvalidRequest
 
 
@@ -23,6 +26,13 @@ class HttpFinal:
     model: str
     answer_opening: str  # part of the prompt: the answer's text starts with it
     params: frames.GenerationParams
+    sheet: ScoreSheet  # fixed before the session's warm-ups were settled
+    cost: PrefillCost  # the application's shared prefill-cost fit
+
+    def scorecard(self, usage: dict[str, Any] | None, ttft_ms: float | None) -> frames.Scorecard:
+        """The request's scorecard from vLLM's `usage` body (once per request: it teaches the
+        fit); `ttft_ms` is None for an answer that was not streamed."""
+        return self.sheet.score(Usage.from_body(usage), ttft_ms, self.cost, learn=bool(usage))
 
 
 def submitted_text(messages: list[dict[str, Any]], context: tuple[tuple[str, str], ...]) -> str:

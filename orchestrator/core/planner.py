@@ -111,6 +111,11 @@ class WarmPlanner:
         """Tokens of the latest prompt seen that are believed cached (whole blocks)."""
         return valid_blocks(self._confirmed, self._current, self._block_size) * self._block_size
 
+    def believed_cached(self, tokens: Sequence[int]) -> int:
+        """Tokens of ``tokens`` believed cached (whole blocks): what a request of them would hit
+        of what this session warmed (or an earlier final of it left)."""
+        return valid_blocks(self._confirmed, tokens, self._block_size) * self._block_size
+
     def on_input(self, tokens: Sequence[int], seq: int) -> WarmUp | None:
         """New typed text (rendered up to its stable prefix): maybe warm it."""
         return self._offer(WarmUp(tuple(tokens), seq, submit_ready=False))

@@ -13,6 +13,7 @@ from orchestrator.core.frames import Send, ServerFrame
 from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
+from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.resident import Eviction, ResidentBlocks
@@ -55,6 +56,7 @@ class SessionServices:
     kv_feed: KVEventFeed | None = None  # vLLM's KV events, when configured
     rewarms_after_eviction: int = 0
     metrics: Metrics = field(default_factory=Metrics)  # the dispatcher's own, in an app
+    prefill_cost: PrefillCost = field(default_factory=PrefillCost)  # scorecards' cold TTFT
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 

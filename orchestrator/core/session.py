@@ -23,11 +23,12 @@ from orchestrator.core.prompt import SessionPrompt
 from orchestrator.core.resident import Eviction, ResidentBlocks
 from orchestrator.core.rhythm import TypingRhythm
 from orchestrator.core.salt import tenant_salt
+from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.services import SessionServices
 from orchestrator.core.started import Started
 from orchestrator.core.vllm_client import EngineFacts
 from orchestrator.core.warm_modes import STRATEGIES
-from orchestrator.core.warmer import Warmer
+from orchestrator.core.warmer import Warmer, WarmStats
 from orchestrator.errors import InvalidRequest
 
 
@@ -49,8 +50,9 @@ class Session:
         self.rewarms_left = services.settings.rewarms_per_pause
         self.last_input = 0.0  # loop time of the last start or keystroke
         self.answer = FinalAnswer(
-            services.vllm, services.dispatcher.finals, send, self.id, services.settings
-        )
+            services.vllm, services.dispatcher.finals, send, self.id, services.settings,
+            services.prefill_cost,
+        )  # fmt: skip
 
     @property
     def salt(self) -> str:
@@ -132,14 +134,19 @@ class Session:
         self.cancel_pause_timer()
         tokens = started.prompt.final_tokens(text)
         self.check_length(len(tokens))
+        sheet = ScoreSheet.at_submit(started.planner, tokens, started.warmer.stats.spans)
         started.warmer.settle(tokens)
         opening = started.prompt.frame.answer_opening
-        return HttpFinal(tokens, started.salt, started.facts.model, opening, started.params)
+        return HttpFinal(
+            tokens, started.salt, started.facts.model, opening, started.params, sheet,
+            self.services.prefill_cost,
+        )  # fmt: skip
 
     def close_http_final(self, final: HttpFinal) -> None:
         if self.started is not None and self.started.salt == final.salt:
             self.started.planner.assume_cached(final.tokens)
             self.started.warmer.release()
+            self.started.warmer.stats = WarmStats()  # the next question's warm-ups
 
     def cancel(self) -> None:
         self.answer.cancel()

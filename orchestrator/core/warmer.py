@@ -13,11 +13,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.frames import Error, Send, Warm
 from orchestrator.core.planner import WarmPlanner, WarmUp
+from orchestrator.core.scorecard import WarmSpan
 from orchestrator.errors import ServiceError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class WarmStats:
     requests: int = 0
     prefill_tokens: int = 0  # prompt tokens the warm-ups made vLLM compute (not cache hits)
     failures: int = 0
+    spans: list[WarmSpan] = field(default_factory=list)  # what each one computed (scorecard)
 
 
 class Warmer:
@@ -60,6 +62,7 @@ class Warmer:
         self.failures = 0  # warm-ups of this session that failed in a row
         self.preempted = False  # the current warm-up gave way to another session's final
         self.running: WarmUp | None = None  # the warm-up whose task has started
+        self.gate_passed_at: float | None = None  # when the current warm-up went to vLLM
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
@@ -134,6 +137,7 @@ class Warmer:
 
     def on_gate_passed(self) -> None:
         self.dispatched = True
+        self.gate_passed_at = time.perf_counter()
         self.dispatcher.finals.track(self)
 
     def preempt(self) -> None:
@@ -189,7 +193,10 @@ class Warmer:
         self.failures = 0
         self.stats.requests += 1
         self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        now = time.perf_counter()
+        elapsed_ms = (now - started) * 1000
+        sent_ms = None if self.gate_passed_at is None else (now - self.gate_passed_at) * 1000
+        self.stats.spans.append(WarmSpan.of(warm.tokens, usage, self.planner.block_size, sent_ms))
         following = self.planner.on_warm_done(warm, ok=True)
         held = self.resident(self.planner.current)
         cached = self.planner.cached_tokens if held is None else held

@@ -4,6 +4,12 @@ The request's last user message is submitted as the session's text: its prompt i
 the session (context, openings, chat template: the same token ids a `submit` sends), so it
 hits every block the session's warm-ups left, and it is sent to vLLM's `/v1/completions` as
 token ids. The answer comes back as an ordinary OpenAI chat completion, streamed or not.
+
+Its usage carries the request's scorecard (`core/scorecard.py`) as an extension the OpenAI
+SDKs keep (`completion.usage.model_extra["prefill_ahead"]`): `usage["prefill_ahead"]` in a
+non-streamed body and in the streamed answer's usage chunk. A non-streamed answer also has it
+as `X-Prefill-*` headers (`X-Prefill-Hit-Tokens`, ...; a null figure is left out), and its
+`ttft_ms` is null: the first token is not seen apart from the last.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from orchestrator.core.frames import Scorecard
 from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.services import LiveSession
@@ -25,6 +32,7 @@ from orchestrator.errors import InvalidRequest
 from orchestrator.web.services import Services
 from orchestrator.web.upstream_errors import dropped_stream_event, normalise_error
 
+USAGE_EXTENSION = "prefill_ahead"
 PASSED_ON = frozenset({
     "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n",
     "stream", "stream_options", "presence_penalty", "frequency_penalty", "repetition_penalty",
@@ -120,17 +128,42 @@ def chat_chunk(chunk: dict[str, Any], opening: str, begun: set[int]) -> dict[str
     return converted
 
 
+def with_scorecard(usage: dict[str, Any], card: Scorecard) -> dict[str, Any]:
+    return {**usage, USAGE_EXTENSION: card.model_dump(mode="json")}
+
+
+def scorecard_headers(card: Scorecard) -> dict[str, str]:
+    """`hit_tokens` as `X-Prefill-Hit-Tokens`, and so on; null figures left out."""
+    figures = card.model_dump(mode="json").items()
+    return {
+        "X-Prefill-" + "-".join(part.capitalize() for part in name.split("_")): str(value)
+        for name, value in figures
+        if value is not None
+    }
+
+
+def scored_answer(completion: dict[str, Any], final: HttpFinal) -> JSONResponse:
+    """A non-streamed answer as a chat completion, its scorecard in its usage and headers."""
+    answer = chat_completion(completion, final.answer_opening)
+    if not isinstance(answer.get("usage"), dict):
+        return JSONResponse(answer)
+    card = final.scorecard(answer["usage"], None)
+    answer["usage"] = with_scorecard(answer["usage"], card)
+    return JSONResponse(answer, headers=scorecard_headers(card))
+
+
 async def session_chat(
     services: Services,
     session: LiveSession,
     body: dict[str, Any],
     headers: dict[str, str],
 ) -> Response:
+    received = time.perf_counter()  # the request's arrival: TTFT counts from here
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise InvalidRequest("messages must be a list of chat messages", param="messages")
     final = session.open_http_final(messages)
-    tally = FinalTally(services.metrics, time.perf_counter())
+    tally = FinalTally(services.metrics, received)
     first_token = services.dispatcher.finals.final_started(session.id)
     try:
         payload = completion_body(final, body, services.settings.final_priority)
@@ -156,7 +189,7 @@ async def session_chat(
         completion = json.loads(content)
         tally.usage = Usage.from_body(completion.get("usage"))
         tally.ended()
-        return JSONResponse(chat_completion(completion, final.answer_opening))
+        return scored_answer(completion, final)
     events = chat_events(response, final, session, first_token, tally)
     return StreamingResponse(events, media_type="text/event-stream")
 
@@ -183,7 +216,11 @@ async def chat_events(
                 yield f"data: {json.dumps(normalise_error(500, data.encode()))}\n\n".encode()
                 continue
             tally.saw(chunk)
-            yield f"data: {json.dumps(chat_chunk(chunk, final.answer_opening, begun))}\n\n".encode()
+            converted = chat_chunk(chunk, final.answer_opening, begun)
+            if isinstance(converted.get("usage"), dict):
+                card = final.scorecard(converted["usage"], tally.ttft_ms)
+                converted["usage"] = with_scorecard(converted["usage"], card)
+            yield f"data: {json.dumps(converted)}\n\n".encode()
     except (httpx.TransportError, httpx.TimeoutException) as error:
         yield dropped_stream_event(error)
     finally:

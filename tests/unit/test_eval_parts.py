@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,14 +108,25 @@ def test_both_workloads_load_and_a_bad_folder_says_why(tmp_path: Path) -> None:
 
 
 def result(
-    case: str, mode: str, ttft: float | None, text: str = "SELECT 1", **extra: int
+    case: str,
+    mode: str,
+    ttft: float | None,
+    text: str = "SELECT 1",
+    scorecard: dict[str, Any] | None = None,
+    **extra: int,
 ) -> CaseResult:
     values = {"prompt_tokens": 100, "cached_tokens": 0, "warm_requests": 0,
               "warm_prefill_tokens": 0, "typed_tokens": 20}  # fmt: skip
     values.update(extra)
     failure = None if ttft is not None else "no answer"
     return CaseResult(case, mode, ttft, text=text, sql=text, correct=True, failure=failure,
-                      **values)  # fmt: skip
+                      scorecard=scorecard, **values)  # fmt: skip
+
+
+def card(warmed: int, hit: int, spent: int, wasted: int, saved: float | None) -> dict[str, Any]:
+    return {"warmed_tokens": warmed, "hit_tokens": hit, "warm_prefill_tokens": spent,
+            "wasted_prefill_tokens": wasted, "ttft_ms": 100.0, "cold_ttft_ms": None,
+            "saved_ms": saved}  # fmt: skip
 
 
 META = {
@@ -133,7 +146,12 @@ def sample_report() -> dict[str, object]:
         result("a", "keystroke", 100.0, cached_tokens=96, warm_requests=3, warm_prefill_tokens=110),
         result("b", "keystroke", 120.0, text="SELECT 3", cached_tokens=96, warm_prefill_tokens=100),
         result("a", "oracle", 90.0, cached_tokens=96),
-        result("b", "oracle", None, text=""),  # failed: listed, never 0 ms
+        result("b", "oracle", None, text="", scorecard=card(0, 0, 0, 0, 1.0)),  # failed: listed
+    ]
+    cards = {"a": card(96, 96, 110, 14, None), "b": card(64, 96, 100, 40, 880.5)}
+    results = [
+        dataclasses.replace(r, scorecard=cards[r.case]) if r.mode == "keystroke" else r
+        for r in results
     ]
     return build_report(results, META, ["cold", "static", "keystroke", "oracle"], {"cold": 0.5})
 
@@ -158,7 +176,16 @@ def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
     assert saved["figures"]["keystroke_over_static_p50"] == round(110 / 400, 3)
     # (110 + 100 - 80 - 80) warm tokens beyond the static warm, over 40 typed tokens
     assert saved["figures"]["typed_text_warm_prefill_per_typed_token"] == round(50 / 40, 3)
-    assert (tmp_path / "report.md").read_text().startswith("# TTFT eval")
+    assert saved["modes"]["keystroke"]["scorecard"] == {
+        "warmed_tokens": 160, "hit_tokens": 192, "warm_prefill_tokens": 210,
+        "wasted_prefill_tokens": 54, "saved_ms": 880.5, "saved_ms_cases": 1, "cases": 2,
+    }  # fmt: skip
+    assert saved["modes"]["oracle"]["scorecard"]["saved_ms"] is None  # the failed case is out
+    assert saved["modes"]["cold"]["scorecard"]["cases"] == 0  # no scorecard, nothing summed
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.startswith("# TTFT eval")
+    assert "| keystroke | 160 | 192 | 210 | 54 | 880.5 (1) |" in markdown
+    assert "| cold | n/a | n/a | n/a | n/a | n/a (0) |" in markdown
     assert (tmp_path / "ttft.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -181,6 +208,7 @@ def test_compare_prints_two_reports_side_by_side(
     out = capsys.readouterr().out
     assert "| submit_pause **≠** | enter | 0.8s |" in out
     assert "| keystroke | TTFT p50 ms | 110 | 110 | 1.000 |" in out
+    assert "| keystroke | wasted prefill tokens | 54 | 54 | 1.000 |" in out
     assert compare_main([str(tmp_path / "a")]) == 2
     with pytest.raises(SystemExit, match="cannot read a report"):
         compare_main([str(tmp_path / "a"), str(tmp_path / "nowhere")])
