@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DATA   ?= .data
+REPLICAS ?= 1
 export PREFILL_DATA_DIR ?= $(abspath $(DATA))
 
 .DEFAULT_GOAL := help
@@ -35,8 +36,8 @@ setup-browser: ## Debian's Chromium for the browser tests (Playwright drives it;
 setup-db: $(VENV)/.installed ## start PostgreSQL (embedded unless DATABASE_URL) and seed the datasets
 	$(PY) -m orchestrator.text_to_sql seed
 
-run-app: setup setup-db ## vLLM + PostgreSQL + the orchestrator, page at http://localhost:8000
-	$(PY) -m orchestrator --launch-vllm
+run-app: setup setup-db ## vLLM + PostgreSQL + the orchestrator, page at http://localhost:8000 (REPLICAS=N: N vLLMs behind vllm-router)
+	$(PY) -m orchestrator --launch-vllm --replicas $(REPLICAS)
 
 test: setup setup-browser lint ## lint, unit tests, then the suite against a real vLLM (started once for the run)
 	$(PY) -m pytest

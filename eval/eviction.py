@@ -17,14 +17,14 @@ import asyncio
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from eval.replay import Replay, SubmitPause
 from eval.report import fmt
 from eval.runner import RunPlan
 from eval.serving import free_port, serve_in_thread
 from eval.session import EVAL_FRAMES_PER_SECOND, EvalSession
-from eval.workloads import DEFAULT_DATASETS, load_workload
+from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
 from orchestrator.settings import Settings
 from vllm_launch.engine_env import detect_device, ensure_engine_env
 from vllm_launch.model import prepare_model, served_name
@@ -44,9 +44,10 @@ class EvictionPlan:
     rounds: int = 1
     seed: int = 7
     max_model_len: int = 2560
+    workload: WorkloadKind = "long-input"
 
     def run_plan(self) -> RunPlan:
-        workload = load_workload(DEFAULT_DATASETS["long-input"], self.cases, "long-input")
+        workload = load_workload(DEFAULT_DATASETS[self.workload], self.cases, self.workload)
         replay = Replay("typing", self.speedup, SubmitPause(self.think_s))
         return RunPlan(workload, ("keystroke",), replay, self.seed, 64, self.typists)
 
@@ -61,11 +62,12 @@ def parse(argv: list[str]) -> tuple[EvictionPlan, Path]:
     parser.add_argument("--speedup", type=float, default=defaults.speedup)
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--workload", choices=get_args(WorkloadKind), default=defaults.workload)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     plan = EvictionPlan(
         args.cache_blocks, args.typists, args.cases, args.think_s, args.speedup, args.rounds,
-        args.seed,
+        args.seed, workload=args.workload,
     )  # fmt: skip
     return plan, args.out
 
@@ -98,7 +100,7 @@ async def one_run(
         vllm_url=process.opts.base_url,
         datasets_dir=ROOT / "datasets",
         ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
-        enable_database=False,
+        enable_database=plan.workload == "text-to-sql",  # its contexts are database schemas
         kv_events_url=urls[0] if urls else None,
         kv_events_replay_url=urls[1] if urls else None,
     )
@@ -135,7 +137,7 @@ def summary_row(report: dict[str, Any]) -> dict[str, Any]:
 def write_summary(rows: list[dict[str, Any]], plan: EvictionPlan, out: Path) -> str:
     lines = [
         f"KV cache of {plan.cache_blocks} blocks; {plan.typists} typists with caches of their "
-        f"own, long-input workload at x{plan.speedup:g}, {plan.think_s:g} s before Enter, "
+        f"own, {plan.workload} workload at x{plan.speedup:g}, {plan.think_s:g} s before Enter, "
         f"{plan.cases} cases, seed {plan.seed}.",
         "",
         "| KV events | hit rate at submit | cached / prompt | TTFT p50 ms | TTFT p95 ms "

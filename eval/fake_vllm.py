@@ -60,6 +60,7 @@ class Recorded:
     stream: bool
     max_tokens: Any
     include_usage: bool  # stream_options.include_usage (the fast mode sends usage only then)
+    route: str | None = None  # the X-Session-ID header: the routing key a router hashes on
     usage: dict[str, Any] | None = None
     disconnected: bool = False  # the client went away before the end (a held warm-up, a stream)
 
@@ -241,7 +242,7 @@ class FakeVLLM:
 
     def _record(self, body: dict[str, Any], raw: bytes, scope: Scope, arrived: float) -> Recorded:
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id")
+        request_id, route = headers.get(b"x-request-id"), headers.get(b"x-session-id")
         record = Recorded(
             body={} if self.fast else body,
             at=time.monotonic(),
@@ -252,6 +253,7 @@ class FakeVLLM:
             stream=bool(body.get("stream")),
             max_tokens=body.get("max_tokens"),
             include_usage=_include_usage(body),
+            route=route.decode("latin-1") if route is not None else None,
         )
         self.completions.append(record)
         return record

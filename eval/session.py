@@ -19,7 +19,7 @@ from eval.scoring import gold_orders, results_match
 from eval.serving import serve_in_thread
 from eval.workloads import Case, Workload
 from orchestrator.errors import ServiceError
-from orchestrator.launch import launched_vllm
+from orchestrator.launch import launched_vllm, with_kv_events
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.runner import run_query
 from orchestrator.web.services import Services
@@ -80,7 +80,8 @@ class EvalSession:
         names = ("typing_pause_ms", "typing_pause_factor", "preempt_warmups", "warm_priority",
                  "final_priority", "warmups_per_second", "max_warmups_in_flight",
                  "ws_frames_per_second")  # fmt: skip
-        return {name: getattr(settings, name) for name in names}
+        chosen = {name: getattr(settings, name) for name in names}
+        return {**chosen, "cache_view": self.services.cache_view_status()}
 
     def flag(self, name: str) -> str | None:
         flags = self.vllm_flags or []
@@ -120,6 +121,7 @@ def launched(datasets_dir: Path) -> Iterator[EvalSession]:
     # A sped-up replay sends more keystrokes a second than a person: the eval's own
     # orchestrator lets them through (recorded in the report's settings).
     settings = Settings(datasets_dir=datasets_dir, ws_frames_per_second=EVAL_FRAMES_PER_SECOND)
+    settings = with_kv_events(settings)  # as `python -m orchestrator --launch-vllm` runs
     extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())
     with launched_vllm(settings, enforce_eager=False, extra_args=extra) as flags:
         app = create_app(settings)

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
     parser.add_argument("--launch-vllm", action="store_true", help="start vLLM if none answers")
     parser.add_argument("--enforce-eager", action="store_true", help="vLLM without compilation")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="with --launch-vllm: N replicas behind vllm-router"
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -39,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         if port_in_use(settings.host, settings.port):
             raise SetupError(f"port {settings.port} on {settings.host} is already in use")
         if args.launch_vllm:
-            settings = with_kv_events(settings)
-        with launched_vllm(settings, args.enforce_eager) if args.launch_vllm else _nothing():
+            settings = with_kv_events(settings, args.replicas)
+        launching = launched_vllm(settings, args.enforce_eager, replicas=args.replicas)
+        with launching if args.launch_vllm else _nothing():
             print(f"Orchestrator at http://{settings.host}:{settings.port}", flush=True)
             logging.getLogger("uvicorn.error").addFilter(OneLineSetupErrors())
             uvicorn.run(

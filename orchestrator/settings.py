@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     vllm_url: HttpUrl = Field(
         HttpUrl("http://127.0.0.1:8001"), description="Base URL of the vLLM OpenAI server."
     )
+    vllm_replica_urls: list[HttpUrl] = Field(
+        default_factory=list,
+        description="The vLLM replicas behind a router at vllm_url (JSON list): /health lists "
+        "them, and the block size is read from the first (a router has no /metrics).",
+    )
     model: str | None = Field(
         None, description="Model name or folder served by vLLM; default: the prepared SmolLM2."
     )

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from vllm_launch.engine_env import detect_device, ensure_engine_env
+from vllm_launch.engine_env import EngineEnv, detect_device, ensure_engine_env
 from vllm_launch.errors import LaunchError
 from vllm_launch.model import prepare_model, resolve_model, served_name
+from vllm_launch.replicas import ReplicaPlan, serving_replicas
 from vllm_launch.server import DEFAULT_KV_EVENTS_PORT, EngineProcess, ServeOptions
 
 
@@ -50,6 +51,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="publish KV cache events here (ZMQ PUB; replay on the next port)",
     )
     serve.add_argument("--no-kv-events", action="store_true", help="publish no KV events")
+    serve.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="N > 1: N vLLM replicas behind vllm-router (consistent hashing on X-Session-ID) "
+        "at --port; replica i on --replica-base-port + i",
+    )
+    serve.add_argument("--replica-base-port", type=int, default=None, help="default: port + 100")
+    serve.add_argument("--router-metrics-port", type=int, default=None, help="default: port + 1000")
     serve.add_argument("--startup-timeout", type=float, default=600.0)
     serve.add_argument("extra", nargs="*", help="more vLLM flags, after --")
     return parser.parse_args(argv)
@@ -72,16 +82,17 @@ def serve(args: argparse.Namespace, device: str) -> int:
         startup_timeout_s=args.startup_timeout,
         extra_args=tuple(args.extra),
     )
-    process = EngineProcess(engine, opts, args.data_dir / "logs" / f"vllm-{args.port}.log")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    print(
-        f"Starting vLLM ({device}, block size {opts.effective_block_size}); log: {process.log_path}"
-    )
     try:
+        if args.replicas > 1:
+            return serve_replicas(engine, opts, args)
+        process = EngineProcess(engine, opts, args.data_dir / "logs" / f"vllm-{args.port}.log")
+        block = opts.effective_block_size
+        print(f"Starting vLLM ({device}, block size {block}); log: {process.log_path}")
         with process:
             print(f"vLLM ready at {opts.base_url} serving {opts.served_model_name}", flush=True)
             if opts.kv_events_urls:
@@ -91,6 +102,27 @@ def serve(args: argparse.Namespace, device: str) -> int:
     except KeyboardInterrupt:
         print("vLLM stopped.")
         return 0
+
+
+def serve_replicas(engine: EngineEnv, opts: ServeOptions, args: argparse.Namespace) -> int:
+    plan = ReplicaPlan(
+        opts,
+        args.replicas,
+        args.replica_base_port or opts.port + 100,
+        args.router_metrics_port or opts.port + 1000,
+    )
+    log_dir = args.data_dir / "logs"
+    urls = ", ".join(plan.replica_urls)
+    print(f"Starting {plan.replicas} vLLM replicas at {urls}; logs in {log_dir}", flush=True)
+    with serving_replicas(engine, plan, log_dir) as router:
+        print(
+            f"vllm-router ready at {opts.base_url} in front of {plan.replicas} replicas", flush=True
+        )
+        for replica in plan.replica_options():
+            if replica.kv_events_urls:
+                print(f"{replica.base_url}: KV events at {replica.kv_events_urls[0]}", flush=True)
+        code = router.wait()
+        raise LaunchError(f"vllm-router exited with code {code}; log: {router.log_path}")
 
 
 def main(argv: list[str] | None = None) -> int:

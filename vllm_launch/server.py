@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from vllm_launch.engine_env import EngineEnv
 from vllm_launch.errors import LaunchError
@@ -147,45 +148,58 @@ def log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
 
 
-class EngineProcess:
-    """vLLM as a child process group: started, awaited, and always stopped with its children."""
+class ChildProcess:
+    """A server as a child process group: started, awaited until `ready_url` answers, and
+    always stopped with its children."""
 
-    def __init__(self, engine: EngineEnv, opts: ServeOptions, log_path: Path) -> None:
-        self.engine = engine
-        self.opts = opts
+    name = "process"
+
+    def __init__(self, log_path: Path, startup_timeout_s: float) -> None:
         self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    @property
+    def base_url(self) -> str:
+        raise NotImplementedError
+
+    def check_can_start(self) -> None:
+        """LaunchError when the process cannot start (a port taken, a missing program)."""
+
     def start(self) -> None:
-        if port_in_use(self.opts.host, self.opts.port):
-            raise LaunchError(f"port {self.opts.port} on {self.opts.host} is already in use")
+        self.check_can_start()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = build_command(self.engine, self.opts)
-        if not self.engine.python.exists():
-            raise LaunchError(f"the engine environment {self.engine.root} is missing or broken")
+        command = self.command()
         with self.log_path.open("wb") as log:
             try:
                 self.process = subprocess.Popen(
                     command,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=build_env(self.opts),
-                    start_new_session=True,  # its own process group: stop() reaches the core
+                    env=self.env(),
+                    start_new_session=True,  # its own process group: stop() reaches all of it
                 )
             except OSError as error:
-                raise LaunchError(f"cannot start vLLM: {error}") from error
+                raise LaunchError(f"cannot start {self.name}: {error}") from error
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.opts.startup_timeout_s
+        deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             code = self.process.poll() if self.process else None
             if code is not None:
-                raise LaunchError(self._failure(f"vLLM exited with code {code} during start-up"))
-            if answers(self.opts.base_url):
+                message = f"{self.name} exited with code {code} during start-up"
+                raise LaunchError(self._failure(message))
+            if answers(self.base_url):
                 return
             time.sleep(1.0)
         raise LaunchError(
-            self._failure(f"vLLM did not answer within {self.opts.startup_timeout_s:.0f} s")
+            self._failure(f"{self.name} did not answer within {self.startup_timeout_s:.0f} s")
         )
 
     def _failure(self, message: str) -> str:
@@ -205,18 +219,18 @@ class EngineProcess:
             os.killpg(process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace_s)
-        # The API server may exit before its engine core: sweep the whole group either way.
+        # A server may exit before its own children (vLLM's engine core): sweep the group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
 
     def wait(self) -> int:
-        """Block until vLLM exits by itself; return its exit code."""
+        """Block until the process exits by itself; return its exit code."""
         assert self.process is not None
         return self.process.wait()
 
-    def __enter__(self) -> EngineProcess:
+    def __enter__(self) -> Self:
         self.start()
         try:
             self.wait_ready()
@@ -232,3 +246,30 @@ class EngineProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class EngineProcess(ChildProcess):
+    """vLLM's OpenAI server."""
+
+    name = "vLLM"
+
+    def __init__(self, engine: EngineEnv, opts: ServeOptions, log_path: Path) -> None:
+        super().__init__(log_path, opts.startup_timeout_s)
+        self.engine = engine
+        self.opts = opts
+
+    @property
+    def base_url(self) -> str:
+        return self.opts.base_url
+
+    def command(self) -> list[str]:
+        return build_command(self.engine, self.opts)
+
+    def env(self) -> dict[str, str]:
+        return build_env(self.opts)
+
+    def check_can_start(self) -> None:
+        if port_in_use(self.opts.host, self.opts.port):
+            raise LaunchError(f"port {self.opts.port} on {self.opts.host} is already in use")
+        if not self.engine.python.exists():
+            raise LaunchError(f"the engine environment {self.engine.root} is missing or broken")

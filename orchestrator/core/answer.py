@@ -121,7 +121,8 @@ class FinalAnswer:
         usage, finish, reported = Usage(len(tokens), 0, 0), None, False
         try:
             request_id = f"final-{self.session_id}-{seq()}-{next(self.numbers)}"
-            async for chunk in self.vllm.stream_completion(self.body(started, tokens), request_id):
+            body, route = self.body(started, tokens), started.warmer.route
+            async for chunk in self.vllm.stream_completion(body, request_id, route):
                 for choice in chunk.get("choices", []):
                     text = choice.get("text") or ""
                     finish = choice.get("finish_reason") or finish

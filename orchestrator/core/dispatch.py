@@ -63,11 +63,12 @@ class WarmDispatcher:
         salt: str,
         request_id: str | None = None,
         on_gate_passed: Callable[[], None] | None = None,
+        route: str | None = None,
     ) -> Usage:
         """Send an admitted warm-up (`pass_and_send`) and count its outcome
         (`core/metrics.py`): its usage, or a ServiceError."""
         try:
-            usage = await self.pass_and_send(model, tokens, salt, request_id, on_gate_passed)
+            usage = await self.pass_and_send(model, tokens, salt, request_id, on_gate_passed, route)
         except asyncio.CancelledError:
             self.metrics.warmup("dropped")
             raise
@@ -84,6 +85,7 @@ class WarmDispatcher:
         salt: str,
         request_id: str | None,
         on_gate_passed: Callable[[], None] | None,
+        route: str | None,
     ) -> Usage:
         """Wait for the finals in progress, pass the gate, then send."""
         waiting = time.perf_counter()
@@ -103,19 +105,21 @@ class WarmDispatcher:
         }
         if self.report_chains:
             body["vllm_xargs"] = REPORT_FULL_CHAINS
-        return Usage.from_body((await self.vllm.complete(body, request_id)).get("usage"))
+        return Usage.from_body((await self.vllm.complete(body, request_id, route)).get("usage"))
 
     def finish(self, ok: bool | None) -> None:
         """An admitted warm-up ended: ok, failed, or None (no verdict)."""
         self.engine.finish_warmup(ok)
 
-    async def warm_once(self, model: str, tokens: list[int], salt: str) -> Usage:
+    async def warm_once(
+        self, model: str, tokens: list[int], salt: str, route: str | None = None
+    ) -> Usage:
         """Admit, send and report one warm-up (RateLimited when it is not admitted)."""
         if not self.try_admit():
             raise RateLimited("too many warm-ups in flight, or vLLM is failing; retry shortly")
         verdict: bool | None = None
         try:
-            usage = await self.send(model, tokens, salt)
+            usage = await self.send(model, tokens, salt, route=route)
             verdict = True
             return usage
         except UpstreamUnavailable:

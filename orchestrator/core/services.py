@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from orchestrator.core.contexts import ContextSource
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch
-from orchestrator.core.frames import Send, ServerFrame
+from orchestrator.core.frames import Error, Send, ServerFrame
 from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
@@ -112,3 +112,27 @@ class SessionServices:
             lambda: len(self.sessions) > 0,
             self.on_engine_recovered,
         )
+
+    async def watch_replicas(self, poll_s: float = 1.0) -> None:
+        """Run until cancelled: when a replica behind the router goes away (or comes back, and
+        the router moves keys back to its empty cache), every session hears it and warms again
+        from the start, wherever its key now lands (vLLM's KV events are not followed behind a
+        router, and which replica held a session is the router's secret)."""
+        up: set[str] | None = None
+        while self.vllm.replicas:
+            await asyncio.sleep(poll_s)
+            if not len(self.sessions):
+                continue
+            status = await self.vllm.replica_status()
+            now = {replica["url"] for replica in status if replica["ok"]}
+            if up is not None and now != up:
+                gone = sorted(up - now)
+                message = (
+                    f"replica {', '.join(gone)} stopped answering" if gone else "a replica is back"
+                )
+                await self.broadcast(
+                    Error(code="replica_changed", message=f"{message}; warming again")
+                )
+                for session in self.sessions.all():
+                    session.resume_warmups()
+            up = now

@@ -22,7 +22,7 @@ from orchestrator.core.planner import WarmPlanner, WarmUp
 from orchestrator.core.prompt import SessionPrompt
 from orchestrator.core.resident import Eviction, ResidentBlocks
 from orchestrator.core.rhythm import TypingRhythm
-from orchestrator.core.salt import tenant_salt
+from orchestrator.core.salt import routing_key, tenant_salt
 from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.services import SessionServices
 from orchestrator.core.started import Started
@@ -78,6 +78,7 @@ class Session:
         warmer = Warmer(
             self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
             self.replan, functools.partial(self.resident_tokens, salt, facts.block_size),
+            routing_key(self.settings.server_secret, self.tenant, self.id),
         )  # fmt: skip
         strategy = STRATEGIES[frame.warmups]
         messages = ((("system", frame.context.system),) if frame.context.system else ()) + tuple(

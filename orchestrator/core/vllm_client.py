@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from orchestrator.core.salt import ROUTE_HEADER
 from orchestrator.errors import (
     UpstreamError,
     UpstreamRejected,
@@ -75,10 +77,14 @@ class VLLMClient:
     """The few vLLM calls the orchestrator makes itself (the passthrough relays the rest)."""
 
     def __init__(
-        self, http: httpx.AsyncClient, on_error: Callable[[UpstreamError], None] | None = None
+        self,
+        http: httpx.AsyncClient,
+        on_error: Callable[[UpstreamError], None] | None = None,
+        replicas: Sequence[str] = (),
     ) -> None:
         self.http = http
         self.on_error = on_error  # told of every failed call (the metrics count them)
+        self.replicas = list(replicas)  # behind a router at the base URL (it has no /metrics)
 
     def failed(self, error: UpstreamError) -> UpstreamError:
         """`error`, once reported to `on_error`: `raise self.failed(...)`."""
@@ -134,7 +140,20 @@ class VLLMClient:
 
     async def metrics_text(self) -> str:
         """vLLM's own Prometheus exposition (`GET /metrics`)."""
-        return (await self.request("GET", "/metrics")).text
+        where = f"{self.replicas[0]}/metrics" if self.replicas else "/metrics"
+        return (await self.request("GET", where)).text
+
+    async def replica_status(self) -> list[dict[str, Any]]:
+        """Does each replica behind the router answer (`GET /v1/models`)?"""
+
+        async def one(url: str) -> dict[str, Any]:
+            try:
+                await self.request("GET", f"{url}/v1/models", timeout=2.0)
+            except UpstreamError as error:
+                return {"url": url, "ok": False, "error": error.message}
+            return {"url": url, "ok": True, "error": None}
+
+        return list(await asyncio.gather(*(one(url) for url in self.replicas)))
 
     async def status(self) -> EngineStatus:
         try:
@@ -144,20 +163,23 @@ class VLLMClient:
             return EngineStatus(ok=False, error=error.message)
         return EngineStatus(ok=True, model=models[0] if models else None, block_size=block)
 
-    async def complete(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
-        """A non-streaming `/v1/completions` call (`request_id` names it in vLLM's logs)."""
-        headers = {"X-Request-Id": request_id} if request_id else None
+    async def complete(
+        self, body: dict[str, Any], request_id: str | None = None, route: str | None = None
+    ) -> dict[str, Any]:
+        """A non-streaming `/v1/completions` call (`request_id` names it in vLLM's logs;
+        `route` keeps it on its session's replica behind a router)."""
+        headers = upstream_headers(request_id, route)
         payload = {**body, "stream": False}
         response = await self.request("POST", "/v1/completions", json=payload, headers=headers)
         result: dict[str, Any] = response.json()
         return result
 
     async def stream_completion(
-        self, body: dict[str, Any], request_id: str | None = None
+        self, body: dict[str, Any], request_id: str | None = None, route: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream `/v1/completions` chunks; closing the iterator closes the upstream stream."""
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        headers = {"X-Request-Id": request_id} if request_id else None
+        headers = upstream_headers(request_id, route)
         request = self.http.build_request("POST", "/v1/completions", json=payload, headers=headers)
         response = await self.send(request, stream=True)
         try:
@@ -179,6 +201,11 @@ class VLLMClient:
             raise self.failed(UpstreamUnavailable("vLLM dropped the stream")) from error
         finally:
             await response.aclose()
+
+
+def upstream_headers(request_id: str | None, route: str | None) -> dict[str, str]:
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    return headers | ({ROUTE_HEADER: route} if route else {})
 
 
 def parse_sse_line(line: str) -> dict[str, Any] | None:

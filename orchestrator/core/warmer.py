@@ -19,7 +19,7 @@ from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.frames import Error, Send, Warm
 from orchestrator.core.planner import WarmPlanner, WarmUp
 from orchestrator.core.scorecard import WarmSpan
-from orchestrator.errors import ServiceError, UpstreamUnavailable
+from orchestrator.errors import ServiceError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 RETRY_MIN_S = 0.1
@@ -44,6 +44,7 @@ class Warmer:
         planner: WarmPlanner,
         replan: Callable[[], WarmUp | None],
         resident: Callable[[Sequence[int]], int | None] = lambda tokens: None,
+        route: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.send = send
@@ -52,6 +53,7 @@ class Warmer:
         self.salt = salt
         self.planner = planner
         self.replan = replan  # asks the session for its current candidate (retries)
+        self.route = route  # the session's routing key (replicas behind a router)
         self.resident = resident  # what vLLM's KV events say it holds of a prompt (None: no word)
         self.stats = WarmStats()
         self.task: asyncio.Task[None] | None = None
@@ -177,12 +179,17 @@ class Warmer:
         request_id = f"warm-{self.name}-{warm.seq}-{next(self.numbers)}"
         try:
             usage = await self.dispatcher.send(
-                self.model, list(warm.tokens), self.salt, request_id, self.on_gate_passed
-            )
+                self.model, list(warm.tokens), self.salt, request_id, self.on_gate_passed,
+                self.route,
+            )  # fmt: skip
         except ServiceError as error:
             self.stats.failures += 1
             log.warning("warm-up failed: %s", error.message)
             self.planner.on_warm_done(warm, ok=False)
+            if isinstance(error, UpstreamError) and not isinstance(error, UpstreamRejected):
+                # vLLM (or the replica behind a router that held this session) may have lost
+                # its cache: warm from the start, wherever the next warm-up lands.
+                self.planner.forget_cache()
             self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
             own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
             self.schedule_retry(max(own, self.dispatcher.pause_s()))

@@ -59,7 +59,8 @@ async def lifespan_for(
         settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s, transport
     )
     metrics = Metrics()
-    vllm = VLLMClient(http, on_error=metrics.upstream_error)
+    replicas = [str(url).rstrip("/") for url in settings.vllm_replica_urls]
+    vllm = VLLMClient(http, on_error=metrics.upstream_error, replicas=replicas)
     gate = WarmupGate(settings.warmups_per_second)
     engine = EngineWatch(settings.max_warmups_in_flight)
     log_ring = LogRing(MAX_LOG_LINES, settings.log_format)
@@ -89,6 +90,7 @@ async def lifespan_for(
     app.state.services = services
     log_ring.install()
     watcher = asyncio.create_task(services.watch_engine())
+    replica_watcher = asyncio.create_task(services.watch_replicas())
     feed = None
     if settings.kv_events_url is not None:
         services.kv_feed = KVEventFeed(
@@ -102,6 +104,7 @@ async def lifespan_for(
         if feed is not None:
             await stop_task(feed)
         await stop_task(watcher)
+        await stop_task(replica_watcher)
         await http.aclose()
         if database is not None:
             await database.stop()

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from orchestrator.core.salt import tenant_salt
+from orchestrator.core.salt import routing_key, tenant_salt
 from orchestrator.core.services import LiveSession
 from orchestrator.errors import InvalidRequest
 from orchestrator.web.auth import bearer, check_admin, reader_for_key, tenant_for_key
@@ -52,6 +52,15 @@ def session_for(services: Services, request: Request, tenant: str) -> LiveSessio
             f"no live session {session_id!r}", param=SESSION_HEADER, code="unknown_session"
         )
     return session
+
+
+def route_for(services: Services, request: Request, tenant: str) -> str:
+    """The routing key of the associated WebSocket session, or of the tenant's untied requests
+    (sent upstream as `X-Session-ID`: replicas behind a router keep them together)."""
+    session_id = (
+        session_for(services, request, tenant).id if request.headers.get(SESSION_HEADER) else None
+    )
+    return routing_key(services.settings.server_secret, tenant, session_id)
 
 
 def salt_for(services: Services, request: Request, tenant: str) -> str:

@@ -27,6 +27,8 @@ async def health(request: Request) -> JSONResponse:
         },
         "cache_view": services.cache_view_status()["source"],
     }
+    if services.vllm.replicas:
+        body["vllm"]["replicas"] = await services.vllm.replica_status()
     healthy = engine.ok
     if services.database is not None:
         db_ok = await services.database.ping()

@@ -18,9 +18,11 @@ import httpx
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from orchestrator.core.salt import ROUTE_HEADER
 from orchestrator.web.dependencies import (
     SESSION_HEADER,
     Tenant,
+    route_for,
     salt_for,
     services_of,
     session_for,
@@ -70,7 +72,9 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
     rid = request_id(request)
     headers = forwarded_headers(request.headers)
     headers.pop("authorization", None)  # the orchestrator's key is not vLLM's
+    headers.pop(SESSION_HEADER, None)  # ours, and never the client's routing key upstream
     headers[REQUEST_ID_HEADER] = rid
+    headers[ROUTE_HEADER] = route_for(services, request, tenant)
     payload = None if body is None else prepared_body(services, request, body, tenant)
     method = "GET" if body is None else "POST"
     upstream = services.http.build_request(method, path, json=payload, headers=headers)
@@ -148,6 +152,9 @@ async def chat_completions(
     if request.headers.get(SESSION_HEADER):  # a session's final request: its own prompt
         services = services_of(request)
         session = session_for(services, request, tenant)
-        headers = {REQUEST_ID_HEADER: request_id(request)}
+        headers = {
+            REQUEST_ID_HEADER: request_id(request),
+            ROUTE_HEADER: route_for(services, request, tenant),
+        }
         return await session_chat(services, session, body, headers)
     return await relay(request, "/v1/chat/completions", body, tenant)

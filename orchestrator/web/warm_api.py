@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.core.planner import usable_blocks
-from orchestrator.web.dependencies import Tenant, salt_for, services_of
+from orchestrator.web.dependencies import Tenant, route_for, salt_for, services_of
 from orchestrator.web.openapi_examples import WARM_EXAMPLES
 
 router = APIRouter(tags=["warm-ups"])
@@ -61,7 +61,8 @@ async def warm(
     hit = 0
     if blocks:
         warmed = tokens[: blocks * facts.block_size + 1]
-        usage = await services.dispatcher.warm_once(facts.model, warmed, salt)
+        route = route_for(services, request, tenant)
+        usage = await services.dispatcher.warm_once(facts.model, warmed, salt, route)
         hit = usage.cached_tokens
     return WarmResponse(
         prompt_tokens=len(tokens),

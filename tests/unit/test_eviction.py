@@ -1,6 +1,7 @@
-"""A session and vLLM's KV events: an eviction that cuts the session's warmed chain takes back
-its belief and warms it again (a bounded number of times while the user is idle); other
-evictions change nothing; without events the belief stays."""
+"""A session and what can take its cache away: vLLM's KV events (an eviction that cuts the
+session's warmed chain takes back its belief and warms it again, a bounded number of times
+while the user is idle; other evictions change nothing; without events the belief stays), a
+warm-up cancelled before it ran, and the routing key that keeps a session on one replica."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from orchestrator.core.frames import ServerFrame
 from orchestrator.core.gate import WarmupGate
 from orchestrator.core.kv_events import BlockRemoved
 from orchestrator.core.planner import WarmPlanner
+from orchestrator.core.salt import routing_key
 from orchestrator.core.vllm_client import VLLMClient
 from orchestrator.core.warmer import Warmer
 from tests.fakes import SessionClient, wait_until
@@ -136,3 +138,22 @@ async def test_a_warm_up_cancelled_before_it_ran_gives_back_its_slot() -> None:
     assert engine.in_flight == 0
     assert planner.in_flight is None
     await http.aclose()
+
+
+async def test_a_sessions_requests_carry_its_routing_key(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    """Warm-ups and the final request of a session go upstream with one key (a router sends
+    them to one replica); another session's key differs."""
+    app = await start_app()
+    first, second = await started(app), await started(app)
+    await first.next("warm")
+    await second.next("warm")
+    await first.send(type="submit", text="How many rows?", seq=1)
+    await first.next("done")
+    ready = [client.of_type("ready")[0]["session_id"] for client in (first, second)]
+    keys = [routing_key(app.settings.server_secret, "anonymous", sid) for sid in ready]
+    routes = {record.route for record in fake.completions}
+    assert routes == set(keys)
+    assert keys[0] != keys[1]
+    assert all(record.route == keys[0] for record in fake.finals)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestrator.core.salt import tenant_salt
+from orchestrator.core.salt import routing_key, tenant_salt
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 
@@ -205,3 +205,16 @@ def test_unknown_session_header_is_refused(client: TestClient, upstream: Recordi
     assert reply.status_code == 400
     assert reply.json()["error"]["code"] == "unknown_session"
     assert upstream.requests == []
+
+
+def test_requests_go_upstream_with_a_server_derived_routing_key(
+    client: TestClient, upstream: RecordingUpstream, settings: Settings
+) -> None:
+    """Replicas behind a router keep a tenant's untied requests together by `X-Session-ID`;
+    the key is derived on the server, never the salt, and never what the client sent."""
+    client.post("/v1/completions", json={"model": "fake", "prompt": "x"})
+    route = upstream.requests[-1].headers["x-session-id"]
+    assert route == routing_key(settings.server_secret, "anonymous")
+    assert route != tenant_salt(settings.server_secret, "anonymous")
+    assert routing_key(settings.server_secret, "other") != route
+    assert routing_key(settings.server_secret, "anonymous", "session") != route
