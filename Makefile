@@ -9,7 +9,7 @@ REPLICAS ?= 1
 export PREFILL_DATA_DIR ?= $(abspath $(DATA))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit lint eval eval-load eval-eviction clean distclean rebuild
+.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit lint eval eval-load eval-eviction eval-replicas clean distclean rebuild
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ eval-load: setup setup-db ## final TTFT with N = 1, 2, 4, 8 typists at once (eva
 
 eval-eviction: setup ## a small KV cache under N typists: hit rate at submit with vLLM's KV events and without
 	$(PY) -m eval eviction $(EVAL_ARGS)
+
+eval-replicas: setup setup-db ## N typists on one vLLM, then on 2 replicas behind vllm-router: final TTFT
+	$(PY) -m eval replicas $(EVAL_ARGS)
 
 clean: ## remove the Python venv, caches and reports (keeps the engine and model in $(DATA))
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info eval/data/reports tests/artifacts

@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, get_args
 
+from eval.own_engine import engine_options, run_once
+from eval.own_engine import write_summary as write_table
 from eval.replay import Replay, SubmitPause
 from eval.report import fmt
 from eval.runner import RunPlan
-from eval.serving import free_port, serve_in_thread
-from eval.session import EVAL_FRAMES_PER_SECOND, EvalSession
+from eval.session import EvalSession
 from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
 from orchestrator.settings import Settings
-from vllm_launch.engine_env import detect_device, ensure_engine_env
-from vllm_launch.model import prepare_model, served_name
-from vllm_launch.server import EngineProcess, ServeOptions, build_command
+from orchestrator.web.services import Services
+from vllm_launch.server import EngineProcess, build_command
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "data" / "reports" / "eviction"
@@ -73,17 +72,10 @@ def parse(argv: list[str]) -> tuple[EvictionPlan, Path]:
 
 
 def small_cache_engine(plan: EvictionPlan, data_dir: Path) -> tuple[EngineProcess, list[str]]:
-    device = detect_device()
-    engine = ensure_engine_env(data_dir, device)
-    model = prepare_model(None, data_dir, engine)
-    opts = ServeOptions(
-        model=model,
-        served_model_name=served_name(None, model),
-        device=device,
-        port=free_port(),
+    engine, opts = engine_options(
+        data_dir,
         kv_cache_gib=1,
         max_model_len=plan.max_model_len,
-        kv_events_port=free_port(),
         extra_args=("--num-gpu-blocks-override", str(plan.cache_blocks)),
     )
     log = data_dir / "logs" / f"vllm-eviction-{opts.port}.log"
@@ -93,33 +85,28 @@ def small_cache_engine(plan: EvictionPlan, data_dir: Path) -> tuple[EngineProces
 async def one_run(
     plan: EvictionPlan, process: EngineProcess, flags: list[str], events: bool
 ) -> dict[str, Any]:
-    from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
-
     urls = process.opts.kv_events_urls if events else None
-    settings = Settings(
-        vllm_url=process.opts.base_url,
-        datasets_dir=ROOT / "datasets",
-        ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
-        enable_database=plan.workload == "text-to-sql",  # its contexts are database schemas
-        kv_events_url=urls[0] if urls else None,
-        kv_events_replay_url=urls[1] if urls else None,
-    )
-    app = create_app(settings)
-    with serve_in_thread(app, timeout_s=300) as url:
-        session = EvalSession(app, url, flags)
-        report = await session.evaluate(plan.run_plan())
-        report["settings"]["eviction"] = {
+    settings = {
+        "vllm_url": process.opts.base_url,
+        "enable_database": plan.workload == "text-to-sql",  # its contexts are database schemas
+        "kv_events_url": urls[0] if urls else None,
+        "kv_events_replay_url": urls[1] if urls else None,
+    }
+
+    def describe(services: Services) -> dict[str, Any]:
+        return {
             **asdict(plan),
             "kv_events": events,
-            "cache_view": session.services.cache_view_status(),
-            "rewarms_after_eviction": session.services.rewarms_after_eviction,
+            "cache_view": services.cache_view_status(),
+            "rewarms_after_eviction": services.rewarms_after_eviction,
         }
-    return report
+
+    return await run_once(plan.run_plan(), flags, settings, describe)
 
 
 def summary_row(report: dict[str, Any]) -> dict[str, Any]:
     row = report["modes"]["keystroke"]
-    eviction = report["settings"]["eviction"]
+    eviction = report["settings"]["run"]
     cached, prompt = row["cached_tokens_mean"], row["prompt_tokens_mean"]
     return {
         "kv_events": eviction["kv_events"],
@@ -151,11 +138,7 @@ def write_summary(rows: list[dict[str, Any]], plan: EvictionPlan, out: Path) -> 
             f"| {fmt(r['p95'])} | {r['rewarms']} | {fmt(r['warm_per_final'], '.0f')} "
             f"| {r['failures']} |"
         )
-    text = "\n".join(lines) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-    return text
+    return write_table(lines, rows, out)
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,124 @@
+"""`python -m eval replicas`: final TTFT with N typists at once on one vLLM, then on R vLLM
+replicas behind vllm-router (`vllm_launch serve --replicas R`), side by side in one run.
+
+Both set-ups get the same engine flags per vLLM and the same workload (text-to-SQL on the demo
+database, caches of their own, Enter right after the last key). On a CPU every vLLM runs one
+torch thread, so R replicas bring R times the compute where cores allow, as R GPUs would.
+Reports go to `--out`, `summary.md` on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.own_engine import engine_options, run_once
+from eval.own_engine import write_summary as write_table
+from eval.replay import Replay, SubmitPause
+from eval.report import fmt
+from eval.runner import RunPlan
+from eval.serving import free_port
+from eval.session import EvalSession
+from eval.workloads import DEFAULT_DATASETS, load_workload
+from orchestrator.settings import Settings
+from orchestrator.web.services import Services
+from vllm_launch.replicas import ReplicaPlan, serving_replicas
+from vllm_launch.server import EngineProcess, build_command
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "reports" / "replicas"
+MODES = ("static", "keystroke")
+
+
+@dataclass(frozen=True)
+class ReplicasPlan:
+    replicas: int = 2
+    typists: int = 4
+    cases: int = 8
+    seed: int = 7
+    enforce_eager: bool = False
+
+    def run_plan(self) -> RunPlan:
+        workload = load_workload(DEFAULT_DATASETS["text-to-sql"], self.cases, "text-to-sql")
+        replay = Replay(submit_pause=SubmitPause(None))
+        return RunPlan(workload, MODES, replay, self.seed, 96, self.typists)
+
+
+@contextlib.contextmanager
+def engines(
+    plan: ReplicasPlan, replicas: int, data_dir: Path
+) -> Iterator[tuple[dict[str, Any], list[str]]]:
+    """One vLLM (following its KV events, as `--launch-vllm` does) or `replicas` behind the
+    router; yields the orchestrator settings for it and the vLLM flags."""
+    engine, opts = engine_options(data_dir, kv_cache_gib=2, enforce_eager=plan.enforce_eager)
+    flags = build_command(engine, opts)[3:]
+    logs = data_dir / "logs"
+    if replicas == 1:
+        with EngineProcess(engine, opts, logs / f"vllm-replicas-{opts.port}.log"):
+            events = opts.kv_events_urls or (None, None)
+            yield {"vllm_url": opts.base_url, "kv_events_url": events[0],
+                   "kv_events_replay_url": events[1]}, flags  # fmt: skip
+        return
+    placed = ReplicaPlan(opts, replicas, free_port(), free_port())
+    with serving_replicas(engine, placed, logs):
+        yield {"vllm_url": opts.base_url, "vllm_replica_urls": placed.replica_urls}, flags
+
+
+def rows_of(report: dict[str, Any], replicas: int) -> list[dict[str, Any]]:
+    rows = []
+    for mode in MODES:
+        row = report["modes"][mode]
+        rows.append({
+            "replicas": replicas, "mode": mode, "p50": row["ttft_ms"]["p50"],
+            "p95": row["ttft_ms"]["p95"], "cached": row["cached_tokens_mean"],
+            "prompt": row["prompt_tokens_mean"], "failures": len(row["failures"]),
+        })  # fmt: skip
+    return rows
+
+
+def write_summary(rows: list[dict[str, Any]], plan: ReplicasPlan, out: Path) -> str:
+    lines = [
+        f"{plan.typists} typists at once, text-to-SQL (demo), {plan.cases} cases, Enter at once, "
+        f"seed {plan.seed}{', vLLM eager' if plan.enforce_eager else ''}.",
+        "",
+        "| vLLMs | mode | TTFT p50 ms | TTFT p95 ms | cached / prompt | failures |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['replicas']} | {r['mode']} | {fmt(r['p50'])} | {fmt(r['p95'])} "
+            f"| {fmt(r['cached'], '.0f')} / {fmt(r['prompt'], '.0f')} | {r['failures']} |"
+        )
+    return write_table(lines, rows, out)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval replicas", description=__doc__)
+    defaults = ReplicasPlan()
+    parser.add_argument("--replicas", type=int, default=defaults.replicas)
+    parser.add_argument("--typists", type=int, default=defaults.typists)
+    parser.add_argument("--cases", type=int, default=defaults.cases)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    plan = ReplicasPlan(args.replicas, args.typists, args.cases, args.seed, args.enforce_eager)
+    data_dir = Settings().data_dir
+    rows: list[dict[str, Any]] = []
+    for replicas in (1, plan.replicas):
+        with engines(plan, replicas, data_dir) as (settings, flags):
+
+            def describe(services: Services, replicas: int = replicas) -> dict[str, Any]:
+                return {"replicas": replicas, "replica_urls": services.vllm.replicas}
+
+            report = asyncio.run(run_once(plan.run_plan(), flags, settings, describe))
+        EvalSession.write(report, args.out / f"replicas-{replicas}")
+        rows += rows_of(report, replicas)
+        summary = write_summary(rows, plan, args.out)
+    print(summary)
+    print(f"reports in {args.out}")
+    return 0
