@@ -27,6 +27,8 @@ async def health(request: Request) -> JSONResponse:
         },
         "cache_view": services.cache_view_status()["source"],
     }
+    if services.rewarm is not None:  # the top contexts warmed when vLLM (re)started
+        body["rewarm"] = services.rewarm.progress.as_dict()
     healthy = engine.ok
     if services.database is not None:
         db_ok = await services.database.ping()
