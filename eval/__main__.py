@@ -7,6 +7,7 @@ real `/ws/session`, and writes report.json, report.md and ttft.png under the out
     python -m eval suite [--quick]          what `make eval` runs: several runs, a summary
     python -m eval load [--quick]           N typists at once (N = 1, 2, 4, 8), both cache set-ups
     python -m eval eviction                 a small KV cache: hit rate at submit, KV events on/off
+    python -m eval restart                  vLLM restarts: first requests, prefix index on/off
     python -m eval compare A B              two reports side by side
 """
 
@@ -22,6 +23,7 @@ from eval.compare import compare_main
 from eval.eviction import main as eviction_main
 from eval.modes import MODES, EvalError
 from eval.replay import REPLAYS, Replay, SubmitPause
+from eval.restart import main as restart_main
 from eval.runner import RunPlan
 from eval.session import EvalSession, launched
 from eval.suites import SUITES, run_suite
@@ -133,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             return compare_main(argv[1:])
         if command == "eviction":
             return eviction_main(argv[1:])
+        if command == "restart":
+            return restart_main(argv[1:])
         if command in SUITES:
             return suite_main(argv[1:], command)
         return run_main(argv)

@@ -136,7 +136,10 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Seconds a re-warm may take; what is left is skipped."
     )
     rewarm_min_score: float = Field(
-        1.0, ge=0.0, description="Least decayed score of a context worth re-warming."
+        0.5,
+        ge=0.0,
+        description="Least decayed score of a context worth re-warming (and listed as a hint); "
+        "0.5: one request within the last half-life.",
     )
     rewarm_before_ready: bool = Field(
         False,

@@ -99,7 +99,7 @@ class TracePolicy:
     retention_s: float = 7 * 86400.0
     opt_out: frozenset[str] = frozenset()
     top_k: int = 8
-    min_score: float = 1.0
+    min_score: float = 0.5
     budget_tokens: int = 60_000
 
 
