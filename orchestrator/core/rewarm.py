@@ -82,10 +82,16 @@ class Rewarmer:
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+                try:
+                    await self.task
+                except Exception:  # a re-warm that broke must not break the shutdown
+                    log.exception("the re-warm failed")
 
     async def run(self, reason: str, tenant: str | None = None) -> RewarmProgress:
         progress = self.progress = RewarmProgress("running", reason, started_at=self.clock())
+        if not self.popularity.wanted():  # nothing to warm: vLLM need not even be asked
+            progress.state, progress.finished_at = "done", self.clock()
+            return progress
         try:
             facts = await self.facts()
         except ServiceError as error:  # not up yet: the engine watch triggers us when it is
