@@ -8,6 +8,7 @@ real `/ws/session`, and writes report.json, report.md and ttft.png under the out
     python -m eval load [--quick]           N typists at once (N = 1, 2, 4, 8), both cache set-ups
     python -m eval eviction                 a small KV cache: hit rate at submit, KV events on/off
     python -m eval replicas                 N typists on one vLLM, then on replicas behind a router
+    python -m eval restart                  vLLM restarts: first requests, prefix index on/off
     python -m eval compare A B              two reports side by side
 """
 
@@ -24,6 +25,7 @@ from eval.eviction import main as eviction_main
 from eval.modes import MODES, EvalError
 from eval.replay import REPLAYS, Replay, SubmitPause
 from eval.replicas import main as replicas_main
+from eval.restart import main as restart_main
 from eval.runner import RunPlan
 from eval.session import EvalSession, launched
 from eval.suites import SUITES, run_suite
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return eviction_main(argv[1:])
         if command == "replicas":
             return replicas_main(argv[1:])
+        if command == "restart":
+            return restart_main(argv[1:])
         if command in SUITES:
             return suite_main(argv[1:], command)
         return run_main(argv)

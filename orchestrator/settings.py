@@ -109,6 +109,49 @@ class Settings(BaseSettings):
         300.0, gt=0, description="No re-warm after eviction for a session idle this long."
     )
 
+    prefix_trace: bool = Field(
+        True,
+        description="Record the prefixes of final requests and landed warm-ups (block-hash "
+        "chains and token ids, per tenant) and keep a popularity index of them: re-warmed "
+        "when vLLM (re)starts, listed by GET /v1/hints. In the database when there is one.",
+    )
+    trace_retention_hours: float = Field(
+        168.0, gt=0, description="Trace rows older than this are deleted (and not loaded)."
+    )
+    trace_opt_out_tenants: list[str] = Field(
+        default_factory=list,
+        description='Tenants whose requests are never traced, as JSON: ["tenant-a"]; their '
+        "rows are deleted at start.",
+    )
+    popularity_half_life_s: float = Field(
+        3600.0, gt=0, description="Half-life of a prefix's popularity score, in seconds."
+    )
+    popularity_warm_weight: float = Field(
+        0.25,
+        ge=0.0,
+        description="What a landed warm-up counts in the popularity index (a final counts 1).",
+    )
+    rewarm_top_k: int = Field(
+        8, ge=0, description="Contexts per cache scope re-warmed when vLLM starts (0: none)."
+    )
+    rewarm_budget_tokens: int = Field(
+        60_000, ge=0, description="Prompt tokens a re-warm may ask vLLM to prefill in all."
+    )
+    rewarm_budget_s: float = Field(
+        300.0, gt=0, description="Seconds a re-warm may take; what is left is skipped."
+    )
+    rewarm_min_score: float = Field(
+        0.5,
+        ge=0.0,
+        description="Least decayed score of a context worth re-warming (and listed as a hint); "
+        "0.5: one request within the last half-life.",
+    )
+    rewarm_before_ready: bool = Field(
+        False,
+        description="Wait for the start-up re-warm (within its budget) before serving; "
+        "otherwise it runs while the service serves, its progress on /health.",
+    )
+
     api_keys: dict[str, str] = Field(
         default_factory=dict,
         description='API key -> tenant, as JSON: {"key-a": "tenant-a"}. Empty: no auth.',

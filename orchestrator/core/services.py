@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,9 +15,11 @@ from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.prefill_cost import PrefillCost
+from orchestrator.core.prefix_trace import Popularity, TraceKind
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.resident import Eviction, ResidentBlocks
+from orchestrator.core.rewarm import Rewarmer
 from orchestrator.core.vllm_client import EngineFacts, VLLMClient
 from orchestrator.settings import Settings
 
@@ -57,6 +60,8 @@ class SessionServices:
     rewarms_after_eviction: int = 0
     metrics: Metrics = field(default_factory=Metrics)  # the dispatcher's own, in an app
     prefill_cost: PrefillCost = field(default_factory=PrefillCost)  # scorecards' cold TTFT
+    popularity: Popularity | None = None  # the prefix trace and its index (`prefix_trace.py`)
+    rewarm: Rewarmer | None = None  # warms the index's top contexts when vLLM (re)starts
     _facts: EngineFacts | None = field(default=None, repr=False)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -87,6 +92,19 @@ class SessionServices:
                 self.rewarms_after_eviction += 1
                 self.metrics.rewarmed_after_eviction()
 
+    def record_prefix(
+        self,
+        tenant: str,
+        namespace: str | None,
+        tokens: Sequence[int],
+        block_size: int,
+        kind: TraceKind,
+        label: str | None = None,
+    ) -> None:
+        """A final request was sent, or a warm-up landed: into the prefix trace, if kept."""
+        if self.popularity is not None:
+            self.popularity.record(tenant, namespace, tokens, block_size, kind, label)
+
     async def broadcast(self, frame: ServerFrame) -> None:
         """Send a frame to every live session."""
         for session in self.sessions.all():
@@ -103,13 +121,20 @@ class SessionServices:
             self.kv_feed.reset()
         for session in self.sessions.all():
             session.resume_warmups()
+        if self.rewarm is not None:
+            self.rewarm.trigger("engine_recovered")
+
+    def rewarm_owed(self) -> bool:
+        """Would a restart of vLLM leave something to re-warm (then it is watched even with
+        no session open)?"""
+        return self.rewarm is not None and self.popularity is not None and self.popularity.wanted()
 
     async def watch_engine(self) -> None:
         """Run until cancelled: tell the sessions when vLLM goes away and comes back."""
         await self.engine.watch(
             self.probe_engine,
             self.broadcast,
-            lambda: len(self.sessions) > 0,
+            lambda: len(self.sessions) > 0 or self.rewarm_owed(),
             self.on_engine_recovered,
         )
 

@@ -19,6 +19,7 @@ from orchestrator.core import frames
 from orchestrator.core.answer import FinalAnswer
 from orchestrator.core.http_final import HttpFinal, submitted_text
 from orchestrator.core.planner import WarmPlanner, WarmUp
+from orchestrator.core.prefix_trace import TraceKind
 from orchestrator.core.prompt import SessionPrompt
 from orchestrator.core.resident import Eviction, ResidentBlocks
 from orchestrator.core.rhythm import TypingRhythm
@@ -78,15 +79,17 @@ class Session:
         warmer = Warmer(
             self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
             self.replan, functools.partial(self.resident_tokens, salt, facts.block_size),
-            routing_key(self.settings.server_secret, self.tenant, self.id),
+            route=routing_key(self.settings.server_secret, self.tenant, self.id),
+            on_landed=functools.partial(self.trace, "warm"),
         )  # fmt: skip
         strategy = STRATEGIES[frame.warmups]
         messages = ((("system", frame.context.system),) if frame.context.system else ()) + tuple(
             (turn["role"], turn["content"]) for turn in history
         )
         self.started = Started(
-            facts, prompt, planner, warmer, strategy, frame.params, salt, context, messages
-        )
+            facts, prompt, planner, warmer, strategy, frame.params, salt, context, messages,
+            frame.cache_namespace, frame.context.database,
+        )  # fmt: skip
         self.text, self.seq, self.planned_stable, self.warm_memo = "", 0, None, None
         self.typed()
         ready = frames.Ready(
@@ -121,6 +124,7 @@ class Session:
         self.text, self.seq, self.planned_stable = frame.text, frame.seq, None
         tokens = started.prompt.final_tokens(frame.text)
         self.check_length(len(tokens))
+        self.trace("final", tokens)
         self.answer.begin(started, tokens, received, lambda: self.seq)
 
     def open_http_final(self, messages: list[dict[str, Any]]) -> HttpFinal:
@@ -135,6 +139,7 @@ class Session:
         self.cancel_pause_timer()
         tokens = started.prompt.final_tokens(text)
         self.check_length(len(tokens))
+        self.trace("final", tokens)
         sheet = ScoreSheet.at_submit(started.planner, tokens, started.warmer.stats.spans)
         started.warmer.settle(tokens)
         opening = started.prompt.frame.answer_opening
@@ -196,6 +201,14 @@ class Session:
         if feed is None or not feed.live:
             return None
         return feed.index.resident_tokens(salt, tokens, block_size)
+
+    def trace(self, kind: TraceKind, tokens: Sequence[int]) -> None:
+        """Into the prefix trace (`prefix_trace.py`): this session's final or landed warm-up."""
+        if (started := self.started) is not None:
+            self.services.record_prefix(
+                self.tenant, started.namespace, tokens, started.facts.block_size, kind,
+                started.label,
+            )  # fmt: skip
 
     def typed(self) -> None:
         self.last_input = asyncio.get_running_loop().time()

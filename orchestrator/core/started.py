@@ -26,3 +26,5 @@ class Started:
     salt: str
     context: SessionContext | None
     messages: tuple[tuple[str, str], ...] = ()  # the context as chat messages (role, content)
+    namespace: str | None = None  # the cache namespace the salt came from
+    label: str | None = None  # the named context (a text-to-SQL database), if any

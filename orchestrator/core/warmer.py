@@ -45,6 +45,7 @@ class Warmer:
         replan: Callable[[], WarmUp | None],
         resident: Callable[[Sequence[int]], int | None] = lambda tokens: None,
         route: str | None = None,
+        on_landed: Callable[[Sequence[int]], None] = lambda tokens: None,
     ) -> None:
         self.dispatcher = dispatcher
         self.send = send
@@ -55,6 +56,7 @@ class Warmer:
         self.replan = replan  # asks the session for its current candidate (retries)
         self.route = route  # the session's routing key (replicas behind a router)
         self.resident = resident  # what vLLM's KV events say it holds of a prompt (None: no word)
+        self.on_landed = on_landed  # a warm-up landed: its tokens (the prefix trace)
         self.stats = WarmStats()
         self.task: asyncio.Task[None] | None = None
         self.dispatched = False  # the current warm-up has passed the gate
@@ -198,6 +200,7 @@ class Warmer:
             # answer may be our own lag under load, and the watcher judges that.
             return False if isinstance(error, UpstreamUnavailable) else None
         self.failures = 0
+        self.on_landed(warm.tokens)
         self.stats.requests += 1
         self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
         now = time.perf_counter()

@@ -32,6 +32,8 @@ from orchestrator.web.middleware import BodySizeLimit, RequestId
 from orchestrator.web.observability import MAX_LOG_LINES
 from orchestrator.web.observability import router as observability_router
 from orchestrator.web.passthrough import router as passthrough_router
+from orchestrator.web.popular import PrefixTraceRuntime
+from orchestrator.web.popular import router as hints_router
 from orchestrator.web.services import Services
 from orchestrator.web.warm_api import router as warm_router
 from orchestrator.web.ws import router as ws_router
@@ -97,9 +99,11 @@ async def lifespan_for(
             settings.kv_events_url, settings.kv_events_replay_url, services.on_eviction
         )
         feed = asyncio.create_task(services.kv_feed.run())
+    hot = await PrefixTraceRuntime.start(services, database)  # trace, index, re-warm at start
     try:
         yield
     finally:
+        await hot.stop()
         log_ring.uninstall()
         if feed is not None:
             await stop_task(feed)
@@ -133,6 +137,7 @@ def create_app(
     app.include_router(ws_router)
     app.include_router(passthrough_router)
     app.include_router(warm_router)
+    app.include_router(hints_router)
     install_error_handlers(app)
     if UI_DIR.is_dir():
         app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")

@@ -29,6 +29,8 @@ async def health(request: Request) -> JSONResponse:
     }
     if services.vllm.replicas:
         body["vllm"]["replicas"] = await services.vllm.replica_status()
+    if services.rewarm is not None:  # the top contexts warmed when vLLM (re)started
+        body["rewarm"] = services.rewarm.progress.as_dict()
     healthy = engine.ok
     if services.database is not None:
         db_ok = await services.database.ping()

@@ -40,6 +40,7 @@ async def status(request: Request, reader: Reader) -> dict[str, Any]:
         "sessions": {"open": len(services.sessions)},
         "warmups": {"in_flight": services.engine.in_flight},
         "finals": {"before_first_token": services.dispatcher.finals.before_first_token},
+        "prefix_trace": services.popularity.status() if services.popularity else None,
     }
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.core.planner import usable_blocks
-from orchestrator.web.dependencies import Tenant, route_for, salt_for, services_of
+from orchestrator.web.dependencies import SESSION_HEADER, Tenant, route_for, salt_for, services_of
 from orchestrator.web.openapi_examples import WARM_EXAMPLES
 
 router = APIRouter(tags=["warm-ups"])
@@ -64,6 +64,8 @@ async def warm(
         route = route_for(services, request, tenant)
         usage = await services.dispatcher.warm_once(facts.model, warmed, salt, route)
         hit = usage.cached_tokens
+        if not request.headers.get(SESSION_HEADER):  # a session's own are traced by it
+            services.record_prefix(tenant, None, warmed, facts.block_size, "warm")
     return WarmResponse(
         prompt_tokens=len(tokens),
         cached_tokens=blocks * facts.block_size,

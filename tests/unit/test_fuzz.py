@@ -321,6 +321,7 @@ OPERATIONS = [
     "POST /v1/completions",
     "POST /v1/chat/completions",
     "POST /v1/warm",
+    "GET /v1/hints",
 ]
 
 

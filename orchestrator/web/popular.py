@@ -1,0 +1,129 @@
+"""The prefix trace and its re-warm in the application's lifetime, and `GET /v1/hints`.
+
+At start the trace is loaded from the database (or kept in memory without one), its rows are
+saved in the background, and the index's top contexts are re-warmed: in the background while
+the service serves (its progress in `/health` under `rewarm`), or before it serves with
+`PREFILL_REWARM_BEFORE_READY=true`. The engine watch re-warms them again whenever vLLM comes
+back (`SessionServices.on_engine_recovered`).
+
+`GET /v1/hints` lists the caller's own top contexts (its tenant, and the cache namespace it
+names): which context its users are likely to pick next. A hint carries no token and no text;
+another tenant's contexts are never listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from orchestrator.core.engine_watch import stop_task
+from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy, TraceStore
+from orchestrator.core.rewarm import Rewarmer
+from orchestrator.errors import DatabaseError
+from orchestrator.prefix_index.store import PostgresTrace
+from orchestrator.settings import Settings
+from orchestrator.text_to_sql.postgres import Database
+from orchestrator.web.dependencies import Tenant, services_of
+from orchestrator.web.services import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["warm-ups"])
+MAX_HINTS = 100
+
+
+def policy_of(settings: Settings) -> TracePolicy:
+    return TracePolicy(
+        half_life_s=settings.popularity_half_life_s,
+        warm_weight=settings.popularity_warm_weight,
+        retention_s=settings.trace_retention_hours * 3600.0,
+        opt_out=frozenset(settings.trace_opt_out_tenants),
+        top_k=settings.rewarm_top_k,
+        min_score=settings.rewarm_min_score,
+        budget_tokens=settings.rewarm_budget_tokens,
+    )
+
+
+class PrefixTraceRuntime:
+    """What `prefix_trace` adds to the lifespan: started by `start`, ended by `stop`."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.saver: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, services: Services, database: Database | None) -> PrefixTraceRuntime:
+        runtime = cls(services)
+        settings = services.settings
+        if not settings.prefix_trace:
+            return runtime
+        store: TraceStore = PostgresTrace(database) if database is not None else MemoryTrace()
+        popularity = Popularity(store, policy_of(settings))
+        try:
+            await popularity.load()
+        except DatabaseError as error:
+            log.warning("prefix trace kept in memory only: %s", error.message)
+            popularity = Popularity(MemoryTrace(), policy_of(settings))
+        services.popularity = popularity
+        services.rewarm = Rewarmer(
+            popularity, services.dispatcher, services.engine_facts, settings.server_secret,
+            settings.rewarm_budget_s,
+        )  # fmt: skip
+        runtime.saver = asyncio.create_task(popularity.run())
+        first = services.rewarm.trigger("start")
+        if settings.rewarm_before_ready:
+            await asyncio.wait({first})
+        return runtime
+
+    async def stop(self) -> None:
+        if self.services.rewarm is not None:
+            await self.services.rewarm.stop()
+        if self.saver is not None:
+            await stop_task(self.saver)
+
+
+class Hint(BaseModel):
+    rank: int
+    label: str | None = Field(description="The named context (a text-to-SQL database), if any.")
+    tokens: int = Field(description="Tokens of the shared prefix (whole blocks).")
+    score: float = Field(description="Decayed count of the requests that shared it.")
+    expected_saved_tokens: float = Field(description="score x tokens: the ranking.")
+    last_seen: float = Field(description="Unix time of the latest request through it.")
+
+
+class Hints(BaseModel):
+    block_size: int | None
+    contexts: list[Hint]
+
+
+@router.get("/v1/hints", summary="The caller's most popular contexts: what to warm first")
+async def hints(
+    request: Request,
+    tenant: Tenant,
+    top: Annotated[int, Query(ge=1, le=MAX_HINTS, description="How many.")] = 5,
+    cache_namespace: Annotated[
+        str | None, Query(max_length=128, description="The namespace of a session's start.")
+    ] = None,
+) -> Hints:
+    services = services_of(request)
+    if services.popularity is None:
+        return Hints(block_size=None, contexts=[])
+    block_size = (await services.engine_facts()).block_size
+    found = services.popularity.hints(tenant, cache_namespace, block_size, top)
+    return Hints(
+        block_size=block_size,
+        contexts=[
+            Hint(
+                rank=rank,
+                label=c.label,
+                tokens=len(c.tokens),
+                score=round(c.score, 4),
+                expected_saved_tokens=round(c.expected_saved, 1),
+                last_seen=c.last_seen,
+            )
+            for rank, c in enumerate(found, start=1)
+        ],
+    )
