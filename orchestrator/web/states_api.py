@@ -92,7 +92,8 @@ class StateOut(BaseModel):
     cached_tokens: int = Field(description="Tokens its warm-up found cached at creation.")
     resident_tokens: int = Field(description="Tokens of it in vLLM's cache now (whole blocks).")
     resident_source: Literal["kv-events", "belief"] = Field(
-        description="kv-events: vLLM's own word; belief: what the last warm-up left."
+        description="kv-events: vLLM's own word; belief: what the last warm-up left (always "
+        "in the answer to a creation: the warm-up's KV events may still be on their way)."
     )
     block_size: int
     created_at: float = Field(description="Unix time, seconds.")
@@ -155,9 +156,12 @@ def messages_suffix(
     return services.renderer.encode(chat_suffix(services.renderer, roles, turns, generation))
 
 
-def state_out(services: Services, state: State, block_size: int) -> StateOut:
+def state_out(
+    services: Services, state: State, block_size: int, *, fresh: bool = False
+) -> StateOut:
+    """`fresh`: just created, its warm-up's KV events may still be on their way."""
     feed = services.kv_feed
-    if feed is not None and feed.live:
+    if feed is not None and feed.live and not fresh:
         resident = feed.index.resident_tokens(state.salt, state.tokens, block_size)
         source: Literal["kv-events", "belief"] = "kv-events"
     else:
@@ -212,7 +216,7 @@ async def admit(
         )  # fmt: skip
         await services.states.put(state)
     keeper.added(state, full_block_tokens(tokens, facts.block_size) if warmed else 0)
-    return state_out(services, state, facts.block_size)
+    return state_out(services, state, facts.block_size, fresh=True)
 
 
 @router.post(
