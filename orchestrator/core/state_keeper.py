@@ -59,7 +59,8 @@ class StateKeeper:
         now = self.clock()
         return any(state.live(now) for state in self._live.values())
 
-    def added(self, state: State, warmed_tokens: int) -> None:
+    def added(self, state: State, warmed_tokens: int, block_size: int) -> None:
+        self._block_size = block_size
         self._live[state.id] = state
         self._warmed[state.id] = warmed_tokens
 

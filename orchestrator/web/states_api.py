@@ -215,7 +215,8 @@ async def admit(
             source=source if keeping.store_text else None, cached_tokens=cached,
         )  # fmt: skip
         await services.states.put(state)
-    keeper.added(state, full_block_tokens(tokens, facts.block_size) if warmed else 0)
+    warmed_tokens = full_block_tokens(tokens, facts.block_size) if warmed else 0
+    keeper.added(state, warmed_tokens, facts.block_size)
     return state_out(services, state, facts.block_size, fresh=True)
 
 

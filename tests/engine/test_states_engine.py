@@ -27,7 +27,9 @@ BLOCK = 32
 
 def document(topic: str) -> str:
     """A few hundred tokens of its own per test, so no test finds another's blocks."""
-    facts = " ".join(f"Item {i} of the {topic} list weighs {i * 7 % 23} kilograms." for i in range(24))
+    facts = " ".join(
+        f"Item {i} of the {topic} list weighs {i * 7 % 23} kilograms." for i in range(24)
+    )
     return f"Answer from this {topic} inventory only. {facts}"
 
 
@@ -46,9 +48,7 @@ def app_url(engine: Engine, data_dir: Path) -> Iterator[str]:
 
 
 def http(app_url: str, key: str = "key-a") -> httpx.Client:
-    return httpx.Client(
-        base_url=app_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-    )
+    return httpx.Client(base_url=app_url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
 
 
 def create(app_url: str, body: dict[str, Any], key: str = "key-a") -> dict[str, Any]:
