@@ -8,6 +8,7 @@ real `/ws/session`, and writes report.json, report.md and ttft.png under the out
     python -m eval load [--quick]           N typists at once (N = 1, 2, 4, 8), both cache set-ups
     python -m eval eviction                 a small KV cache: hit rate at submit, KV events on/off
     python -m eval compare A B              two reports side by side
+    python -m eval states                   TTFT from a named state vs the same prompt cold
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import get_args
 
+from eval.bench_states import main as states_main
 from eval.compare import compare_main
 from eval.eviction import main as eviction_main
 from eval.modes import MODES, EvalError
@@ -133,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             return compare_main(argv[1:])
         if command == "eviction":
             return eviction_main(argv[1:])
+        if command == "states":
+            return states_main(argv[1:])
         if command in SUITES:
             return suite_main(argv[1:], command)
         return run_main(argv)
