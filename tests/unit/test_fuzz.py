@@ -321,6 +321,13 @@ OPERATIONS = [
     "POST /v1/completions",
     "POST /v1/chat/completions",
     "POST /v1/warm",
+    "POST /v1/states",
+    "GET /v1/states",
+    "GET /v1/states/{state_id}",
+    "DELETE /v1/states/{state_id}",
+    "POST /v1/states/{state_id}/fork",
+    "POST /v1/states/{state_id}/completions",
+    "POST /v1/states/{state_id}/chat/completions",
 ]
 
 
