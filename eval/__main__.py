@@ -10,6 +10,7 @@ real `/ws/session`, and writes report.json, report.md and ttft.png under the out
     python -m eval replicas                 N typists on one vLLM, then on replicas behind a router
     python -m eval restart                  vLLM restarts: first requests, prefix index on/off
     python -m eval compare A B              two reports side by side
+    python -m eval states                   TTFT from a named state vs the same prompt cold
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import get_args
 
+from eval.bench_states import main as states_main
 from eval.compare import compare_main
 from eval.eviction import main as eviction_main
 from eval.modes import MODES, EvalError
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             return replicas_main(argv[1:])
         if command == "restart":
             return restart_main(argv[1:])
+        if command == "states":
+            return states_main(argv[1:])
         if command in SUITES:
             return suite_main(argv[1:], command)
         return run_main(argv)

@@ -151,6 +151,25 @@ class Settings(BaseSettings):
         description="Wait for the start-up re-warm (within its budget) before serving; "
         "otherwise it runs while the service serves, its progress on /health.",
     )
+    states_max_per_tenant: int = Field(
+        32, ge=1, description="Named prefix states (POST /v1/states) a tenant may hold at once."
+    )
+    states_max_tokens_per_tenant: int = Field(
+        65_536,
+        ge=1,
+        description="Tokens a tenant's live states may hold in all (blocks shared between a "
+        "state and its forks counted once).",
+    )
+    state_default_ttl_s: int = Field(
+        3600, ge=1, description="Time to live of a state created without ttl_s."
+    )
+    state_max_ttl_s: int = Field(86_400, ge=1, description="Longest ttl_s a state may ask for.")
+    state_touch_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="Live states are warmed again (at the warm-up priority) this often, so "
+        "vLLM's LRU keeps their blocks; with KV events also at once when a chain is evicted.",
+    )
 
     api_keys: dict[str, str] = Field(
         default_factory=dict,
@@ -185,6 +204,12 @@ class Settings(BaseSettings):
         description="vLLM's log, tailed by GET /logs; default: the one the launcher writes, "
         "<data_dir>/logs/vllm-<port of vllm_url>.log.",
     )
+
+    @model_validator(mode="after")
+    def _default_ttl_within_max(self) -> Settings:
+        if self.state_default_ttl_s > self.state_max_ttl_s:
+            raise ValueError("state_default_ttl_s must not exceed state_max_ttl_s")
+        return self
 
     @model_validator(mode="after")
     def _no_open_remote_without_keys(self) -> Settings:

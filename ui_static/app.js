@@ -4,6 +4,7 @@
 import { CacheMap } from "./cachemap.js";
 import * as view from "./render.js";
 import { Session, randomId, socketUrl } from "./session.js";
+import { STATE_PREFIX, listStates, saveState, stateSystem } from "./states.js";
 import { startStatusPanel } from "./status.js";
 
 const CHAT = "*chat";
@@ -15,6 +16,7 @@ const ui = {
   chatSettings: $("#chat-settings"),
   system: $("#system"),
   applySystem: $("#apply-system"),
+  saveState: $("#save-state"),
   question: $("#question"),
   submit: $("#submit"),
   cancel: $("#cancel"),
@@ -35,6 +37,8 @@ const page = {
   appliedSystem: ui.system.value,
   userChoseContext: false,
   databasesLoaded: false,
+  states: new Map(), // saved states by id (those holding a system prompt)
+  sessionId: null, // the typing session's id, from its ready frame
   seq: 0,
   cache: new CacheMap(),
   warm: null, // the session the user types into
@@ -91,12 +95,45 @@ async function loadDatabases() {
   }
 }
 
+/** Offer the tenant's saved states as contexts; keep the chosen one if it is still there. */
+async function loadStates() {
+  try {
+    const states = await listStates(authHeaders());
+    page.states = new Map(states.map((state) => [state.id, state]));
+    const previous = ui.context.value;
+    view.renderStates(ui.context, states, STATE_PREFIX);
+    if ([...ui.context.options].some((o) => o.value === previous)) ui.context.value = previous;
+  } catch (error) {
+    if (error.code === "invalid_api_key") return; // the databases' error already says so
+    view.showError(error.code || "states_unavailable", `Could not load the saved states: ${error.message}`);
+  }
+}
+
+async function saveSystemAsState() {
+  ui.saveState.disabled = true;
+  try {
+    // A cache of this visitor's own: the state lives under the session's salt, so it hits.
+    const sessionId = page.namespace ? page.sessionId : null;
+    const state = await saveState(ui.system.value, authHeaders(), sessionId);
+    await loadStates();
+    ui.context.value = STATE_PREFIX + state.id;
+    page.userChoseContext = true;
+    restartWarm();
+  } catch (error) {
+    view.showError(error.code || "state_not_saved", `Could not save the state: ${error.message}`);
+  } finally {
+    ui.saveState.disabled = false;
+  }
+}
+
 function readContext() {
   const value = ui.context.value;
+  const state = value.startsWith(STATE_PREFIX) ? page.states.get(value.slice(STATE_PREFIX.length)) : null;
   ui.chatSettings.hidden = value !== CHAT;
-  view.renderContextNote(value, CHAT);
+  view.renderContextNote(value, CHAT, state);
   page.contextKey = value;
-  page.context = value === CHAT ? { system: page.appliedSystem } : { database: value };
+  if (state) page.context = { system: stateSystem(state) };
+  else page.context = value === CHAT ? { system: page.appliedSystem } : { database: value };
 }
 
 function restartWarm() {
@@ -158,6 +195,7 @@ function onWarmFrame(frame) {
 }
 
 function onReady(frame) {
+  page.sessionId = frame.session_id;
   view.renderEngine(frame);
   view.renderStatus("ready", { context: page.contextKey });
   page.cache.reset();
@@ -166,7 +204,8 @@ function onReady(frame) {
   if (text) sendInput(text); // a new session (or a reconnect): warm what is already typed
   renderCached();
   if (!page.databasesLoaded) {
-    loadDatabases().then((loaded) => {
+    loadDatabases().then(async (loaded) => {
+      if (loaded) await loadStates();
       if (loaded && !page.userChoseContext && ui.context.value !== page.contextKey) restartWarm();
     });
   }
@@ -307,6 +346,7 @@ function bind() {
   ui.system.addEventListener("input", () => {
     ui.applySystem.disabled = ui.system.value === page.appliedSystem;
   });
+  ui.saveState.addEventListener("click", saveSystemAsState);
   ui.applySystem.addEventListener("click", () => {
     page.appliedSystem = ui.system.value;
     ui.applySystem.disabled = true;
@@ -346,6 +386,7 @@ async function main() {
   view.clearAnswer();
   renderCached();
   await loadDatabases();
+  await loadStates();
   readContext();
   createWarmSession();
   update();

@@ -84,19 +84,43 @@ export function hideError() {
 
 // -- context -----------------------------------------------------------------------------
 
-export function renderContextNote(value, chat) {
-  $("#context-note").textContent =
-    value === chat
-      ? "Chat with the system prompt below; the prompt is the cached prefix."
-      : `Text-to-SQL: the model writes one PostgreSQL query, run read-only on “${value}”. Its schema is the cached prefix.`;
+export function renderContextNote(value, chat, state = null) {
+  let note;
+  if (state) {
+    const until = new Date(state.expires_at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    note = `A saved state: this system prompt (${state.prompt_tokens} tokens) is kept in vLLM's cache until ${until}.`;
+  } else if (value === chat) {
+    note = "Chat with the system prompt below; the prompt is the cached prefix.";
+  } else {
+    note = `Text-to-SQL: the model writes one PostgreSQL query, run read-only on “${value}”. Its schema is the cached prefix.`;
+  }
+  $("#context-note").textContent = note;
+}
+
+/** The saved states as options (`state:<id>`), after the plain chat. */
+export function renderStates(select, states, prefix) {
+  select.querySelector('optgroup[data-kind="states"]')?.remove();
+  if (states.length === 0) return;
+  const group = document.createElement("optgroup");
+  group.label = "Saved state";
+  group.dataset.kind = "states";
+  for (const state of states) {
+    const option = document.createElement("option");
+    option.value = prefix + state.id;
+    const text = state.input.messages[0].content.replace(/\s+/g, " ");
+    option.textContent = `${text.length > 48 ? `${text.slice(0, 47)}…` : text} (${state.prompt_tokens} tokens)`;
+    group.append(option);
+  }
+  select.append(group);
 }
 
 export function renderDatabases(select, databases) {
   const chat = select.querySelector('option[value="*chat"]');
-  select.querySelectorAll("optgroup").forEach((group) => group.remove());
+  select.querySelector('optgroup[data-kind="databases"]')?.remove();
   if (databases.length === 0) return;
   const group = document.createElement("optgroup");
   group.label = "Text-to-SQL database";
+  group.dataset.kind = "databases";
   for (const name of databases) {
     const option = document.createElement("option");
     option.value = name;

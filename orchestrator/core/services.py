@@ -20,6 +20,7 @@ from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.resident import Eviction, ResidentBlocks
 from orchestrator.core.rewarm import Rewarmer
+from orchestrator.core.state_keeper import StateKeeper
 from orchestrator.core.vllm_client import EngineFacts, VLLMClient
 from orchestrator.settings import Settings
 
@@ -57,6 +58,7 @@ class SessionServices:
     contexts: ContextSource
     sessions: SessionRegistry[LiveSession]
     kv_feed: KVEventFeed | None = None  # vLLM's KV events, when configured
+    state_keeper: StateKeeper | None = None  # keeps named prefix states resident
     rewarms_after_eviction: int = 0
     metrics: Metrics = field(default_factory=Metrics)  # the dispatcher's own, in an app
     prefill_cost: PrefillCost = field(default_factory=PrefillCost)  # scorecards' cold TTFT
@@ -87,6 +89,8 @@ class SessionServices:
         index = self.kv_feed.index if self.kv_feed else None
         if index is None:
             return
+        if self.state_keeper is not None:
+            self.state_keeper.on_eviction(eviction, index)
         for session in self.sessions.all():
             if session.salt in eviction.salts and session.on_evicted(eviction, index):
                 self.rewarms_after_eviction += 1
@@ -115,10 +119,13 @@ class SessionServices:
 
     def on_engine_recovered(self) -> None:
         """vLLM answers again, maybe restarted with another model and surely with an empty
-        cache: read its facts again next time, and let every session warm again at once."""
+        cache: read its facts again next time, and let every session (and the state keeper)
+        warm again at once."""
         self._facts = None
         if self.kv_feed is not None:
             self.kv_feed.reset()
+        if self.state_keeper is not None:
+            self.state_keeper.engine_recovered()
         for session in self.sessions.all():
             session.resume_warmups()
         if self.rewarm is not None:
@@ -129,13 +136,16 @@ class SessionServices:
         no session open)?"""
         return self.rewarm is not None and self.popularity is not None and self.popularity.wanted()
 
+    def watched(self) -> bool:
+        """Whether anyone needs vLLM watched: live sessions, live states to keep, or popular
+        contexts to re-warm after a restart."""
+        keeping = self.state_keeper is not None and self.state_keeper.has_live()
+        return len(self.sessions) > 0 or keeping or self.rewarm_owed()
+
     async def watch_engine(self) -> None:
         """Run until cancelled: tell the sessions when vLLM goes away and comes back."""
         await self.engine.watch(
-            self.probe_engine,
-            self.broadcast,
-            lambda: len(self.sessions) > 0 or self.rewarm_owed(),
-            self.on_engine_recovered,
+            self.probe_engine, self.broadcast, self.watched, self.on_engine_recovered
         )
 
     async def watch_replicas(self, poll_s: float = 1.0) -> None:

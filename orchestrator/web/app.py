@@ -21,6 +21,8 @@ from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
+from orchestrator.core.state_keeper import StateKeeper
+from orchestrator.core.state_store import MemoryStates, StateStore
 from orchestrator.core.vllm_client import VLLMClient, make_http_client
 from orchestrator.errors import ServiceError, error_envelope
 from orchestrator.logs import LogRing
@@ -35,6 +37,9 @@ from orchestrator.web.passthrough import router as passthrough_router
 from orchestrator.web.popular import PrefixTraceRuntime
 from orchestrator.web.popular import router as hints_router
 from orchestrator.web.services import Services
+from orchestrator.web.state_completions import router as state_completions_router
+from orchestrator.web.state_store_pg import PostgresStates
+from orchestrator.web.states_api import router as states_router
 from orchestrator.web.warm_api import router as warm_router
 from orchestrator.web.ws import router as ws_router
 
@@ -50,10 +55,12 @@ async def lifespan_for(
         Database(settings.database_url, settings.data_dir) if settings.enable_database else None
     )
     sql = SqlContexts()
+    states: StateStore = MemoryStates() if database is None else PostgresStates(database)
     if database is not None:
         await database.start()
         try:
             await sql.load(database, settings.datasets_dir)
+            await states.start()
         except BaseException:
             await database.stop()
             raise
@@ -87,12 +94,17 @@ async def lifespan_for(
         database=database,
         sql=sql,
         log_ring=log_ring,
+        states=states,
+    )
+    services.state_keeper = StateKeeper(
+        states, services.dispatcher, services.engine_facts, settings.state_touch_interval_s
     )
     metrics.watch(lambda: len(services.sessions), lambda: engine.in_flight)
     app.state.services = services
     log_ring.install()
     watcher = asyncio.create_task(services.watch_engine())
     replica_watcher = asyncio.create_task(services.watch_replicas())
+    keeper = asyncio.create_task(services.state_keeper.run())
     feed = None
     if settings.kv_events_url is not None:
         services.kv_feed = KVEventFeed(
@@ -107,6 +119,7 @@ async def lifespan_for(
         log_ring.uninstall()
         if feed is not None:
             await stop_task(feed)
+        await stop_task(keeper)
         await stop_task(watcher)
         await stop_task(replica_watcher)
         await http.aclose()
@@ -138,6 +151,8 @@ def create_app(
     app.include_router(passthrough_router)
     app.include_router(warm_router)
     app.include_router(hints_router)
+    app.include_router(states_router)
+    app.include_router(state_completions_router)
     install_error_handlers(app)
     if UI_DIR.is_dir():
         app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")

@@ -56,3 +56,51 @@ WARM_EXAMPLES: dict[str, Example] = {
     },
     "prompt": {"summary": "Warm a raw prompt", "value": {"prompt": "A long shared prefix ..."}},
 }
+
+STATE_EXAMPLES: dict[str, Example] = {
+    "document": {
+        "summary": "Keep a document (a system prompt) for an hour",
+        "value": {
+            "messages": [{"role": "system", "content": "Answer from this manual: <a long text>"}],
+            "ttl_s": 3600,
+        },
+    },
+    "prompt": {"summary": "Keep a raw prompt", "value": {"prompt": "A long shared prefix ..."}},
+    "tokens only": {
+        "summary": "Keep token ids, not the text",
+        "value": {"prompt": "A confidential document ...", "store_text": False},
+    },
+}
+
+FORK_EXAMPLES: dict[str, Example] = {
+    "append": {"summary": "Append text", "value": {"append": " Section 2: returns ..."}},
+    "turns": {
+        "summary": "Append chat turns",
+        "value": {"messages": [{"role": "user", "content": "Summarise section 2."}]},
+    },
+}
+
+STATE_COMPLETION_EXAMPLES: dict[str, Example] = {
+    "seeded": {
+        "summary": "The state, then a suffix; seeded sampling with log-probabilities",
+        "value": {
+            "prompt": " Question: what is covered?",
+            "max_tokens": 16,
+            "temperature": 0.8,
+            "seed": 7,
+            "logprobs": 2,
+        },
+    },
+}
+
+STATE_CHAT_EXAMPLES: dict[str, Example] = {
+    "turn": {
+        "summary": "A user turn after the state's turns",
+        "value": {
+            "messages": [{"role": "user", "content": "What does section 2 say?"}],
+            "max_tokens": 32,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    },
+}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 import httpx
 
 from orchestrator.core.services import SessionServices
+from orchestrator.core.state_store import MemoryStates, StateStore
 from orchestrator.logs import LogRing
 from orchestrator.text_to_sql.contexts import SqlContexts
 from orchestrator.text_to_sql.postgres import Database
@@ -21,3 +24,7 @@ class Services(SessionServices):
     database: Database | None
     sql: SqlContexts
     log_ring: LogRing  # the orchestrator's recent log records, for GET /logs
+    states: StateStore = field(default_factory=MemoryStates)  # named prefix states
+    state_locks: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )  # per tenant: a budget check and the state it admits, one at a time

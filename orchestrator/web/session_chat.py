@@ -14,9 +14,10 @@ as `X-Prefill-*` headers (`X-Prefill-Hit-Tokens`, ...; a null figure is left out
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ def chat_completion(completion: dict[str, Any], opening: str) -> dict[str, Any]:
             "index": choice.get("index", 0),
             "message": {"role": "assistant", "content": opening + (choice.get("text") or "")},
             "finish_reason": choice.get("finish_reason"),
-            "logprobs": None,
+            "logprobs": chat_logprobs(choice.get("logprobs")),
         }
         for choice in completion.get("choices", [])
     ]
@@ -104,6 +105,28 @@ def chat_completion(completion: dict[str, Any], opening: str) -> dict[str, Any]:
     }
 
 
+def chat_logprobs(logprobs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A completion's log-probabilities (`tokens`, `token_logprobs`, `top_logprobs`) in the
+    chat completion's shape: `{"content": [{"token", "logprob", "bytes", "top_logprobs"}]}`."""
+    if not isinstance(logprobs, dict):
+        return None
+    tokens = logprobs.get("tokens") or []
+    chosen = logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or []
+    content = []
+    for i, token in enumerate(tokens):
+        top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+        content.append({
+            **token_logprob(str(token), chosen[i] if i < len(chosen) else None),
+            "top_logprobs": [token_logprob(str(t), lp) for t, lp in top.items()],
+        })  # fmt: skip
+    return {"content": content}
+
+
+def token_logprob(token: str, logprob: float | None) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
 def chat_chunk(chunk: dict[str, Any], opening: str, begun: set[int]) -> dict[str, Any]:
     """One streamed completion chunk as a chat completion chunk."""
     choices = []
@@ -113,9 +136,12 @@ def chat_chunk(chunk: dict[str, Any], opening: str, begun: set[int]) -> dict[str
         if index not in begun:
             begun.add(index)
             delta = {"role": "assistant", "content": opening + delta["content"]}
-        choices.append(
-            {"index": index, "delta": delta, "finish_reason": choice.get("finish_reason")}
-        )
+        converted_choice = {
+            "index": index, "delta": delta, "finish_reason": choice.get("finish_reason")
+        }  # fmt: skip
+        if choice.get("logprobs"):
+            converted_choice["logprobs"] = chat_logprobs(choice["logprobs"])
+        choices.append(converted_choice)
     converted = {
         "id": "chat" + str(chunk.get("id", "cmpl")),
         "object": "chat.completion.chunk",
@@ -201,6 +227,33 @@ async def chat_events(
     first_token: Callable[[], None],
     tally: FinalTally,
 ) -> AsyncIterator[bytes]:
+    def seen(chunk: dict[str, Any], converted: dict[str, Any]) -> dict[str, Any]:
+        tally.saw(chunk)
+        if isinstance(converted.get("usage"), dict):
+            card = final.scorecard(converted["usage"], tally.ttft_ms)
+            converted["usage"] = with_scorecard(converted["usage"], card)
+        return converted
+
+    try:
+        async with contextlib.aclosing(
+            chat_sse(response, final.answer_opening, first_token, seen)
+        ) as events:
+            async for event in events:
+                yield event
+    finally:
+        tally.ended()
+        session.close_http_final(final)
+
+
+async def chat_sse(
+    response: httpx.Response,
+    opening: str,
+    first_token: Callable[[], None],
+    seen: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+) -> AsyncGenerator[bytes, None]:
+    """vLLM's `/v1/completions` stream as chat completion chunk events; `seen(chunk,
+    converted)` sees each upstream chunk and may change its converted form. Closing it closes
+    the upstream stream."""
     begun: set[int] = set()
     try:
         async for line in response.aiter_lines():
@@ -215,16 +268,10 @@ async def chat_events(
             if "error" in chunk:  # as the passthrough does: in the OpenAI envelope
                 yield f"data: {json.dumps(normalise_error(500, data.encode()))}\n\n".encode()
                 continue
-            tally.saw(chunk)
-            converted = chat_chunk(chunk, final.answer_opening, begun)
-            if isinstance(converted.get("usage"), dict):
-                card = final.scorecard(converted["usage"], tally.ttft_ms)
-                converted["usage"] = with_scorecard(converted["usage"], card)
+            converted = seen(chunk, chat_chunk(chunk, opening, begun))
             yield f"data: {json.dumps(converted)}\n\n".encode()
     except (httpx.TransportError, httpx.TimeoutException) as error:
         yield dropped_stream_event(error)
     finally:
-        tally.ended()
         first_token()
         await response.aclose()
-        session.close_http_final(final)

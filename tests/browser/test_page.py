@@ -284,3 +284,49 @@ def test_visitors_share_the_tenant_cache_unless_they_ask_for_their_own(
     namespaces = {frame.get("cache_namespace") for frame in own}
     assert len(namespaces) == 1
     assert None not in namespaces  # one namespace of this visitor's own, kept across restarts
+
+
+def test_a_system_prompt_saved_as_a_state_is_offered_as_a_context(
+    browser: Browser, app_url: str
+) -> None:
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    console = Console(page)
+    starts: list[dict[str, object]] = []
+
+    def sent(payload: str | bytes) -> None:
+        frame = json.loads(payload)
+        if frame.get("type") == "start":
+            starts.append(frame)
+
+    page.on("websocket", lambda ws: ws.on("framesent", sent))  # before the page opens its socket
+    page.goto(app_url)
+    wait_ready(page, "demo")
+    page.select_option("#context", "*chat")
+    wait_ready(page, "*chat")
+    system = "You answer from this notice only. " + "The museum opens at ten, closes at six. " * 12
+    page.fill("#system", system)
+    posted = lambda r: r.url.endswith("/v1/states") and r.request.method == "POST"  # noqa: E731
+    with page.expect_response(posted, timeout=ENGINE_TIMEOUT_MS) as saved:
+        page.get_by_test_id("save-state").click()
+    assert saved.value.status == 201
+    state = saved.value.json()
+    assert state["input"] == {"messages": [{"role": "system", "content": system}]}
+    wait_ready(page, f"state:{state['id']}")
+    expect(page.locator("#context")).to_have_value(f"state:{state['id']}")
+    expect(page.locator("#context-note")).to_contain_text("saved state")
+    assert starts[-1]["context"] == {"system": system}  # the session's context is the state's
+
+    page.locator("#question").click()
+    page.keyboard.type("When does the museum open?", delay=40)
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("ttft")).to_have_text(TTFT, timeout=ENGINE_TIMEOUT_MS)
+    cached = page.get_by_test_id("cached").inner_text().replace(",", "").split(" / ")[0]
+    assert int(cached) >= state["resident_tokens"] > 0
+
+    other, _ = open_page(browser, app_url)
+    wait_ready(other)
+    expect(other.locator(f'#context option[value="state:{state["id"]}"]')).to_be_attached()
+    other.context.close()
+    assert page.request.delete(f"{app_url}/v1/states/{state['id']}").ok
+    assert console.problems() == [], console.messages
+    page.context.close()

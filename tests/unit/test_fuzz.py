@@ -322,6 +322,13 @@ OPERATIONS = [
     "POST /v1/chat/completions",
     "POST /v1/warm",
     "GET /v1/hints",
+    "POST /v1/states",
+    "GET /v1/states",
+    "GET /v1/states/{state_id}",
+    "DELETE /v1/states/{state_id}",
+    "POST /v1/states/{state_id}/fork",
+    "POST /v1/states/{state_id}/completions",
+    "POST /v1/states/{state_id}/chat/completions",
 ]
 
 
