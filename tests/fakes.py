@@ -233,6 +233,10 @@ class SessionClient:
             await self.send(type="input", text=text[:end], seq=seq)
         return len(ends)
 
+    def pass_over(self) -> None:
+        """Count every frame received so far as returned: `next` waits for newer ones."""
+        self._taken.update(range(len(self.frames)))
+
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [frame for frame in self.frames if frame["type"] == kind]
 

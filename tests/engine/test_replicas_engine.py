@@ -100,6 +100,7 @@ async def test_sessions_spread_hit_their_own_replica_and_survive_its_death(
                 done = await submit(client, QUESTION, seq)
                 assert done["cached_tokens"] >= 14 * BLOCK  # its own warm-ups, same replica
 
+            first.pass_over()  # what follows comes after the replica's death
             kill_server_on(urls.index(placed[0]), urls)
             more = QUESTION + " Then list the next steps in order, one line each."
             seq = await first.type_text(more, per_word=True)
