@@ -208,8 +208,10 @@ class Warmer:
         sent_ms = None if self.gate_passed_at is None else (now - self.gate_passed_at) * 1000
         self.stats.spans.append(WarmSpan.of(warm.tokens, usage, self.planner.block_size, sent_ms))
         following = self.planner.on_warm_done(warm, ok=True)
+        # What vLLM holds: its KV events may trail the answer by a moment, and the answer just
+        # said this warm-up's blocks are there, so the belief counts too.
         held = self.resident(self.planner.current)
-        cached = self.planner.cached_tokens if held is None else held
+        cached = max(self.planner.cached_tokens, held or 0)
         await self.send(Warm.of(warm.seq, len(warm.tokens), cached, elapsed_ms, warm.submit_ready))
         self.offer(following)
         return True
