@@ -82,10 +82,47 @@ class Settings(BaseSettings):
         description="A typing pause also lasts this many times the typist's median inter-key "
         "interval (0: the fixed minimum alone).",
     )
-    preempt_warmups: bool = Field(
-        True,
-        description="A final request preempts other sessions' warm-ups in flight (sent again "
-        "after its first token); new warm-ups wait until then either way.",
+    # -- the warm-up scheduler (`core/warm_scheduler.py`) ---------------------------------
+    warm_piece_tokens: int = Field(
+        256,
+        ge=16,
+        description="Uncached tokens a warm-up piece computes at most (rounded down to whole "
+        "blocks): a final waits behind at most one piece per running warm-up.",
+    )
+    warm_pieces_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="Warm-up pieces inside one engine at once; unset: as many as fill half "
+        "of an engine step (`engine_step_tokens`, `engine_chunk_tokens`).",
+    )
+    warm_pieces_while_finals: int = Field(
+        1,
+        ge=1,
+        description="Pieces inside one engine at once while a final waits for its first token.",
+    )
+    final_room_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest time one final request keeps warm-ups at `warm_pieces_while_"
+        "finals` (a non-streamed final would otherwise keep them there for its whole answer).",
+    )
+    engine_step_tokens: int = Field(
+        512, ge=1, description="vLLM's --max-num-batched-tokens (what `vllm_launch` sets on CPU)."
+    )
+    engine_chunk_tokens: int | None = Field(
+        128,
+        ge=0,
+        description="vLLM's --long-prefill-token-threshold: the most tokens a running prefill "
+        "gets of a step (0 or unset: no cap).",
+    )
+    warm_policy: Literal["pieces", "hold"] = Field(
+        "pieces",
+        description="`pieces`: the bounded scheduler; `hold`: the old policy, kept for "
+        "comparisons (a final cancels other sessions' warm-ups and holds new ones until its "
+        "first token, up to the request timeout).",
+    )
+    max_finals_per_tenant: int = Field(
+        16, ge=1, description="Final requests one tenant may have in progress at once (429)."
     )
     max_tokens: int = Field(256, ge=1, description="Default max_tokens of a final request.")
     kv_events_url: str | None = Field(

@@ -1,9 +1,9 @@
 """A session's final request: the submit-ready prompt streamed back as `token` frames, then
 one `done` frame (with the SQL fields when the session's context adds them).
 
-Before it is sent, the session's warm-ups are settled (`Warmer.settle`: those it does not
-need are stopped, it never waits for one), and other sessions' warm-ups give way until its
-first token arrives (`finals_first.py`).
+Before it is sent, the session's warm-ups are settled (`Warmer.settle`: its piece in vLLM is
+cancelled unless almost done, it never waits for one), and until its first token the
+warm-up scheduler lets fewer pieces into the engine (`warm_scheduler.py`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator.core.dispatch import REPORT_FULL_CHAINS
-from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.frames import Done, Error, Scorecard, Send, Token
 from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.started import Started
 from orchestrator.core.vllm_client import Usage, VLLMClient
+from orchestrator.core.warm_scheduler import FinalTicket, WarmScheduler
 from orchestrator.core.warmer import WarmStats
-from orchestrator.errors import UpstreamError
+from orchestrator.errors import RateLimited, UpstreamError
 from orchestrator.settings import Settings
 
 
@@ -33,15 +33,17 @@ class FinalAnswer:
     def __init__(
         self,
         vllm: VLLMClient,
-        finals: FinalsFirst,
+        scheduler: WarmScheduler,
         send: Send,
         session_id: str,
+        tenant: str,
         settings: Settings,
         cost: PrefillCost | None = None,
     ) -> None:
         self.vllm = vllm
         self.cost = PrefillCost() if cost is None else cost  # the application's shared fit
-        self.finals = finals
+        self.scheduler = scheduler
+        self.tenant = tenant
         self.send = send
         self.session_id = session_id
         self.settings = settings
@@ -98,11 +100,16 @@ class FinalAnswer:
         warmer = started.warmer
         sheet = ScoreSheet.at_submit(started.planner, tokens, warmer.stats.spans)
         warmer.settle(tokens)
-        first_token = self.finals.final_started(self.session_id)
         try:
-            await self.stream(started, tokens, received, seq, warmer.stats, first_token, sheet)
+            ticket = self.scheduler.final_started(self.session_id, self.tenant)
+        except RateLimited as error:
+            warmer.release()
+            await self.send(Error.of(error))
+            return
+        try:
+            await self.stream(started, tokens, received, seq, warmer.stats, ticket, sheet)
         finally:
-            first_token()
+            ticket.close()
             warmer.release()
             warmer.stats = WarmStats()
 
@@ -113,7 +120,7 @@ class FinalAnswer:
         received: float,
         seq: Callable[[], int],
         stats: WarmStats,
-        first_token: Callable[[], None],
+        ticket: FinalTicket,
         sheet: ScoreSheet,
     ) -> None:
         ttft_ms: float | None = None
@@ -127,7 +134,7 @@ class FinalAnswer:
                     text = choice.get("text") or ""
                     finish = choice.get("finish_reason") or finish
                     if text:
-                        first_token()
+                        ticket.first_token()
                         if not output:  # the answer's opening was part of the prompt
                             text = started.prompt.frame.answer_opening + text
                         await self.send(Token(text=text))

@@ -1,28 +1,49 @@
-"""The one way a warm-up reaches vLLM, for sessions (`warmer.py`) and `POST /v1/warm` alike.
+"""The one way a warm-up reaches vLLM: sessions (`warmer.py`), `POST /v1/warm`, named states,
+the state keeper and the re-warm of popular contexts alike.
 
-A warm-up is a `max_tokens=1` completion of token ids at the warm-up priority under a salt.
-It is admitted by the engine watch (a bound on warm-ups in flight, and a back-off while vLLM
-fails), passes the global gate (warm-ups per second), is sent, and its outcome goes back to
-the engine watch: ok, failed (vLLM refused the connection), or no verdict (cancelled, or an
-error that may be our own lag).
+A warm-up is admitted by the engine watch (a bound on warm-ups outstanding, and a back-off
+while vLLM fails), then goes out as pieces: each waits for its turn in the warm-up scheduler
+(`warm_scheduler.py`: the bound on pieces inside the engine, fair queues, room for finals),
+passes the rate gate, and is sent as a `max_tokens=1` completion of token ids at the warm-up
+priority under a salt. Its outcome goes back to the engine watch: ok, failed (vLLM refused
+the connection), or no verdict (cancelled, or an error that may be our own lag).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from orchestrator.core.engine_watch import EngineWatch
-from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.gate import WarmupGate
 from orchestrator.core.metrics import Metrics
+from orchestrator.core.planner import split_pieces, usable_blocks
+from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.vllm_client import Usage, VLLMClient
+from orchestrator.core.warm_scheduler import WarmClass, WarmScheduler
 from orchestrator.errors import RateLimited, ServiceError, UpstreamUnavailable
 
 # vLLM then publishes a BlockStored event for every block a request reuses, not only for the
 # blocks it computes, so the index learns whole chains (even ones cached before it listened).
 REPORT_FULL_CHAINS = {"kv_cache_report_mode": "full"}
+DEFAULT_PIECE_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class WarmRequest:
+    """One piece to send: its prompt, and who it is for (the scheduler's queues)."""
+
+    model: str
+    tokens: list[int]
+    salt: str
+    route: str | None = None  # the routing key (replicas behind a router)
+    owner: str = ""  # a session id, or a source's name: one piece waits per owner
+    tenant: str = ""
+    klass: WarmClass = WarmClass.INTERACTIVE
+    request_id: str | None = None
 
 
 class WarmDispatcher:
@@ -32,19 +53,22 @@ class WarmDispatcher:
         gate: WarmupGate,
         engine: EngineWatch,
         priority: int,
-        finals: FinalsFirst | None = None,
-        turn_timeout_s: float = 60.0,
+        scheduler: WarmScheduler | None = None,
         metrics: Metrics | None = None,
         report_chains: bool = False,
+        piece_tokens: int = DEFAULT_PIECE_TOKENS,
+        cost: PrefillCost | None = None,
     ) -> None:
         self.vllm = vllm
         self.gate = gate
         self.engine = engine
         self.priority = priority
-        self.finals = finals or FinalsFirst()
-        self.turn_timeout_s = turn_timeout_s
+        self.scheduler = scheduler or WarmScheduler()
         self.metrics = metrics or Metrics()
         self.report_chains = report_chains  # KV events of reused blocks too (see kv_events.py)
+        self.piece_tokens = piece_tokens  # a multiple of every block size served
+        self.cost = PrefillCost() if cost is None else cost  # the shared fit (almost done?)
+        self.owners = itertools.count()
 
     def try_admit(self) -> bool:
         """Take a slot for one warm-up; False while vLLM backs off or the bound is reached."""
@@ -58,70 +82,80 @@ class WarmDispatcher:
 
     async def send(
         self,
-        model: str,
-        tokens: list[int],
-        salt: str,
-        request_id: str | None = None,
-        on_gate_passed: Callable[[], None] | None = None,
-        route: str | None = None,
+        request: WarmRequest,
+        on_sent: Callable[[], None] | None = None,
+        cancel: Callable[[], None] | None = None,
     ) -> Usage:
-        """Send an admitted warm-up (`pass_and_send`) and count its outcome
-        (`core/metrics.py`): its usage, or a ServiceError."""
+        """Send one piece of an admitted warm-up when the scheduler gives it a turn, and count
+        its outcome (`core/metrics.py`): its usage, or a ServiceError. `cancel` gives way to
+        a final request under the `hold` policy."""
+        waiting = time.perf_counter()
+        sent = False
         try:
-            usage = await self.pass_and_send(model, tokens, salt, request_id, on_gate_passed, route)
+            async with self.scheduler.piece(request.owner, request.tenant, request.klass, cancel):
+                await self.gate.acquire()
+                self.metrics.gate_wait.observe(time.perf_counter() - waiting)
+                self.metrics.warmup("sent")
+                sent = True
+                if on_sent is not None:
+                    on_sent()
+                body = self.body(request)
+                reply = await self.vllm.complete(body, request.request_id, request.route)
         except asyncio.CancelledError:
-            self.metrics.warmup("dropped")
+            self.metrics.warmup("cancelled" if sent else "dropped")
             raise
         except ServiceError:
             self.metrics.warmup("failed")
             raise
+        usage = Usage.from_body(reply.get("usage"))
         self.metrics.warmup_landed(usage)
         return usage
 
-    async def pass_and_send(
-        self,
-        model: str,
-        tokens: list[int],
-        salt: str,
-        request_id: str | None,
-        on_gate_passed: Callable[[], None] | None,
-        route: str | None,
-    ) -> Usage:
-        """Wait for the finals in progress, pass the gate, then send."""
-        waiting = time.perf_counter()
-        await self.finals.wait_turn(self.turn_timeout_s)
-        await self.gate.acquire()
-        self.metrics.gate_wait.observe(time.perf_counter() - waiting)
-        if on_gate_passed is not None:
-            on_gate_passed()
-        self.metrics.warmup("sent")
-        body = {
-            "model": model,
-            "prompt": tokens,
+    def body(self, request: WarmRequest) -> dict[str, object]:
+        body: dict[str, object] = {
+            "model": request.model,
+            "prompt": request.tokens,
             "max_tokens": 1,
             "temperature": 0.0,
             "priority": self.priority,
-            "cache_salt": salt,
+            "cache_salt": request.salt,
         }
         if self.report_chains:
             body["vllm_xargs"] = REPORT_FULL_CHAINS
-        return Usage.from_body((await self.vllm.complete(body, request_id, route)).get("usage"))
+        return body
 
     def finish(self, ok: bool | None) -> None:
         """An admitted warm-up ended: ok, failed, or None (no verdict)."""
         self.engine.finish_warmup(ok)
 
     async def warm_once(
-        self, model: str, tokens: list[int], salt: str, route: str | None = None
+        self,
+        model: str,
+        tokens: list[int],
+        salt: str,
+        route: str | None = None,
+        tenant: str = "",
+        klass: WarmClass = WarmClass.INTERACTIVE,
+        block_size: int | None = None,
     ) -> Usage:
-        """Admit, send and report one warm-up (RateLimited when it is not admitted)."""
+        """Admit one warm-up and send it piece by piece (RateLimited when it is not admitted);
+        the usage of all its pieces (prompt: the whole; cached: what was cached before).
+        Without `block_size` it goes as one piece."""
         if not self.try_admit():
             raise RateLimited("too many warm-ups in flight, or vLLM is failing; retry shortly")
+        owner = f"{klass.name.lower()}-{next(self.owners)}"
+        pieces = [tuple(tokens)]
+        if block_size is not None and usable_blocks(len(tokens), block_size):
+            pieces = split_pieces(tokens, 0, block_size, self.piece_tokens)
         verdict: bool | None = None
         try:
-            usage = await self.send(model, tokens, salt, route=route)
+            computed = 0
+            for piece in pieces:
+                request = WarmRequest(model, list(piece), salt, route, owner, tenant, klass)
+                usage = await self.send(request)
+                computed += max(0, usage.prompt_tokens - usage.cached_tokens)
             verdict = True
-            return usage
+            return Usage(len(pieces[-1]), 1, max(0, len(pieces[-1]) - computed))
         except UpstreamUnavailable:
             verdict = False
             raise

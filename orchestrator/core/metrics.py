@@ -1,17 +1,20 @@
 """The service's own Prometheus metrics, in a registry of their own (one per application).
 
 Every name starts with `prefill_ahead_`; counters end in `_total`, durations are in seconds.
-Warm-ups are counted by outcome (`prefill_ahead_warmups_total{outcome}`):
+Warm-up pieces (a warm-up goes out as pieces, `dispatch.py`) are counted by outcome
+(`prefill_ahead_warmups_total{outcome}`):
 
-- `sent`: passed the finals' turn and the gate, handed to vLLM;
+- `sent`: given its turn by the scheduler, passed the rate gate, handed to vLLM;
 - `landed`: vLLM answered it (its blocks are cached);
 - `failed`: vLLM answered an error, or did not answer;
-- `dropped`: never sent (not admitted: the bound on warm-ups in flight, or vLLM's back-off),
-  or called off before vLLM answered (settled by its own session's submit, preempted by
-  another session's final request, replaced by a new start, or its session closed).
+- `cancelled`: called off after it was sent (its session's submit, a new start, its session
+  closed; under the `hold` policy, another session's final request): vLLM aborts it, the
+  blocks it finished stay cached;
+- `dropped`: never sent (not admitted: the bound on warm-ups outstanding, or vLLM's
+  back-off; or called off while it waited for its turn).
 
-Every warm-up offered to the dispatcher ends as exactly one of `landed`, `failed`, `dropped`
-(one turned away and retried counts again at each try); `sent` counts those that reached vLLM.
+Every piece ends as exactly one of `landed`, `failed`, `cancelled`, `dropped` (a warm-up turned
+away and retried counts again at each try); `sent` = landed + failed + cancelled.
 A warm-up planned while its own session's submit is under way is not offered, nor counted.
 """
 
@@ -29,7 +32,7 @@ from orchestrator.errors import (
     UpstreamUnavailable,
 )
 
-WARMUP_OUTCOMES = ("sent", "landed", "failed", "dropped")
+WARMUP_OUTCOMES = ("sent", "landed", "failed", "cancelled", "dropped")
 FINAL_MODES = ("keystroke", "context", "off", "http")  # a session's warm mode, or an HTTP final
 UPSTREAM_ERROR_KINDS = ("unavailable", "timeout", "rejected", "error")
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -93,8 +96,25 @@ class Metrics:
         )
         self.gate_wait = Histogram(
             "prefill_ahead_warmup_gate_wait_seconds",
-            "Time a warm-up waited for the finals' turn and the global rate gate.",
+            "Time a warm-up piece waited for its turn in the scheduler and the rate gate.",
             buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.warm_queue = Gauge(
+            "prefill_ahead_warmup_pieces_queued", "Warm-up pieces waiting for a turn.", registry=r
+        )
+        self.pieces_running = Gauge(
+            "prefill_ahead_warmup_pieces_in_flight", "Warm-up pieces inside vLLM.", registry=r
+        )
+        self.final_overlap = Histogram(
+            "prefill_ahead_final_warmup_overlap_seconds",
+            "Time a final request waited for its first token while warm-up pieces ran in vLLM.",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.preempted = Counter(
+            "prefill_ahead_warmups_preempted",
+            "Warm-up pieces cancelled for another session's final request (policy hold).",
             registry=r,
         )
         self.upstream_errors = Counter(
@@ -110,10 +130,21 @@ class Metrics:
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
 
-    def watch(self, sessions_open: Callable[[], float], in_flight: Callable[[], float]) -> None:
+    def watch(
+        self,
+        sessions_open: Callable[[], float],
+        in_flight: Callable[[], float],
+        queued: Callable[[], float] = lambda: 0.0,
+        running: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         """Read the gauges from their owners at each scrape."""
         self.sessions_open.set_function(sessions_open)
         self.warmups_in_flight.set_function(in_flight)
+        self.warm_queue.set_function(queued)
+        self.pieces_running.set_function(running)
+
+    def final_waited(self, overlap_s: float) -> None:
+        self.final_overlap.observe(overlap_s)
 
     def warmup(self, outcome: str) -> None:
         self.warmups.labels(outcome).inc()

@@ -58,6 +58,26 @@ def valid_blocks(warmed: Sequence[int], tokens: Sequence[int], block_size: int) 
     )
 
 
+def split_pieces(
+    tokens: Sequence[int], cached_blocks: int, block_size: int, piece_tokens: int
+) -> list[tuple[int, ...]]:
+    """A warm-up of `tokens`, of which `cached_blocks` full blocks are cached, as consecutive
+    prefixes that each compute at most `piece_tokens` more (rounded down to whole blocks, at
+    least one).
+
+    Every piece ends one token past a full block (`k * B + 1` tokens leave k blocks): a
+    warm-up computes only what gets cached, never the last partial block, which the final
+    request computes anyway. The last piece leaves every usable block of `tokens`; there is
+    always at least one piece (all cached already: one cheap request that confirms it).
+    """
+    last = usable_blocks(len(tokens), block_size)
+    if last == 0:
+        return [tuple(tokens)]
+    step = max(1, piece_tokens // block_size)
+    ends = [*range(min(cached_blocks, last) + step, last, step), last]
+    return [tuple(tokens[: end * block_size + 1]) for end in ends]
+
+
 @dataclass(frozen=True)
 class WarmUp:
     """One warm-up request to send: the prompt of a ``max_tokens=1`` completion."""
@@ -124,9 +144,11 @@ class WarmPlanner:
         """Typing paused: maybe warm the whole submit-ready prompt."""
         return self._offer(WarmUp(tuple(tokens), seq, submit_ready=True))
 
-    def on_warm_done(self, warm: WarmUp, ok: bool) -> WarmUp | None:
+    def on_warm_done(self, warm: WarmUp, ok: bool, complete: bool = True) -> WarmUp | None:
         """The in-flight warm-up ended; returns the pending one to send next, if worth it.
 
+        `ok` and `complete`: all of it landed. `ok` but not `complete`: it stopped after some
+        of its pieces (each credited as it landed, `credit`) to let the pending one go on.
         After a failure nothing is promoted: the caller decides when to try again (its
         back-off) and then offers the current text afresh, so no candidate is ever marked in
         flight without being sent.
@@ -137,11 +159,19 @@ class WarmPlanner:
         pending, self._pending = self._pending, None
         if not ok:
             return None
-        self._confirmed = warm.tokens
+        if complete:
+            self.credit(warm.tokens)
         if pending is not None and self._worth(pending.tokens, self._confirmed):
             self._in_flight = pending
             return pending
         return None
+
+    def credit(self, landed: Sequence[int]) -> None:
+        """A request of `landed` tokens (a piece of a warm-up) was answered: its full blocks
+        are cached. Kept unless it is a prefix of what is already believed cached."""
+        landed = tuple(landed)
+        if common_prefix_len(landed, self._confirmed) < len(landed):
+            self._confirmed = landed
 
     def adds_to(self, warm: WarmUp, tokens: Sequence[int]) -> bool:
         """True if `warm`, once landed, leaves a block of `tokens` cached that is not yet."""

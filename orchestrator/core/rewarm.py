@@ -25,6 +25,7 @@ from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.prefix_trace import Popularity
 from orchestrator.core.salt import tenant_salt
 from orchestrator.core.vllm_client import EngineFacts, Usage
+from orchestrator.core.warm_scheduler import WarmClass
 from orchestrator.errors import RateLimited, ServiceError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,10 @@ class Rewarmer:
                     context = selected.context
                     salt = tenant_salt(self.secret, context.scope.tenant, context.scope.namespace)
                     try:
-                        usage = await self.warm(facts.model, context.warm_up(), salt, deadline)
+                        usage = await self.warm(
+                            facts.model, context.warm_up(), salt, deadline, facts.block_size,
+                            context.scope.tenant,
+                        )  # fmt: skip
                     except UpstreamUnavailable as error:
                         progress.state, progress.error = "waiting_for_engine", error.message
                         progress.skipped = progress.planned - progress.warmed - progress.failed
@@ -135,12 +139,18 @@ class Rewarmer:
             )  # fmt: skip
         return progress
 
-    async def warm(self, model: str, tokens: list[int], salt: str, deadline: float) -> Usage:
-        """One warm-up; while the dispatcher does not admit it (the bound, a back-off),
-        try again shortly."""
+    async def warm(
+        self, model: str, tokens: list[int], salt: str, deadline: float, block: int, tenant: str
+    ) -> Usage:
+        """One warm-up, in pieces at the lowest share (`WarmClass.BACKGROUND`: one at a time,
+        only while no final waits and no other warm-up queues); while the dispatcher does not
+        admit it (the bound, a back-off), try again shortly."""
         while True:
             try:
-                return await self.dispatcher.warm_once(model, tokens, salt)
+                return await self.dispatcher.warm_once(
+                    model, tokens, salt, tenant=tenant, klass=WarmClass.BACKGROUND,
+                    block_size=block,
+                )  # fmt: skip
             except RateLimited:
                 if time.monotonic() + ADMIT_RETRY_S > deadline:
                     raise

@@ -51,8 +51,8 @@ class Session:
         self.rewarms_left = services.settings.rewarms_per_pause
         self.last_input = 0.0  # loop time of the last start or keystroke
         self.answer = FinalAnswer(
-            services.vllm, services.dispatcher.finals, send, self.id, services.settings,
-            services.prefill_cost,
+            services.vllm, services.dispatcher.scheduler, send, self.id, tenant,
+            services.settings, services.prefill_cost,
         )  # fmt: skip
 
     @property
@@ -80,7 +80,7 @@ class Session:
             self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
             self.replan, functools.partial(self.resident_tokens, salt, facts.block_size),
             route=routing_key(self.settings.server_secret, self.tenant, self.id),
-            on_landed=functools.partial(self.trace, "warm"),
+            on_landed=functools.partial(self.trace, "warm"), tenant=self.tenant,
         )  # fmt: skip
         strategy = STRATEGIES[frame.warmups]
         messages = ((("system", frame.context.system),) if frame.context.system else ()) + tuple(

@@ -26,6 +26,7 @@ from orchestrator.core.resident import Eviction, ResidentBlocks
 from orchestrator.core.state_store import StateStore
 from orchestrator.core.states import State, full_block_tokens, warm_prefix
 from orchestrator.core.vllm_client import EngineFacts
+from orchestrator.core.warm_scheduler import WarmClass
 from orchestrator.errors import RateLimited, ServiceError
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,10 @@ class StateKeeper:
             warmed = warm_prefix(state.tokens, facts.block_size)
             if warmed is None:
                 return
-            await self.dispatcher.warm_once(facts.model, warmed, state.salt)
+            await self.dispatcher.warm_once(
+                facts.model, warmed, state.salt, tenant=state.tenant, klass=WarmClass.KEEP,
+                block_size=facts.block_size,
+            )  # fmt: skip
         except RateLimited:
             raise
         except ServiceError as error:

@@ -1,8 +1,11 @@
-"""A session's warm-ups: the planner's decisions sent to vLLM, one at a time.
+"""A session's warm-ups: the planner's decisions sent to vLLM, one at a time, in pieces.
 
-Each warm-up goes through the dispatcher (`dispatch.py`: engine watch, global gate, vLLM)
-under the session's salt; one turned away there, or failed, is retried by itself once the
-back-off ends, with what the session's warm strategy wants warmed by then (`replan`).
+A warm-up goes out as block-aligned pieces (`planner.split_pieces`), each through the
+dispatcher (`dispatch.py`: engine watch, the warm-up scheduler, the rate gate, vLLM) under
+the session's salt, and each credited to the planner as it lands: cancelling a warm-up loses
+at most its piece in flight. Newer text the planner holds pending takes over between two
+pieces. One turned away, or failed, is retried by itself once the back-off ends, with what
+the session's warm strategy wants warmed by then (`replan`).
 """
 
 from __future__ import annotations
@@ -15,22 +18,40 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.core.dispatch import WarmDispatcher
+from orchestrator.core.dispatch import WarmDispatcher, WarmRequest
 from orchestrator.core.frames import Error, Send, Warm
-from orchestrator.core.planner import WarmPlanner, WarmUp
+from orchestrator.core.planner import WarmPlanner, WarmUp, split_pieces, valid_blocks
 from orchestrator.core.scorecard import WarmSpan
+from orchestrator.core.vllm_client import Usage
+from orchestrator.core.warm_scheduler import WarmClass
 from orchestrator.errors import ServiceError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 RETRY_MIN_S = 0.1
+ALMOST_DONE = 0.8  # of a piece's expected cost: past this, a submit lets it finish
 
 
 @dataclass
 class WarmStats:
-    requests: int = 0
-    prefill_tokens: int = 0  # prompt tokens the warm-ups made vLLM compute (not cache hits)
+    requests: int = 0  # pieces that landed
+    prefill_tokens: int = 0  # prompt tokens the landed pieces made vLLM compute (not hits)
     failures: int = 0
     spans: list[WarmSpan] = field(default_factory=list)  # what each one computed (scorecard)
+
+    def add(self, piece: Sequence[int], usage: Usage, block_size: int, started: float) -> None:
+        self.requests += 1
+        self.prefill_tokens += max(0, usage.prompt_tokens - usage.cached_tokens)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.spans.append(WarmSpan.of(piece, usage, block_size, elapsed_ms))
+
+
+@dataclass(frozen=True)
+class SentPiece:
+    """The piece of this session's warm-up that vLLM is computing."""
+
+    tokens: tuple[int, ...]
+    new_tokens: int  # not cached when it was sent
+    sent_at: float
 
 
 class Warmer:
@@ -46,27 +67,29 @@ class Warmer:
         resident: Callable[[Sequence[int]], int | None] = lambda tokens: None,
         route: str | None = None,
         on_landed: Callable[[Sequence[int]], None] = lambda tokens: None,
+        tenant: str = "",
     ) -> None:
         self.dispatcher = dispatcher
         self.send = send
         self.name = name
         self.model = model
         self.salt = salt
+        self.tenant = tenant  # the scheduler's round robin is across tenants first
+        self.klass = WarmClass.INTERACTIVE
         self.planner = planner
         self.replan = replan  # asks the session for its current candidate (retries)
         self.route = route  # the session's routing key (replicas behind a router)
         self.resident = resident  # what vLLM's KV events say it holds of a prompt (None: no word)
-        self.on_landed = on_landed  # a warm-up landed: its tokens (the prefix trace)
+        self.on_landed = on_landed  # a piece landed: its tokens (the prefix trace)
         self.stats = WarmStats()
         self.task: asyncio.Task[None] | None = None
-        self.dispatched = False  # the current warm-up has passed the gate
+        self.piece: SentPiece | None = None  # the piece vLLM is computing now
         self.held = False  # a submit is under way: its own request caches the prompt
         self.retry_timer: asyncio.TimerHandle | None = None
         self.numbers = itertools.count()
         self.failures = 0  # warm-ups of this session that failed in a row
         self.preempted = False  # the current warm-up gave way to another session's final
         self.running: WarmUp | None = None  # the warm-up whose task has started
-        self.gate_passed_at: float | None = None  # when the current warm-up went to vLLM
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
@@ -122,30 +145,38 @@ class Warmer:
     def settle(self, final: Sequence[int]) -> None:
         """Before the final request `final`: hold new warm-ups and stop those it does not need.
 
-        A warm-up still queued at the gate is dropped. One already sent keeps running only if
-        it adds a block `final` can use, and the final request is sent at once beside it,
-        never after it: if vLLM is computing the warm-up, the final is scheduled in the next
-        step and finds those blocks cached; if the warm-up still waits in vLLM's queue, the
-        final (higher priority) goes first and the warm-up then hits the final's blocks.
-        Waiting for the warm-up's answer would only add its decode step and a round trip.
+        The final request never waits for a warm-up. A piece still queued is dropped. One
+        running in vLLM is cancelled unless it is almost done and adds a block `final` uses:
+        otherwise vLLM would compute the same blocks twice, once for it and once for the
+        final beside it (the blocks it finished before the cancel stay cached).
         """
         self.held = True
         if self.retry_timer is not None:
             self.retry_timer.cancel()
             self.retry_timer = None
-        task, sent = self.task, self.planner.in_flight
+        task, piece = self.task, self.piece
         if task is None or task.done():
             return
-        if not self.dispatched or sent is None or not self.planner.adds_to(sent, final):
+        if piece is None or not self.piece_almost_done(piece, final):
             task.cancel()
 
-    def on_gate_passed(self) -> None:
-        self.dispatched = True
-        self.gate_passed_at = time.perf_counter()
-        self.dispatcher.finals.track(self)
+    def piece_almost_done(self, piece: SentPiece, final: Sequence[int]) -> bool:
+        """The piece in vLLM adds a block to `final` and has run for `ALMOST_DONE` of what
+        its new tokens cost on the idle engine (unknown cost: not almost done)."""
+        have = valid_blocks(self.planner.confirmed, final, self.planner.block_size)
+        if valid_blocks(piece.tokens, final, self.planner.block_size) <= have:
+            return False
+        expected_ms = self.dispatcher.cost.estimate_ms(piece.new_tokens)
+        if expected_ms is None:
+            return False
+        return (time.perf_counter() - piece.sent_at) * 1000 >= ALMOST_DONE * expected_ms
+
+    def on_piece_sent(self, tokens: Sequence[int], new_tokens: int) -> None:
+        self.piece = SentPiece(tuple(tokens), new_tokens, time.perf_counter())
 
     def preempt(self) -> None:
-        """Another session's final request starts: give way, and send this again later."""
+        """Another session's final request starts (policy `hold`): give way, and send this
+        again later."""
         if self.task is not None and not self.task.done():
             self.preempted = True
             self.task.cancel()
@@ -164,10 +195,9 @@ class Warmer:
         self.running = warm
         verdict: bool | None = None
         try:
-            verdict = await self.send_warm(warm)
+            verdict = await self.send_pieces(warm)
         finally:
-            self.dispatched = False
-            self.dispatcher.finals.untrack(self)
+            self.piece = None
             self.dispatcher.finish(verdict)
             if verdict is None:  # cancelled: the planner must not wait for it
                 self.planner.on_warm_done(warm, ok=False)
@@ -175,43 +205,69 @@ class Warmer:
                 self.preempted = False
                 self.schedule_retry(RETRY_MIN_S)
 
-    async def send_warm(self, warm: WarmUp) -> bool | None:
-        """Send one warm-up; the verdict for the engine watch (None: no verdict)."""
+    def cached_blocks(self, tokens: Sequence[int]) -> int:
+        """Full blocks of `tokens` cached: vLLM's word (KV events) or the planner's belief."""
+        block = self.planner.block_size
+        believed = valid_blocks(self.planner.confirmed, tokens, block)
+        return max(believed, (self.resident(tokens) or 0) // block)
+
+    async def send_pieces(self, warm: WarmUp) -> bool | None:
+        """Send `warm` piece by piece, each credited as it lands; stop early for newer text
+        the planner holds pending (it goes on from there). The verdict for the engine watch
+        (None: no verdict)."""
+        pieces = split_pieces(
+            warm.tokens, self.cached_blocks(warm.tokens), self.planner.block_size,
+            self.dispatcher.piece_tokens,
+        )  # fmt: skip
+        for index, piece in enumerate(pieces):
+            if index and self.planner.pending is not None:
+                self.offer(self.planner.on_warm_done(warm, ok=True, complete=False))
+                return True
+            last = index == len(pieces) - 1
+            verdict = await self.send_piece(warm, piece, last)
+            if verdict is not True:
+                return verdict
+        self.offer(self.planner.on_warm_done(warm, ok=True))
+        return True
+
+    async def send_piece(self, warm: WarmUp, piece: tuple[int, ...], last: bool) -> bool | None:
+        """Send one piece of `warm`; the verdict for the engine watch (None: no verdict)."""
         started = time.perf_counter()
         request_id = f"warm-{self.name}-{warm.seq}-{next(self.numbers)}"
+        new_tokens = len(piece) - self.cached_blocks(piece) * self.planner.block_size
         try:
             usage = await self.dispatcher.send(
-                self.model, list(warm.tokens), self.salt, request_id, self.on_gate_passed,
-                self.route,
+                WarmRequest(self.model, list(piece), self.salt, self.route, self.name,
+                            self.tenant, self.klass, request_id),
+                on_sent=lambda: self.on_piece_sent(piece, new_tokens),
+                cancel=self.preempt,
             )  # fmt: skip
         except ServiceError as error:
-            self.stats.failures += 1
-            log.warning("warm-up failed: %s", error.message)
-            self.planner.on_warm_done(warm, ok=False)
-            if isinstance(error, UpstreamError) and not isinstance(error, UpstreamRejected):
-                # vLLM (or the replica behind a router that held this session) may have lost
-                # its cache: warm from the start, wherever the next warm-up lands.
-                self.planner.forget_cache()
-            self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
-            own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
-            self.schedule_retry(max(own, self.dispatcher.pause_s()))
-            await self.send(Error.of(error, code="warmup_failed"))
-            # Only an engine that refuses connections pauses everyone's warm-ups; a slow
-            # answer may be our own lag under load, and the watcher judges that.
+            await self.piece_failed(warm, error)
             return False if isinstance(error, UpstreamUnavailable) else None
         self.failures = 0
-        self.on_landed(warm.tokens)
-        self.stats.requests += 1
-        self.stats.prefill_tokens += usage.prompt_tokens - usage.cached_tokens
-        now = time.perf_counter()
-        elapsed_ms = (now - started) * 1000
-        sent_ms = None if self.gate_passed_at is None else (now - self.gate_passed_at) * 1000
-        self.stats.spans.append(WarmSpan.of(warm.tokens, usage, self.planner.block_size, sent_ms))
-        following = self.planner.on_warm_done(warm, ok=True)
+        self.piece = None
+        self.planner.credit(piece)
+        self.on_landed(piece)
+        self.stats.add(piece, usage, self.planner.block_size, started)
         # What vLLM holds: its KV events may trail the answer by a moment, and the answer just
-        # said this warm-up's blocks are there, so the belief counts too.
+        # said this piece's blocks are there, so the belief counts too.
         held = self.resident(self.planner.current)
-        cached = max(self.planner.cached_tokens, held or 0)
-        await self.send(Warm.of(warm.seq, len(warm.tokens), cached, elapsed_ms, warm.submit_ready))
-        self.offer(following)
+        cached = max(self.planner.believed_cached(self.planner.current), held or 0)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        ready = warm.submit_ready and last
+        await self.send(Warm.of(warm.seq, len(piece), cached, elapsed_ms, ready))
         return True
+
+    async def piece_failed(self, warm: WarmUp, error: ServiceError) -> None:
+        self.stats.failures += 1
+        log.warning("warm-up failed: %s", error.message)
+        self.planner.on_warm_done(warm, ok=False)
+        if isinstance(error, UpstreamError) and not isinstance(error, UpstreamRejected):
+            # vLLM (or the replica behind a router that held this session) may have lost
+            # its cache: warm from the start, wherever the next warm-up lands.
+            self.planner.forget_cache()
+        self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
+        own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
+        self.schedule_retry(max(own, self.dispatcher.pause_s()))
+        await self.send(Error.of(error, code="warmup_failed"))

@@ -29,6 +29,7 @@ from orchestrator.core.popularity import Context
 from orchestrator.core.prefix_trace import MemoryTrace, Popularity
 from orchestrator.core.rewarm import Rewarmer
 from orchestrator.core.vllm_client import VLLMClient, make_http_client
+from orchestrator.core.warm_scheduler import WarmScheduler
 from orchestrator.errors import ServiceError, SetupError
 from orchestrator.prefix_index.store import PostgresTrace
 from orchestrator.settings import Settings
@@ -132,7 +133,8 @@ async def warm(settings: Settings, args: argparse.Namespace) -> None:
             WarmupGate(settings.warmups_per_second),
             EngineWatch(settings.max_warmups_in_flight),
             settings.warm_priority,
-            turn_timeout_s=settings.request_timeout_s,
+            WarmScheduler.from_settings(settings),
+            piece_tokens=settings.warm_piece_tokens,
         )
         budget_s = args.budget_s if args.budget_s is not None else settings.rewarm_budget_s
         rewarmer = Rewarmer(

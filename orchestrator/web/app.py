@@ -15,15 +15,16 @@ from fastapi.staticfiles import StaticFiles
 
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch, stop_task
-from orchestrator.core.finals_first import FinalsFirst
 from orchestrator.core.gate import WarmupGate
 from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
+from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.state_keeper import StateKeeper
 from orchestrator.core.state_store import MemoryStates, StateStore
 from orchestrator.core.vllm_client import VLLMClient, make_http_client
+from orchestrator.core.warm_scheduler import WarmScheduler
 from orchestrator.errors import ServiceError, error_envelope
 from orchestrator.logs import LogRing
 from orchestrator.settings import Settings
@@ -72,6 +73,8 @@ async def lifespan_for(
     vllm = VLLMClient(http, on_error=metrics.upstream_error, replicas=replicas)
     gate = WarmupGate(settings.warmups_per_second)
     engine = EngineWatch(settings.max_warmups_in_flight)
+    scheduler = WarmScheduler.from_settings(settings, metrics.final_waited)
+    prefill_cost = PrefillCost()
     log_ring = LogRing(MAX_LOG_LINES, settings.log_format)
     services = Services(
         settings=settings,
@@ -82,11 +85,13 @@ async def lifespan_for(
             gate,
             engine,
             settings.warm_priority,
-            FinalsFirst(settings.preempt_warmups),
-            settings.request_timeout_s,
+            scheduler,
             metrics=metrics,
             report_chains=settings.kv_events_url is not None,
+            piece_tokens=settings.warm_piece_tokens,
+            cost=prefill_cost,
         ),
+        prefill_cost=prefill_cost,
         contexts=sql,
         sessions=SessionRegistry(settings.max_sessions, settings.max_sessions_per_tenant),
         metrics=metrics,
@@ -99,7 +104,12 @@ async def lifespan_for(
     services.state_keeper = StateKeeper(
         states, services.dispatcher, services.engine_facts, settings.state_touch_interval_s
     )
-    metrics.watch(lambda: len(services.sessions), lambda: engine.in_flight)
+    metrics.watch(
+        lambda: len(services.sessions),
+        lambda: engine.in_flight,
+        scheduler.queued,
+        lambda: len(scheduler.running),
+    )
     app.state.services = services
     log_ring.install()
     watcher = asyncio.create_task(services.watch_engine())

@@ -38,8 +38,10 @@ async def status(request: Request, reader: Reader) -> dict[str, Any]:
         "engine": await engine_status(services),
         "kv_events": services.cache_view_status(),
         "sessions": {"open": len(services.sessions)},
-        "warmups": {"in_flight": services.engine.in_flight},
-        "finals": {"before_first_token": services.dispatcher.finals.before_first_token},
+        "warmups": {
+            "in_flight": services.engine.in_flight,
+            **services.dispatcher.scheduler.status(),
+        },
         "prefix_trace": services.popularity.status() if services.popularity else None,
     }
 

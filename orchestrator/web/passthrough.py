@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.core.salt import ROUTE_HEADER
+from orchestrator.core.warm_scheduler import FinalTicket
 from orchestrator.web.dependencies import (
     SESSION_HEADER,
     Tenant,
@@ -78,16 +79,16 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
     payload = None if body is None else prepared_body(services, request, body, tenant)
     method = "GET" if body is None else "POST"
     upstream = services.http.build_request(method, path, json=payload, headers=headers)
-    # A final request like a session's: other sessions' warm-ups give way until it answers.
-    first_token = services.dispatcher.finals.final_started(None) if body else lambda: None
+    # A final request like a session's: fewer warm-up pieces run until its first token.
+    ticket = services.dispatcher.scheduler.final_started(None, tenant) if body else None
     try:
         response = await services.vllm.send(upstream, stream=True)
     except BaseException:
-        first_token()
+        end_final(ticket)
         raise
     reply_headers = {**forwarded_headers(response.headers), REQUEST_ID_HEADER: rid}
     if response.status_code >= 400 or not (payload or {}).get("stream"):
-        first_token()  # after the whole answer: the finals' turn ends no later than this
+        end_final(ticket)  # after the whole answer
     if response.status_code >= 400:
         content = await response.aread()
         await response.aclose()
@@ -103,12 +104,17 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
         await response.aclose()
         return Response(content, status_code=response.status_code, headers=reply_headers)
     return StreamingResponse(
-        sse_events(response, first_token), status_code=response.status_code, headers=reply_headers
+        sse_events(response, ticket), status_code=response.status_code, headers=reply_headers
     )
 
 
+def end_final(ticket: FinalTicket | None) -> None:
+    if ticket is not None:
+        ticket.close()
+
+
 async def sse_events(
-    response: httpx.Response, first_token: Callable[[], None] = lambda: None
+    response: httpx.Response, ticket: FinalTicket | None = None
 ) -> AsyncIterator[bytes]:
     """Pass SSE lines through as they arrive; errors become OpenAI-shaped error events.
 
@@ -117,15 +123,15 @@ async def sse_events(
     """
     try:
         async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                first_token()
+            if line.startswith("data:") and ticket is not None:
+                ticket.first_token()
             if line.startswith("data:") and '"error"' in line:
                 line = "data: " + json.dumps(normalise_error(500, line[5:].strip().encode()))
             yield (line + "\n").encode()
     except (httpx.TransportError, httpx.TimeoutException) as error:
         yield dropped_stream_event(error)
     finally:
-        first_token()
+        end_final(ticket)
         await response.aclose()
 
 

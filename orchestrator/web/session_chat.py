@@ -29,7 +29,8 @@ from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.services import LiveSession
 from orchestrator.core.vllm_client import Usage
-from orchestrator.errors import InvalidRequest
+from orchestrator.core.warm_scheduler import FinalTicket
+from orchestrator.errors import InvalidRequest, RateLimited
 from orchestrator.web.services import Services
 from orchestrator.web.upstream_errors import dropped_stream_event, normalise_error
 
@@ -190,7 +191,11 @@ async def session_chat(
         raise InvalidRequest("messages must be a list of chat messages", param="messages")
     final = session.open_http_final(messages)
     tally = FinalTally(services.metrics, received)
-    first_token = services.dispatcher.finals.final_started(session.id)
+    try:
+        ticket = services.dispatcher.scheduler.final_started(session.id, session.tenant)
+    except RateLimited:
+        session.close_http_final(final)
+        raise
     try:
         payload = completion_body(final, body, services.settings.final_priority)
         upstream = services.http.build_request(
@@ -198,11 +203,11 @@ async def session_chat(
         )
         response = await services.vllm.send(upstream, stream=True)
     except BaseException:
-        first_token()
+        ticket.close()
         session.close_http_final(final)
         raise
     if response.status_code >= 400 or not payload.get("stream"):
-        first_token()
+        ticket.close()
         try:
             content = await response.aread()
         finally:
@@ -216,7 +221,7 @@ async def session_chat(
         tally.usage = Usage.from_body(completion.get("usage"))
         tally.ended()
         return scored_answer(completion, final)
-    events = chat_events(response, final, session, first_token, tally)
+    events = chat_events(response, final, session, ticket, tally)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
@@ -224,7 +229,7 @@ async def chat_events(
     response: httpx.Response,
     final: HttpFinal,
     session: LiveSession,
-    first_token: Callable[[], None],
+    ticket: FinalTicket,
     tally: FinalTally,
 ) -> AsyncIterator[bytes]:
     def seen(chunk: dict[str, Any], converted: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +241,7 @@ async def chat_events(
 
     try:
         async with contextlib.aclosing(
-            chat_sse(response, final.answer_opening, first_token, seen)
+            chat_sse(response, final.answer_opening, ticket, seen)
         ) as events:
             async for event in events:
                 yield event
@@ -248,7 +253,7 @@ async def chat_events(
 async def chat_sse(
     response: httpx.Response,
     opening: str,
-    first_token: Callable[[], None],
+    ticket: FinalTicket,
     seen: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
 ) -> AsyncGenerator[bytes, None]:
     """vLLM's `/v1/completions` stream as chat completion chunk events; `seen(chunk,
@@ -259,7 +264,7 @@ async def chat_sse(
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
                 continue
-            first_token()
+            ticket.first_token()
             data = line[5:].strip()
             if data == "[DONE]":
                 yield b"data: [DONE]\n\n"
@@ -273,5 +278,5 @@ async def chat_sse(
     except (httpx.TransportError, httpx.TimeoutException) as error:
         yield dropped_stream_event(error)
     finally:
-        first_token()
+        ticket.close()
         await response.aclose()

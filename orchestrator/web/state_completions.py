@@ -127,17 +127,17 @@ async def generate(
     """Send `payload` to vLLM as a final request; its answer, streamed or not."""
     rid = request_id(request)
     headers = {REQUEST_ID_HEADER: rid, STATE_HEADER: state.id}
-    first_token = services.dispatcher.finals.final_started(None)  # warm-ups give way
+    ticket = services.dispatcher.scheduler.final_started(None, state.tenant)
     try:
         upstream = services.http.build_request(
             "POST", "/v1/completions", json=payload, headers={REQUEST_ID_HEADER: rid}
         )
         response = await services.vllm.send(upstream, stream=True)
     except BaseException:
-        first_token()
+        ticket.close()
         raise
     if response.status_code >= 400 or not payload.get("stream"):
-        first_token()
+        ticket.close()
         try:
             content = await response.aread()
         finally:
@@ -149,8 +149,8 @@ async def generate(
         answer = json.loads(content)
         return JSONResponse(chat_completion(answer, "") if chat else answer, headers=headers)
     events: AsyncIterator[bytes] = (
-        chat_sse(response, "", first_token, lambda chunk, converted: converted)
+        chat_sse(response, "", ticket, lambda chunk, converted: converted)
         if chat
-        else sse_events(response, first_token)
+        else sse_events(response, ticket)
     )
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)

@@ -207,7 +207,10 @@ async def admit(
         warmed = warm_prefix(tokens, facts.block_size)
         cached = 0
         if warmed is not None:
-            cached = (await services.dispatcher.warm_once(facts.model, warmed, salt)).cached_tokens
+            usage = await services.dispatcher.warm_once(
+                facts.model, warmed, salt, tenant=tenant, block_size=facts.block_size
+            )
+            cached = usage.cached_tokens
         now = time.time()
         state = State(
             id=new_state_id(), tenant=tenant, salt=salt, tokens=tokens, created_at=now,

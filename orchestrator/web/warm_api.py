@@ -62,7 +62,9 @@ async def warm(
     if blocks:
         warmed = tokens[: blocks * facts.block_size + 1]
         route = route_for(services, request, tenant)
-        usage = await services.dispatcher.warm_once(facts.model, warmed, salt, route)
+        usage = await services.dispatcher.warm_once(
+            facts.model, warmed, salt, route, tenant, block_size=facts.block_size
+        )
         hit = usage.cached_tokens
         if not request.headers.get(SESSION_HEADER):  # a session's own are traced by it
             services.record_prefix(tenant, None, warmed, facts.block_size, "warm")

@@ -288,7 +288,8 @@ def test_fuzzed_frames_never_break_the_server(live: Live) -> None:
 
 
 def assert_a_normal_session_works(url: str) -> None:
-    """start, input word by word, submit: ready, warm, tokens, done with cache hits."""
+    """start, input word by word, a warm-up lands, submit: ready, warm, tokens, done with
+    cache hits."""
     ws_url = url.replace("http://", "ws://") + "/ws/session"
     protocols = [Subprotocol(SUBPROTOCOL_PREFIX + KEY)]
     with connect(ws_url, subprotocols=protocols, open_timeout=10) as ws:
@@ -296,8 +297,10 @@ def assert_a_normal_session_works(url: str) -> None:
         words = QUESTION.split(" ")
         for seq in range(1, len(words) + 1):
             ws.send(json.dumps({"type": "input", "text": " ".join(words[:seq]), "seq": seq}))
-        ws.send(json.dumps({"type": "submit", "text": QUESTION, "seq": len(words)}))
         frames = [checked_frame(ws.recv(timeout=10))]
+        while frames[-1]["type"] not in ("warm", "error"):
+            frames.append(checked_frame(ws.recv(timeout=10)))
+        ws.send(json.dumps({"type": "submit", "text": QUESTION, "seq": len(words)}))
         while frames[-1]["type"] not in ("done", "error"):
             frames.append(checked_frame(ws.recv(timeout=10)))
     kinds = [frame["type"] for frame in frames]

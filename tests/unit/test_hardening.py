@@ -453,7 +453,11 @@ async def test_warmups_in_flight_never_exceed_the_bound(
 ) -> None:
     bound, sessions = 3, 10
     fake.hold_warmups()
-    app = await start_app(max_warmups_in_flight=bound, max_sessions_per_tenant=sessions)
+    app = await start_app(
+        max_warmups_in_flight=bound,
+        warm_pieces_in_flight=sessions,
+        max_sessions_per_tenant=sessions,
+    )
     clients = [await started(app, key="key-a") for _ in range(sessions)]
     await wait_until(lambda: fake.warm_in_flight == bound, what="the bound to fill")
     for client in clients:  # everyone types while the warm-ups hang

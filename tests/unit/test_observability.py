@@ -220,8 +220,10 @@ async def test_status_reads_vllms_own_figures(start_app: StartApp, fake: FakeVLL
     assert engine["prefix_cache_hit_rate"] == pytest.approx(0.75)
     assert status["kv_events"] == {"source": "belief", "state": "off"}
     assert status["sessions"] == {"open": 1}
-    assert status["warmups"] == {"in_flight": 1}
-    assert status["finals"] == {"before_first_token": 0}
+    warmups = status["warmups"]
+    assert (warmups["in_flight"], warmups["pieces_in_flight"], warmups["queued"]) == (1, 1, 0)
+    assert warmups["policy"] == "pieces"
+    assert warmups["finals_before_first_token"] == 0
 
 
 async def test_status_says_null_for_what_vllm_does_not_tell(

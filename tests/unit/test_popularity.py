@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 from collections.abc import Sequence
 
 import pytest
@@ -21,6 +22,7 @@ from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy,
 from orchestrator.core.rewarm import Rewarmer
 from orchestrator.core.salt import tenant_salt
 from orchestrator.core.vllm_client import EngineFacts, Usage
+from orchestrator.core.warm_scheduler import WarmClass
 from orchestrator.errors import RateLimited, UpstreamUnavailable
 
 B = 4  # a small block size keeps the token lists readable
@@ -256,7 +258,8 @@ class FakeDispatcher:
         self.sent: list[tuple[str, list[int], str]] = []
         self.hang, self.refuse, self.down = hang, refuse, down
 
-    async def warm_once(self, model: str, tokens: list[int], salt: str) -> Usage:
+    async def warm_once(self, model: str, tokens: list[int], salt: str, **how: Any) -> Usage:
+        assert how["klass"] is WarmClass.BACKGROUND  # the lowest share
         if self.refuse:
             self.refuse -= 1
             raise RateLimited("busy")

@@ -30,6 +30,11 @@ def orchestrator_defaults() -> Defaults:
     return Defaults(settings={"warm_priority": 7, "final_priority": -3})
 
 
+def full_blocks(tokens: list[int] | tuple[int, ...]) -> list[int]:
+    """What a warm-up of `tokens` sends: one token past its last full usable block."""
+    return list(tokens[: usable_blocks(len(tokens), BLOCK) * BLOCK + 1])
+
+
 def system_where(renderer: PromptRenderer, text: str, *, pause_adds_block: bool) -> str:
     """SYSTEM padded so that, once `text` is warmed, the submit-ready prompt does (not) end
     in a new full block: the typing-pause warm-up is worth sending exactly when it does."""
@@ -64,8 +69,8 @@ async def test_start_answers_ready_and_warms_the_context_once(
     assert warm["submit_ready"] is False
     await asyncio.sleep(SETTLE_S)
     assert len(fake.warmups) == 1
-    context = renderer.session_prompt(SYSTEM).head_tokens
-    assert fake.warmups[0].prompt == list(context)
+    context = full_blocks(renderer.session_prompt(SYSTEM).head_tokens)
+    assert fake.warmups[0].prompt == context  # what gets cached, never the partial block
     assert warm["tokens"] == len(context)
 
 
@@ -164,7 +169,7 @@ async def test_one_warmup_in_flight_and_only_the_newest_pending_text_is_warmed(
     await asyncio.sleep(SETTLE_S)
     assert len(fake.warmups) == 2  # the context, then the newest text only
     # The question ends a sentence, so the newest candidate is its submit-ready prompt.
-    expected = renderer.session_prompt(SYSTEM).final_tokens(QUESTION)
+    expected = full_blocks(renderer.session_prompt(SYSTEM).final_tokens(QUESTION))
     assert fake.warmups[1].prompt == expected
     assert warm["tokens"] == len(expected)
     assert fake.max_warm_in_flight == 1
@@ -251,7 +256,7 @@ async def test_submit_streams_tokens_then_done_with_usage_and_warm_stats(
     )
 
 
-async def test_submit_sends_the_final_at_once_beside_a_warmup_it_can_use(
+async def test_submit_cancels_its_own_piece_in_flight_and_never_waits_for_it(
     start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app()
@@ -262,9 +267,30 @@ async def test_submit_sends_the_final_at_once_beside_a_warmup_it_can_use(
     await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
 
     await client.send(type="submit", text=QUESTION, seq=1)
-    # The final does not wait for the warm-up's answer (vLLM schedules it right after the
-    # warm-up's prefill), and the warm-up, which adds blocks the final uses, keeps running.
+    # Not almost done (no cost known yet): vLLM would compute its blocks twice, once for it
+    # and once for the final beside it. The final goes out at once.
     await wait_until(lambda: len(fake.finals) == 1, what="the final request")
+    await wait_until(lambda: fake.warm_in_flight == 0, what="the warm-up to be cancelled")
+    assert fake.warmups[-1].disconnected
+    fake.release_warmups()
+    assert (await client.next("done"))["finish_reason"] == "stop"
+
+
+async def test_submit_lets_its_own_piece_finish_when_it_is_almost_done(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app(fresh=True)
+    cost = app.app.state.services.prefill_cost
+    cost.observe(0, 0.0)  # prefill costs next to nothing: any piece in vLLM is almost done
+    cost.observe(10_000, 0.001)
+    client = await started(app)
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+    fake.hold_warmups()
+    await client.send(type="input", text=QUESTION, seq=1)
+    await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
+
+    await client.send(type="submit", text=QUESTION, seq=1)
+    await wait_until(lambda: len(fake.finals) == 1, what="the final request, at once")
     assert fake.warm_in_flight == 1
     warmed = fake.warmups[-1].prompt
     assert fake.finals[0].prompt[: len(warmed)] == warmed
@@ -292,10 +318,30 @@ async def test_submit_stops_a_warmup_in_flight_that_the_final_cannot_use(
     assert done["finish_reason"] == "stop"
 
 
-async def test_another_sessions_final_preempts_a_warmup_which_is_sent_again_after(
+async def test_another_sessions_final_leaves_a_running_piece_alone(
     start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app()
+    typist, submitter = await started(app), await started(app, warmups="off")
+    await typist.next("warm", lambda frame: frame["seq"] == 0)
+    fake.hold_warmups()
+    await typist.send(type="input", text=QUESTION, seq=1)
+    await wait_until(lambda: fake.warm_in_flight == 1, what="the typist's warm-up")
+    running = fake.warmups[-1]
+
+    await submitter.send(type="submit", text="How many orders are there?", seq=1)
+    done = await submitter.next("done")
+    assert done["finish_reason"] == "stop"
+    assert not running.disconnected  # a piece is short: finals share steps with it
+    fake.release_warmups()
+    await typist.next("warm", lambda frame: frame["seq"] == 1)
+    assert len(fake.warmups) == 2
+
+
+async def test_policy_hold_preempts_another_sessions_warmup_and_sends_it_again_after(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app(warm_policy="hold")
     typist, submitter = await started(app), await started(app, warmups="off")
     await typist.next("warm", lambda frame: frame["seq"] == 0)
     fake.hold_warmups()
@@ -367,7 +413,7 @@ async def test_cancel_sent_right_after_submit_still_ends_with_done(
     await wait_until(lambda: not session_tasks(), what="the generation task to end")
 
 
-async def test_cancel_while_the_final_waits_for_a_warmup_still_ends_with_done(
+async def test_cancel_right_after_submit_beside_a_warmup_still_ends_with_done(
     start_app: StartApp, fake: FakeVLLM
 ) -> None:
     app = await start_app()
@@ -377,12 +423,11 @@ async def test_cancel_while_the_final_waits_for_a_warmup_still_ends_with_done(
     await client.send(type="input", text=QUESTION, seq=1)
     await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
     await client.send(type="submit", text=QUESTION, seq=1)
-    await client.barrier()  # the final request now waits for that warm-up
     await client.send(type="cancel")
 
     done = await client.next("done", within=2)
     assert done["finish_reason"] == "cancelled"
-    assert fake.finals == []
+    fake.release_warmups()
 
 
 async def test_closing_the_socket_mid_stream_closes_the_upstream_stream(
@@ -526,7 +571,7 @@ async def test_warmups_context_warms_only_the_context(
     await asyncio.sleep(SETTLE_S)
 
     assert [warm.prompt for warm in fake.warmups] == [
-        list(renderer.session_prompt(SYSTEM).head_tokens)
+        full_blocks(renderer.session_prompt(SYSTEM).head_tokens)
     ]
     assert done["warm_requests"] == 1
     assert done["cached_tokens"] == usable_blocks(len(fake.warmups[0].prompt), BLOCK) * BLOCK
