@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
