@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator.core.dispatch import REPORT_FULL_CHAINS
-from orchestrator.core.frames import Done, Error, Scorecard, Send, Token
+from orchestrator.core.frames import Done, Error, Scorecard, Send, Token, WarmPieces
 from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.started import Started
@@ -198,6 +198,7 @@ def done_frame(
         text=text,
         warm_requests=stats.requests,
         warm_prefill_tokens=stats.prefill_tokens,
+        warm_pieces=WarmPieces(sent=stats.sent, landed=stats.requests, cancelled=stats.cancelled),
         scorecard=scorecard,
         **(extra or {}),
     )

@@ -168,6 +168,15 @@ def rounded(ms: float | None) -> float | None:
     return None if ms is None else round(ms, 2)
 
 
+class WarmPieces(BaseModel):
+    """The question's warm-up pieces: sent to vLLM, landed, cancelled after they were sent
+    (its submit, a new start; vLLM aborted them, keeping the blocks they finished)."""
+
+    sent: int
+    landed: int
+    cancelled: int
+
+
 class Done(ServerFrame):
     """The end of an answer; a text-to-SQL context adds the query and its rows (or why not)."""
 
@@ -185,6 +194,7 @@ class Done(ServerFrame):
     text: str
     warm_requests: int
     warm_prefill_tokens: int
+    warm_pieces: WarmPieces
     scorecard: Scorecard
     sql: str | None = None
     refused: str | None = None

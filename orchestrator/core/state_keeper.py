@@ -60,6 +60,10 @@ class StateKeeper:
         now = self.clock()
         return any(state.live(now) for state in self._live.values())
 
+    def live_states(self) -> list[State]:
+        now = self.clock()
+        return [state for state in self._live.values() if state.live(now)]
+
     def added(self, state: State, warmed_tokens: int, block_size: int) -> None:
         self._block_size = block_size
         self._live[state.id] = state

@@ -34,6 +34,8 @@ ALMOST_DONE = 0.8  # of a piece's expected cost: past this, a submit lets it fin
 @dataclass
 class WarmStats:
     requests: int = 0  # pieces that landed
+    sent: int = 0  # pieces sent to vLLM
+    cancelled: int = 0  # pieces called off after they were sent
     prefill_tokens: int = 0  # prompt tokens the landed pieces made vLLM compute (not hits)
     failures: int = 0
     spans: list[WarmSpan] = field(default_factory=list)  # what each one computed (scorecard)
@@ -173,6 +175,7 @@ class Warmer:
 
     def on_piece_sent(self, tokens: Sequence[int], new_tokens: int) -> None:
         self.piece = SentPiece(tuple(tokens), new_tokens, time.perf_counter())
+        self.stats.sent += 1
 
     def preempt(self) -> None:
         """Another session's final request starts (policy `hold`): give way, and send this
@@ -245,6 +248,10 @@ class Warmer:
         except ServiceError as error:
             await self.piece_failed(warm, error)
             return False if isinstance(error, UpstreamUnavailable) else None
+        except asyncio.CancelledError:
+            if self.piece is not None:
+                self.stats.cancelled += 1
+            raise
         self.failures = 0
         self.piece = None
         self.planner.credit(piece)

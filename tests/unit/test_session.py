@@ -672,3 +672,55 @@ async def test_http_chat_for_a_session_refuses_what_it_cannot_keep(
     assert tools.json()["error"]["param"] == "tools"
     assert unknown.json()["error"]["code"] == "unknown_session"
     assert fake.finals == []  # nothing reached vLLM
+
+
+# --- pieces ---------------------------------------------------------------------------------
+
+
+async def test_a_long_context_goes_out_in_pieces_each_credited_as_it_lands(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app(warm_piece_tokens=2 * BLOCK)
+    system = SYSTEM + " The schema follows." * 30
+    head = renderer.session_prompt(system).head_tokens
+    client = await started(app, context={"system": system})
+    blocks = usable_blocks(len(head), BLOCK)
+    pieces = [await client.next("warm", within=5) for _ in range(-(-blocks // 2))]
+
+    prompts = [warm.prompt for warm in fake.warmups]
+    assert prompts == [
+        list(head[: min(end, blocks) * BLOCK + 1]) for end in range(2, blocks + 2, 2)
+    ]
+    for sent in fake.warmups:  # each piece computes at most 2 blocks and 1 token more
+        usage = sent.usage or {}
+        assert (
+            usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
+            <= 2 * BLOCK + 1
+        )
+    assert [warm["cached_tokens"] for warm in pieces] == [
+        min(end, blocks) * BLOCK for end in range(2, blocks + 2, 2)
+    ]  # each credited at once: the session believes it the moment it lands
+
+    await client.send(type="submit", text="Hi", seq=1)
+    done = await client.next("done")
+    assert done["cached_tokens"] == blocks * BLOCK
+    assert done["warm_pieces"] == {"sent": len(prompts), "landed": len(prompts), "cancelled": 0}
+
+
+async def test_newer_text_takes_over_between_two_pieces(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app(warm_piece_tokens=BLOCK)
+    client = await started(app)
+    await client.next("warm", lambda frame: frame["seq"] == 0)
+    text = "Show every customer of the northern region by name and city please " * 8
+    fake.hold_warmups()
+    await client.send(type="input", text=text[:300], seq=1)  # several blocks: several pieces
+    await wait_until(lambda: fake.warm_in_flight == 1, what="the first piece")
+    await client.send(type="input", text=text, seq=2)  # pending: it goes on after this piece
+    fake.release_warmups()
+    await client.next("warm", lambda frame: frame["seq"] == 2, within=5)
+    seqs = [warm["seq"] for warm in client.of_type("warm")]
+    assert seqs.count(1) == 1  # the first text's later pieces were never sent
+    final = renderer.session_prompt(SYSTEM).final_tokens(text)
+    assert fake.warmups[-1].prompt == full_blocks(final)[: len(fake.warmups[-1].prompt)]
