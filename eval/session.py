@@ -77,11 +77,16 @@ class EvalSession:
     def orchestrator_settings(self) -> dict[str, Any]:
         """The orchestrator's settings that move the figures."""
         settings = self.services.settings
-        names = ("typing_pause_ms", "typing_pause_factor", "preempt_warmups", "warm_priority",
+        names = ("typing_pause_ms", "typing_pause_factor", "warm_priority",
                  "final_priority", "warmups_per_second", "max_warmups_in_flight",
-                 "ws_frames_per_second")  # fmt: skip
+                 "ws_frames_per_second", "warm_policy", "warm_piece_tokens",
+                 "warm_pieces_in_flight", "warm_pieces_while_finals", "final_room_s",
+                 "engine_step_tokens", "engine_chunk_tokens")  # fmt: skip
         chosen = {name: getattr(settings, name) for name in names}
-        return {**chosen, "cache_view": self.services.cache_view_status()}
+        scheduler = self.services.dispatcher.scheduler
+        bounds = {"warm_pieces_limit": scheduler.limit,
+                  "warm_pieces_limit_while_finals": scheduler.limit_while_finals}  # fmt: skip
+        return {**chosen, **bounds, "cache_view": self.services.cache_view_status()}
 
     def flag(self, name: str) -> str | None:
         flags = self.vllm_flags or []
