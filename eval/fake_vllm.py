@@ -21,7 +21,9 @@ Switches (constructor arguments; a test may also turn them between requests):
   bad chat messages, warm-ups under `refused_salts`), and `/tokenize` and
   `/v1/chat/completions` served too.
 - `hold_warmups()` / `release_warmups()`: warm-ups (`max_tokens=1`, not streamed) wait, and
-  one whose client leaves meanwhile is recorded as `disconnected`, as vLLM would abort it.
+  one whose client leaves meanwhile is recorded as `disconnected`, as vLLM would abort it;
+  `hold_answers()` / `release_answers()` the same for other requests that are not streamed
+  (a non-streamed final request, generating its whole answer).
 - `warm_status`, `final_status`: answer warm-ups, or streamed requests, with that error status.
 - `stream_hang`: send a stream's first token, then wait for the client to go away.
 """
@@ -116,6 +118,7 @@ class FakeVLLM:
     max_warm_in_flight: int = 0
     streams_open: int = 0
     _release: asyncio.Event | None = None
+    _answers_release: asyncio.Event | None = None
     _cache: set[tuple[str, tuple[int, ...]]] = field(default_factory=set)
 
     # -- what it saw --
@@ -150,6 +153,14 @@ class FakeVLLM:
         if self._release is not None:
             self._release.set()
         self._release = None
+
+    def hold_answers(self) -> None:
+        self._answers_release = asyncio.Event()
+
+    def release_answers(self) -> None:
+        if self._answers_release is not None:
+            self._answers_release.set()
+        self._answers_release = None
 
     # -- the prefix-cache simulation --
     def _cached_tokens(self, salt: str, prompt: list[int]) -> int:
@@ -287,7 +298,8 @@ class FakeVLLM:
         self.warm_in_flight += 1
         self.max_warm_in_flight = max(self.max_warm_in_flight, self.warm_in_flight)
         try:
-            if self._release is not None and await _client_left(self._release, receive):
+            hold = self._release if record.is_warmup else self._answers_release
+            if hold is not None and await _client_left(hold, receive):
                 record.disconnected = True  # vLLM would abort it here
                 return
             if self.warm_status != 200:
