@@ -64,6 +64,9 @@ export function renderStatusPanel(status, problem = "") {
   byTestId("status-sessions").textContent = shown(status?.sessions?.open);
   byTestId("status-warmups").textContent = shown(status?.warmups?.in_flight);
   byTestId("status-events").textContent = shown(status?.kv_events?.source);
+  const rewarm = byTestId("status-rewarm");
+  rewarm.textContent = status?.rewarm?.state === "running" ? status.rewarm.message : "";
+  rewarm.hidden = !rewarm.textContent;
   const panel = byTestId("status-panel");
   panel.dataset.state = status ? "ok" : "unavailable";
   panel.title = problem || (engine.error ?? "");

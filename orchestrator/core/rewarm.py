@@ -2,11 +2,12 @@
 first users of every popular context pay its whole prefill.
 
 The plan is the popularity index's top contexts of every cache scope within the token budget
-(`Popularity.plan`); each is sent as one warm-up through the sessions' path
-(`WarmDispatcher.warm_once`: the warm-up priority, the bound, the gate, finals first) under
-the salt of its own scope, one at a time, until the plan is done or the time budget is spent.
-A newer trigger (vLLM restarted again) replaces a re-warm still running. Progress is on
-`/health` (`rewarm`).
+(`Popularity.plan`); each is sent as one warm-up, in pieces, through the sessions' path
+(`WarmDispatcher.warm_once`) at the lowest share of the warm-up scheduler (background: one
+piece at a time, only while no final waits for its first token and no other warm-up queues)
+under the salt of its own scope, until the plan is done or the time budget is spent. A newer
+trigger (vLLM restarted again) replaces a re-warm still running. Progress is on `/health`
+and `/status` (`rewarm`, with a `message`: "re-warming popular contexts: k of n").
 """
 
 from __future__ import annotations
@@ -48,8 +49,18 @@ class RewarmProgress:
     finished_at: float | None = None
     error: str | None = None
 
+    @property
+    def message(self) -> str | None:
+        """What a person reads: "re-warming popular contexts: k of n" while it runs."""
+        if self.state == "running":
+            done = self.warmed + self.failed
+            return f"re-warming popular contexts: {done} of {self.planned}"
+        if self.state == "done" and self.planned:
+            return f"re-warmed {self.warmed} of {self.planned} popular contexts"
+        return None
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "message": self.message}
 
 
 class Rewarmer:

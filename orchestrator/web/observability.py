@@ -43,6 +43,7 @@ async def status(request: Request, reader: Reader) -> dict[str, Any]:
             **services.dispatcher.scheduler.status(),
         },
         "prefix_trace": services.popularity.status() if services.popularity else None,
+        "rewarm": services.rewarm.progress.as_dict() if services.rewarm else None,
     }
 
 

@@ -4,8 +4,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
+
 from eval.fake_vllm import FakeVLLM
+from orchestrator.core.dispatch import WarmDispatcher
+from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.gate import WarmupGate
 from orchestrator.core.planner import usable_blocks
+from orchestrator.core.vllm_client import VLLMClient
+from orchestrator.core.warm_scheduler import WarmClass, WarmScheduler
 from tests.fakes import wait_until
 from tests.helpers import BLOCK
 from tests.sessions import StartApp, started
@@ -40,3 +49,34 @@ async def test_every_warmup_source_goes_through_the_scheduler_in_pieces(
     await wait_until(lambda: not scheduler.running, what="the pieces to end")
     assert scheduler.counts.sent == len(fake.warmups)
     assert scheduler.queued() == 0
+
+
+async def test_a_final_during_the_rewarm_has_its_first_token_before_the_next_piece(
+    fake: FakeVLLM,
+) -> None:
+    async with httpx.AsyncClient(base_url=fake.url, timeout=10) as http:
+        scheduler = WarmScheduler(limit=2)
+        dispatcher = WarmDispatcher(
+            VLLMClient(http), WarmupGate(1000), EngineWatch(8), 10, scheduler, piece_tokens=BLOCK
+        )
+        fake.hold_warmups()
+        rewarm = asyncio.create_task(
+            dispatcher.warm_once(
+                "fake-model",
+                list(range(1, 4 * BLOCK + 2)),
+                "salt",
+                klass=WarmClass.BACKGROUND,
+                block_size=BLOCK,
+            )
+        )
+        await wait_until(lambda: fake.warm_in_flight == 1, what="the re-warm's first piece")
+        ticket = scheduler.final_started("user", "tenant")  # a user's final is sent now
+        fake.release_warmups()
+        await wait_until(lambda: not scheduler.running, what="the first piece to land")
+        await asyncio.sleep(0.05)
+        assert len(fake.warmups) == 1  # the re-warm waits for the final's first token
+        ticket.first_token()
+        usage = await asyncio.wait_for(rewarm, timeout=5)
+        ticket.close()
+    assert len(fake.warmups) == 4
+    assert usage.prompt_tokens == 4 * BLOCK + 1
