@@ -256,17 +256,21 @@ async def test_submit_streams_tokens_then_done_with_usage_and_warm_stats(
     )
 
 
-async def test_submit_cancels_its_own_piece_in_flight_and_never_waits_for_it(
-    start_app: StartApp, fake: FakeVLLM
-) -> None:
-    app = await start_app()
+async def submit_beside_a_typed_warmup(app: App, fake: FakeVLLM) -> SessionClient:
+    """A session whose typed text's warm-up is held in the fake, then submitted."""
     client = await started(app)
     await client.next("warm", lambda frame: frame["seq"] == 0)
     fake.hold_warmups()
     await client.send(type="input", text=QUESTION, seq=1)
     await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
-
     await client.send(type="submit", text=QUESTION, seq=1)
+    return client
+
+
+async def test_submit_cancels_its_own_piece_in_flight_and_never_waits_for_it(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    client = await submit_beside_a_typed_warmup(await start_app(), fake)
     # Not almost done (no cost known yet): vLLM would compute its blocks twice, once for it
     # and once for the final beside it. The final goes out at once.
     await wait_until(lambda: len(fake.finals) == 1, what="the final request")
@@ -283,13 +287,7 @@ async def test_submit_lets_its_own_piece_finish_when_it_is_almost_done(
     cost = app.app.state.services.prefill_cost
     cost.observe(0, 0.0)  # prefill costs next to nothing: any piece in vLLM is almost done
     cost.observe(10_000, 0.001)
-    client = await started(app)
-    await client.next("warm", lambda frame: frame["seq"] == 0)
-    fake.hold_warmups()
-    await client.send(type="input", text=QUESTION, seq=1)
-    await wait_until(lambda: fake.warm_in_flight == 1, what="the typed text's warm-up")
-
-    await client.send(type="submit", text=QUESTION, seq=1)
+    client = await submit_beside_a_typed_warmup(app, fake)
     await wait_until(lambda: len(fake.finals) == 1, what="the final request, at once")
     assert fake.warm_in_flight == 1
     warmed = fake.warmups[-1].prompt
