@@ -26,6 +26,14 @@ Switches (constructor arguments; a test may also turn them between requests):
   (a non-streamed final request, generating its whole answer).
 - `warm_status`, `final_status`: answer warm-ups, or streamed requests, with that error status.
 - `stream_hang`: send a stream's first token, then wait for the client to go away.
+- `hold_streams()` / `release_streams()`: streamed requests wait before their first token
+  (one whose client leaves meanwhile is recorded as `disconnected`).
+
+A streamed answer is `reply`, one token a chunk, its token ids `REPLY_IDS` (in each chunk when
+the body asks `return_token_ids`); it stops at `max_tokens` (finish `length`) and otherwise
+ends with `stop`. A prompt that ends with the first k ids of the reply is answered with the
+rest of it, as a model would go on from its own answer: a speculation stopped after k tokens
+and continued with its ids appended gives the very answer of a cold request.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from eval import fake_checks
 from eval.fake_checks import Rejected
 
 DEFAULT_MAX_TOKENS = 16
+REPLY_ID_BASE = 40_000  # the token id of the reply's first token; the next ones follow
 TOKEN_TEXT = " tok"  # each token the fast mode answers
 SWITCHES = ("url", "fast", "strict")  # what `reset()` leaves as it is
 
@@ -119,6 +128,7 @@ class FakeVLLM:
     streams_open: int = 0
     _release: asyncio.Event | None = None
     _answers_release: asyncio.Event | None = None
+    _streams_release: asyncio.Event | None = None
     _cache: set[tuple[str, tuple[int, ...]]] = field(default_factory=set)
 
     # -- what it saw --
@@ -162,6 +172,14 @@ class FakeVLLM:
             self._answers_release.set()
         self._answers_release = None
 
+    def hold_streams(self) -> None:
+        self._streams_release = asyncio.Event()
+
+    def release_streams(self) -> None:
+        if self._streams_release is not None:
+            self._streams_release.set()
+        self._streams_release = None
+
     # -- the prefix-cache simulation --
     def _cached_tokens(self, salt: str, prompt: list[int]) -> int:
         b, hits = self.block_size, 0
@@ -187,10 +205,21 @@ class FakeVLLM:
 
     def _tokens(self, record: Recorded) -> tuple[str, ...]:
         """The tokens it answers: `max_tokens` of them in the fast mode, else `reply` streamed
-        and one token not streamed."""
+        (from where the prompt left it, at most `max_tokens`) and one token not streamed."""
         if self.fast:
             return (TOKEN_TEXT,) * int(record.max_tokens or DEFAULT_MAX_TOKENS)
-        return self.reply if record.stream else ("x",)
+        if not record.stream:
+            return ("x",)
+        start = self._reply_done(record.prompt)
+        return self.reply[start : start + int(record.max_tokens or len(self.reply))]
+
+    def _reply_done(self, prompt: list[int]) -> int:
+        """How much of the reply the prompt already ends with (its ids, from the first)."""
+        ids = [REPLY_ID_BASE + i for i in range(len(self.reply))]
+        for done in range(min(len(ids), len(prompt)), 0, -1):
+            if prompt[-done:] == ids[:done]:
+                return done
+        return 0
 
     def _base(self, record: Recorded) -> dict[str, Any]:
         """The fields every answer to `record` (or every event of its stream) starts with."""
@@ -323,12 +352,21 @@ class FakeVLLM:
         try:
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
+            hold = self._streams_release
+            if hold is not None and await _client_left(hold, receive):
+                record.disconnected = True  # vLLM would abort it here
+                return
             tokens, base = self._tokens(record), self._base(record)
             record.usage = self._usage(record.body, record.prompt_tokens, len(tokens))
+            first = 0 if self.fast else self._reply_done(record.prompt)
+            ends = self.fast or first + len(tokens) == len(self.reply)
             for i, text in enumerate(tokens):
                 last = i == len(tokens) - 1
-                finish = ("length" if self.fast else "stop") if last else None
-                await _event(send, {**base, "choices": [self._choice(text, finish)]})
+                finish = ("stop" if ends and not self.fast else "length") if last else None
+                choice = self._choice(text, finish)
+                if record.body.get("return_token_ids"):
+                    choice["token_ids"] = [REPLY_ID_BASE + first + i]
+                await _event(send, {**base, "choices": [choice]})
                 if self.stream_hang:
                     # Wait for the client to go away: uvicorn's receive() answers
                     # http.disconnect only once the connection is closed.

@@ -43,7 +43,12 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
-SESSION_TASK_OWNERS = ("Session.", "FinalAnswer.", "Warmer.")  # generations and warm-ups
+SESSION_TASK_OWNERS = (
+    "Session.",
+    "FinalAnswer.",
+    "Warmer.",
+    "Speculator.",
+)  # generations and warm-ups
 
 
 def session_tasks() -> list[asyncio.Task[Any]]:
@@ -165,6 +170,7 @@ async def fake_on_a_port(vllm: FakeVLLM) -> AsyncIterator[FakeVLLM]:
 async def let_go(vllm: FakeVLLM) -> None:
     """After a test: release what it held and wait for the fake's handlers to end."""
     vllm.release_warmups()
+    vllm.release_streams()
     idle = lambda: vllm.warm_in_flight == 0 and vllm.streams_open == 0  # noqa: E731
     await wait_until(idle, what="the fake's handlers to end")
 
