@@ -242,6 +242,17 @@ class Settings(BaseSettings):
         "<data_dir>/logs/vllm-<port of vllm_url>.log.",
     )
 
+    # -- answer before Enter (`core/speculation.py`) --------------------------------------
+    speculate: Literal["off", "idle", "on"] = Field(
+        "idle",
+        description="Send the submit-ready prompt as a speculative final at the warm-up "
+        "priority, attached at submit when the prompt is the same: `on` always, `idle` only "
+        "while no final request waits for its first token and no warm-up piece queues.",
+    )
+    speculate_tokens: int = Field(
+        16, ge=1, le=256, description="Tokens a speculation generates until a submit attaches it."
+    )
+
     @model_validator(mode="after")
     def _default_ttl_within_max(self) -> Settings:
         if self.state_default_ttl_s > self.state_max_ttl_s:

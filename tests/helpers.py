@@ -31,6 +31,7 @@ def settings_against(vllm_url: str, tokenizer_dir: Path, secret: str, **override
         "block_size": BLOCK,
         "server_secret": SecretStr(secret),
         "typing_pause_ms": 60_000,  # no pause warm-up unless a test asks for one
+        "speculate": "off",  # no speculative final unless a test asks for one
         "warmups_per_second": 1000.0,
         "ws_frames_per_second": 10_000.0,  # tests type faster than people
         "request_timeout_s": 10.0,

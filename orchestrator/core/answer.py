@@ -19,6 +19,7 @@ from orchestrator.core.dispatch import REPORT_FULL_CHAINS
 from orchestrator.core.frames import Done, Error, Scorecard, Send, Token, WarmPieces
 from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.scorecard import ScoreSheet
+from orchestrator.core.speculation import Outcome, Speculation, Speculator, attached_chunks
 from orchestrator.core.started import Started
 from orchestrator.core.vllm_client import Usage, VLLMClient
 from orchestrator.core.warm_scheduler import FinalTicket, WarmScheduler
@@ -39,8 +40,10 @@ class FinalAnswer:
         tenant: str,
         settings: Settings,
         cost: PrefillCost | None = None,
+        speculator: Speculator | None = None,
     ) -> None:
         self.vllm = vllm
+        self.speculator = speculator  # the session's speculative finals, to attach to
         self.cost = PrefillCost() if cost is None else cost  # the application's shared fit
         self.scheduler = scheduler
         self.tenant = tenant
@@ -126,10 +129,16 @@ class FinalAnswer:
         ttft_ms: float | None = None
         output: list[str] = []
         usage, finish, reported = Usage(len(tokens), 0, 0), None, False
+        request_id = f"final-{self.session_id}-{seq()}-{next(self.numbers)}"
+        body, route = self.body(started, tokens), started.warmer.route
+        spec = self.speculator.take(body) if self.speculator is not None else None
         try:
-            request_id = f"final-{self.session_id}-{seq()}-{next(self.numbers)}"
-            body, route = self.body(started, tokens), started.warmer.route
-            async for chunk in self.vllm.stream_completion(body, request_id, route):
+            chunks = (
+                attached_chunks(spec, self.vllm, request_id, route)
+                if spec is not None
+                else self.vllm.stream_completion(body, request_id, route)
+            )
+            async for chunk in chunks:
                 for choice in chunk.get("choices", []):
                     text = choice.get("text") or ""
                     finish = choice.get("finish_reason") or finish
@@ -160,9 +169,16 @@ class FinalAnswer:
         extra: dict[str, Any] = {}
         if started.context is not None and finish != "cancelled":
             extra = await started.context.after_answer(answer)
-        card = sheet.score(usage, ttft_ms, self.cost, learn=reported)
-        frame = done_frame(seq(), ttft_ms, usage, finish, answer, received, stats, card, extra)
+        # An attached answer's TTFT is no prefill time: it would teach the cost fit nonsense.
+        card = sheet.score(usage, ttft_ms, self.cost, learn=reported and spec is None)
+        frame = done_frame(
+            seq(), ttft_ms, usage, finish, answer, received, stats, card, extra,
+            self.outcome(spec),
+        )  # fmt: skip
         await self.send(frame)
+
+    def outcome(self, spec: Speculation | None) -> Outcome:
+        return self.speculator.outcome(spec) if self.speculator is not None else Outcome()
 
     def body(self, started: Started, tokens: list[int]) -> dict[str, Any]:
         chains = {"vllm_xargs": REPORT_FULL_CHAINS} if self.settings.kv_events_url else {}
@@ -186,7 +202,13 @@ def done_frame(
     stats: WarmStats,
     scorecard: Scorecard,
     extra: dict[str, Any] | None = None,
+    speculation: Outcome | None = None,
 ) -> Done:
+    speculation = speculation or Outcome()
+    figures = {
+        "speculative": speculation.speculative,
+        "speculation_wasted_tokens": speculation.wasted_tokens,
+    }
     return Done(
         seq=seq,
         ttft_ms=None if ttft_ms is None else round(ttft_ms, 2),
@@ -199,6 +221,7 @@ def done_frame(
         warm_requests=stats.requests,
         warm_prefill_tokens=stats.prefill_tokens,
         warm_pieces=WarmPieces(sent=stats.sent, landed=stats.requests, cancelled=stats.cancelled),
-        scorecard=scorecard,
+        scorecard=scorecard.model_copy(update=figures),
+        **figures,
         **(extra or {}),
     )

@@ -58,6 +58,11 @@ class Start(Frame):
         description="Mixed into the server-derived salt: separates runs (evals), never shared "
         "across tenants.",
     )
+    speculate: bool = Field(
+        True,
+        description="false: this session never sends speculative finals (the server's "
+        "PREFILL_SPECULATE decides otherwise; a client cannot turn it on).",
+    )
 
 
 class Input(Frame):
@@ -144,6 +149,8 @@ class Scorecard(BaseModel):
     ttft_ms: float | None
     cold_ttft_ms: float | None  # a cold request of this prompt length, from the fitted cost
     saved_ms: float | None  # cold - actual
+    speculative: bool = False  # the answer attached to a speculative final
+    speculation_wasted_tokens: int = 0  # generated tokens of speculations thrown away
 
     @classmethod
     def of(
@@ -195,6 +202,8 @@ class Done(ServerFrame):
     warm_requests: int
     warm_prefill_tokens: int
     warm_pieces: WarmPieces
+    speculative: bool = False  # the answer attached to a speculative final (`speculation.py`)
+    speculation_wasted_tokens: int = 0  # generated tokens of the question's other speculations
     scorecard: Scorecard
     sql: str | None = None
     refused: str | None = None

@@ -33,6 +33,7 @@ from orchestrator.errors import (
 )
 
 WARMUP_OUTCOMES = ("sent", "landed", "failed", "cancelled", "dropped")
+SPECULATION_OUTCOMES = ("sent", "attached", "wasted", "dropped", "refused")
 FINAL_MODES = ("keystroke", "context", "off", "http")  # a session's warm mode, or an HTTP final
 UPSTREAM_ERROR_KINDS = ("unavailable", "timeout", "rejected", "error")
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -123,6 +124,21 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.speculations = Counter(
+            "prefill_ahead_speculations",
+            "Speculative finals by outcome: sent (to vLLM), attached (to the submit), wasted "
+            "(sent, then cancelled by an edit or not matching the submit), dropped (cancelled "
+            "before it was sent), refused (mode idle and the engine busy, or too much uncached).",
+            ["outcome"],
+            registry=r,
+        )
+        self.speculation_wasted_tokens = Counter(
+            "prefill_ahead_speculation_wasted_tokens",
+            "Generated tokens of speculative finals thrown away.",
+            registry=r,
+        )
+        for outcome in SPECULATION_OUTCOMES:
+            self.speculations.labels(outcome)
         for outcome in WARMUP_OUTCOMES:
             self.warmups.labels(outcome)
         for mode in FINAL_MODES:
@@ -152,6 +168,10 @@ class Metrics:
     def warmup_landed(self, usage: Usage) -> None:
         self.warmups.labels("landed").inc()
         self.warm_prefill_tokens.inc(max(0, usage.prompt_tokens - usage.cached_tokens))
+
+    def speculation(self, outcome: str, wasted_tokens: int = 0) -> None:
+        self.speculations.labels(outcome).inc()
+        self.speculation_wasted_tokens.inc(wasted_tokens)
 
     def rewarmed_after_eviction(self, n: int = 1) -> None:
         self.rewarmed.inc(n)

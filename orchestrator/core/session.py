@@ -26,6 +26,7 @@ from orchestrator.core.rhythm import TypingRhythm
 from orchestrator.core.salt import routing_key, tenant_salt
 from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.services import SessionServices
+from orchestrator.core.speculation import Speculator
 from orchestrator.core.started import Started
 from orchestrator.core.vllm_client import EngineFacts
 from orchestrator.core.warm_modes import STRATEGIES
@@ -50,9 +51,12 @@ class Session:
         )
         self.rewarms_left = services.settings.rewarms_per_pause
         self.last_input = 0.0  # loop time of the last start or keystroke
+        self.speculator = Speculator(
+            services.vllm, services.dispatcher, services.settings, self.id, tenant
+        )
         self.answer = FinalAnswer(
             services.vllm, services.dispatcher.scheduler, send, self.id, tenant,
-            services.settings, services.prefill_cost,
+            services.settings, services.prefill_cost, self.speculator,
         )  # fmt: skip
 
     @property
@@ -91,6 +95,7 @@ class Session:
             frame.cache_namespace, frame.context.database,
         )  # fmt: skip
         self.text, self.seq, self.planned_stable, self.warm_memo = "", 0, None, None
+        self.speculator.allowed = frame.speculate and strategy.follows_typing
         self.typed()
         ready = frames.Ready(
             session_id=self.id, model=facts.model, block_size=facts.block_size,
@@ -102,6 +107,7 @@ class Session:
     def on_input(self, frame: frames.Input) -> None:
         started = self.require_started()
         self.text, self.seq = frame.text, frame.seq
+        self.speculator.on_text(frame.text)
         self.typed()
         if not started.strategy.follows_typing:
             return
@@ -160,13 +166,17 @@ class Session:
     def cancel_all(self) -> None:
         """Stop everything in flight: the pause timer, the warm-ups, the generation."""
         self.cancel_pause_timer()
+        self.speculator.cancel()
         if self.started is not None:
             self.started.warmer.cancel()
         self.answer.stop()
 
     async def close(self) -> None:
         self.cancel_all()
-        tasks = [self.answer.task, self.started.warmer.task if self.started else None]
+        tasks = [
+            self.answer.task, self.started.warmer.task if self.started else None,
+            self.speculator.task,
+        ]  # fmt: skip
         await asyncio.gather(*(task for task in tasks if task is not None), return_exceptions=True)
 
     # -- warm-ups ------------------------------------------------------------------------
@@ -270,7 +280,15 @@ class Session:
             started = self.require_started()
             tokens = started.prompt.final_tokens(self.text)
             self.check_length(len(tokens))
-            started.warmer.offer(started.planner.on_pause(tokens, self.seq))
+            body = self.answer.body(started, tokens)
+            warm = functools.partial(self.warm_submit_ready, started, tokens, self.seq)
+            if not self.speculator.begin(
+                started.warmer, self.text, body, started.warmer.route, warm
+            ):
+                warm()
+
+    def warm_submit_ready(self, started: Started, tokens: list[int], seq: int) -> None:
+        started.warmer.offer(started.planner.on_pause(tokens, seq))
 
 
 SENTENCE_ENDS = frozenset(".?!")

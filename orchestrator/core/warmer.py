@@ -187,6 +187,12 @@ class Warmer:
     def release(self) -> None:
         self.held = False
 
+    async def idle(self) -> None:
+        """Return once no warm-up of this session is running (a retry waiting for its
+        back-off is not waited for)."""
+        while self.task is not None and not self.task.done():
+            await asyncio.wait({self.task})
+
     def cancel(self) -> None:
         if self.retry_timer is not None:
             self.retry_timer.cancel()

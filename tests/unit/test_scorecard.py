@@ -21,7 +21,8 @@ from tests.sessions import App, StartApp, started
 from tests.unit.test_session import system_where
 
 FIELDS = {"warmed_tokens", "hit_tokens", "warm_prefill_tokens", "wasted_prefill_tokens",
-          "ttft_ms", "cold_ttft_ms", "saved_ms"}  # fmt: skip
+          "ttft_ms", "cold_ttft_ms", "saved_ms", "speculative",
+          "speculation_wasted_tokens"}  # fmt: skip
 
 
 def useful_by_position(

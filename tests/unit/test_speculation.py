@@ -1,0 +1,272 @@
+"""Answer before Enter (`core/speculation.py`) against the fake vLLM: a typed question that ends
+a sentence is sent as a speculative final, attached at submit when the final is the same.
+
+The fake answers `reply` one token a chunk with its token ids, stops at `max_tokens`, and goes
+on from a prompt that ends with the first ids of its reply, so an attached answer (two
+tokens of speculation, then the continuation) must equal a cold one exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from eval.fake_vllm import REPLY_ID_BASE, FakeVLLM, Recorded
+from orchestrator.core.dispatch import WarmDispatcher
+from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.gate import WarmupGate
+from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.session import Session
+from orchestrator.core.speculation import Speculation, Speculator
+from orchestrator.core.vllm_client import VLLMClient
+from orchestrator.settings import Settings
+from tests.fakes import SessionClient, session_tasks, wait_until
+from tests.helpers import QUESTION, SYSTEM
+from tests.sessions import App, Defaults, StartApp, started
+from tests.unit.test_observability import scrape
+
+BUDGET = 2  # tokens a speculation generates before it is attached (the reply has 5)
+WARM_PRIORITY, FINAL_PRIORITY = 7, -3
+
+
+@pytest.fixture(scope="module")
+def orchestrator_defaults() -> Defaults:
+    return Defaults(
+        settings={
+            "speculate": "on",
+            "speculate_tokens": BUDGET,
+            "warm_priority": WARM_PRIORITY,
+            "final_priority": FINAL_PRIORITY,
+        }
+    )
+
+
+def speculations(fake: FakeVLLM) -> list[Recorded]:
+    return [r for r in fake.finals if r.body.get("return_token_ids")]
+
+
+def plain_finals(fake: FakeVLLM) -> list[Recorded]:
+    return [r for r in fake.finals if not r.body.get("return_token_ids")]
+
+
+def reply_ids(n: int) -> list[int]:
+    return [REPLY_ID_BASE + i for i in range(n)]
+
+
+async def speculated(
+    app: App, fake: FakeVLLM, text: str = QUESTION, **start: object
+) -> SessionClient:
+    """A session that typed `text` (it ends a sentence) and whose speculation was sent."""
+    client = await started(app, **start)
+    await client.send(type="input", text=text, seq=1)
+    await wait_until(lambda: bool(speculations(fake)), what="the speculative final")
+    return client
+
+
+def speculation_ended(app: App) -> bool:
+    """The orchestrator read a speculation to its end (its budget)."""
+    sessions = [session for session in app.services.sessions.all() if isinstance(session, Session)]
+    return any(s.speculator.current and s.speculator.current.ended for s in sessions)
+
+
+async def submitted(client: SessionClient, text: str = QUESTION) -> dict[str, object]:
+    await client.send(type="submit", text=text, seq=2)
+    done = await client.next("done")
+    await wait_until(lambda: not session_tasks(), what="the session's tasks to end")
+    return done
+
+
+async def test_a_submit_of_the_same_prompt_attaches_and_answers_as_a_cold_request(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app(fresh=True)
+    client = await speculated(app, fake)
+    (spec,) = speculations(fake)
+    await wait_until(lambda: speculation_ended(app), what="the speculation's budget")
+    tokens = renderer.session_prompt(SYSTEM).final_tokens(QUESTION)
+    assert spec.prompt == tokens
+    assert spec.max_tokens == BUDGET
+    assert spec.body["priority"] == WARM_PRIORITY
+    assert not [frame for frame in client.of_type("warm") if frame["submit_ready"]]
+
+    done = await submitted(client)
+    (rest,) = plain_finals(fake)
+    assert rest.prompt == [*tokens, *reply_ids(BUDGET)]  # the generated ids, never re-tokenized
+    assert rest.body["priority"] == FINAL_PRIORITY
+    assert rest.max_tokens == app.settings.max_tokens - BUDGET
+    assert rest.body["cache_salt"] == spec.body["cache_salt"]
+    assert [frame["text"] for frame in client.of_type("token")] == list(fake.reply)
+    assert done["speculative"] is True
+    assert done["speculation_wasted_tokens"] == 0
+    assert done["scorecard"]["speculative"] is True  # type: ignore[index]
+    assert done["completion_tokens"] == len(fake.reply)
+    assert done["prompt_tokens"] == len(tokens)
+
+    cold = await started(app, speculate=False)
+    await cold.send(type="submit", text=QUESTION, seq=1)
+    cold_done = await cold.next("done")
+    assert cold_done["speculative"] is False
+    assert cold_done["text"] == done["text"] == "".join(fake.reply)
+    figures = await scrape(app)
+    assert figures['prefill_ahead_speculations_total{outcome="attached"}'] == 1
+
+
+async def test_a_submit_before_the_first_token_attaches_and_waits_for_it(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    fake.hold_streams()
+    client = await speculated(app, fake)
+    await client.send(type="submit", text=QUESTION, seq=2)
+    await client.barrier()
+    assert len(fake.finals) == 1  # the final waits for the speculation, sends nothing of its own
+    fake.release_streams()
+    done = await client.next("done")
+    assert done["speculative"] is True
+    assert done["text"] == "".join(fake.reply)
+    assert not speculations(fake)[0].disconnected
+
+
+async def test_an_edit_cancels_the_speculation_at_once_and_counts_its_tokens(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app(fresh=True)
+    client = await speculated(app, fake)
+    await wait_until(lambda: speculation_ended(app), what="the speculation's budget")
+    edited = QUESTION[:-1] + " please"
+    await client.send(type="input", text=edited, seq=2)
+    await client.barrier()
+
+    done = await submitted(client, edited)
+    assert done["speculative"] is False
+    assert done["speculation_wasted_tokens"] == BUDGET
+    (final,) = plain_finals(fake)
+    assert final.prompt[-BUDGET:] != reply_ids(BUDGET)
+    assert done["text"] == "".join(fake.reply)
+    figures = await scrape(app)
+    assert figures['prefill_ahead_speculations_total{outcome="wasted"}'] == 1
+    assert figures["prefill_ahead_speculation_wasted_tokens_total"] == BUDGET
+
+
+async def test_an_edit_closes_a_speculation_still_in_vllm(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    fake.hold_streams()
+    client = await speculated(app, fake)
+    await client.send(type="input", text=QUESTION[:-1], seq=2)
+    (spec,) = speculations(fake)
+    await wait_until(lambda: spec.disconnected, what="vLLM to see the speculation go")
+
+
+async def test_a_different_submit_sends_the_normal_final(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app()
+    client = await speculated(app, fake)
+    await wait_until(lambda: speculation_ended(app), what="the speculation's budget")
+    other = QUESTION.replace("three", "four")
+
+    done = await submitted(client, other)
+    (final,) = plain_finals(fake)
+    assert final.prompt == renderer.session_prompt(SYSTEM).final_tokens(other)
+    assert done["speculative"] is False
+    assert done["speculation_wasted_tokens"] == BUDGET
+
+
+def final_body(**changes: Any) -> dict[str, Any]:
+    body = {"model": "m", "prompt": [1, 2, 3], "max_tokens": 8, "temperature": 0.0}
+    return body | {"priority": 0, "cache_salt": "s"} | changes
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"prompt": [1, 2, 4]}, {"temperature": 0.5}, {"max_tokens": 9}, {"cache_salt": "t"}],
+)
+async def test_only_the_very_same_final_attaches(changes: dict[str, Any]) -> None:
+    settings = Settings(speculate="on", enable_database=False)
+    async with httpx.AsyncClient() as http:
+        dispatcher = WarmDispatcher(VLLMClient(http), WarmupGate(100.0), EngineWatch(4), 10)
+        speculator = Speculator(VLLMClient(http), dispatcher, settings, "s1", "t")
+        spec = Speculation("text?", final_body(), sent=True)
+        spec.add({"choices": [{"text": " a", "token_ids": [7], "finish_reason": None}]})
+        speculator.current = spec
+        assert speculator.take(final_body(**changes)) is None
+        assert speculator.current is None
+        assert speculator.outcome(None).wasted_tokens == 1
+
+        again = Speculation("text?", final_body(), sent=True)
+        speculator.current = again
+        assert speculator.take(final_body()) is again
+        assert speculator.outcome(again).speculative
+
+
+async def test_a_new_start_throws_the_speculation_away(start_app: StartApp, fake: FakeVLLM) -> None:
+    app = await start_app()
+    fake.hold_streams()
+    client = await speculated(app, fake)
+    await client.send(type="start", context={"system": SYSTEM}, params={"temperature": 0.5})
+    await client.next("ready")
+    (spec,) = speculations(fake)
+    await wait_until(lambda: spec.disconnected, what="vLLM to see the speculation go")
+
+
+async def test_the_budget_is_the_final_max_tokens_when_smaller(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    client = await speculated(app, fake, params={"max_tokens": 1})
+    (spec,) = speculations(fake)
+    assert spec.max_tokens == 1
+    done = await submitted(client)
+    assert done["speculative"] is True
+    assert done["finish_reason"] == "length"
+    assert done["text"] == fake.reply[0]
+    assert not plain_finals(fake)  # nothing left to ask for
+
+
+async def final_waiting(app: App, fake: FakeVLLM) -> SessionClient:
+    """Another session whose final request waits for its first token (the fake holds it)."""
+    fake.hold_streams()
+    busy = await started(app, speculate=False)
+    await busy.send(type="submit", text="How many orders shipped today?", seq=1)
+    await wait_until(lambda: bool(fake.finals), what="the other session's final")
+    return busy
+
+
+async def test_mode_idle_never_speculates_while_a_final_waits(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app(speculate="idle")
+    busy = await final_waiting(app, fake)
+    typist = await started(app)
+    await typist.send(type="input", text=QUESTION, seq=1)
+    await typist.barrier()
+    assert not speculations(fake)
+    figures = await scrape(app)
+    assert figures['prefill_ahead_speculations_total{outcome="refused"}'] == 1
+    fake.release_streams()
+    await busy.next("done")
+
+
+async def test_mode_on_speculates_beside_a_waiting_final(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    busy = await final_waiting(app, fake)
+    await speculated(app, fake)
+    fake.release_streams()
+    await busy.next("done")
+
+
+async def test_speculation_off_for_a_session_that_opts_out(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    app = await start_app()
+    client = await started(app, speculate=False)
+    await client.send(type="input", text=QUESTION, seq=1)
+    done = await submitted(client)
+    assert done["speculative"] is False
+    assert not speculations(fake)
