@@ -143,6 +143,7 @@ class Session:
             raise InvalidRequest("a generation is already running; cancel it first", code="busy")
         text = submitted_text(messages, started.messages)
         self.cancel_pause_timer()
+        self.speculator.cancel()  # an HTTP final does not attach to a speculation (yet)
         tokens = started.prompt.final_tokens(text)
         self.check_length(len(tokens))
         self.trace("final", tokens)

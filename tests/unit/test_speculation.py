@@ -176,6 +176,46 @@ async def test_a_different_submit_sends_the_normal_final(
     assert done["speculation_wasted_tokens"] == BUDGET
 
 
+class RecordingContext:
+    """A text-to-SQL context that records the answers its query would run on."""
+
+    system_prompt = SYSTEM
+    openings = ("Question: ", "```sql\n")
+
+    def __init__(self) -> None:
+        self.answers: list[str] = []
+
+    async def after_answer(self, answer: str) -> dict[str, Any]:
+        self.answers.append(answer)
+        return {"sql": answer, "refused": "not run in this test"}
+
+
+class OneContext:
+    def __init__(self, context: RecordingContext) -> None:
+        self.context = context
+
+    def get(self, name: str) -> RecordingContext:
+        return self.context
+
+    def names(self) -> list[str]:
+        return ["shop"]
+
+
+async def test_the_sql_runs_only_after_the_submit(start_app: StartApp, fake: FakeVLLM) -> None:
+    app = await start_app(fresh=True)
+    context = RecordingContext()
+    app.services.contexts = OneContext(context)
+    client = await started(app, context={"database": "shop"})
+    await client.send(type="input", text=QUESTION, seq=1)
+    await wait_until(lambda: speculation_ended(app), what="the speculation's budget")
+    assert context.answers == []
+
+    done = await submitted(client)
+    assert done["speculative"] is True
+    assert context.answers == ["```sql\n" + "".join(fake.reply)]
+    assert done["sql"] == context.answers[0]
+
+
 def final_body(**changes: Any) -> dict[str, Any]:
     body = {"model": "m", "prompt": [1, 2, 3], "max_tokens": 8, "temperature": 0.0}
     return body | {"priority": 0, "cache_salt": "s"} | changes
