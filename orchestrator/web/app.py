@@ -30,6 +30,7 @@ from orchestrator.settings import Settings
 from orchestrator.text_to_sql.contexts import SqlContexts
 from orchestrator.text_to_sql.postgres import Database
 from orchestrator.web.health import router as health_router
+from orchestrator.web.hosts import TrustedHosts
 from orchestrator.web.middleware import BodySizeLimit, RequestId
 from orchestrator.web.observability import MAX_LOG_LINES
 from orchestrator.web.observability import router as observability_router
@@ -144,7 +145,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
-    app.add_middleware(RequestId)  # outermost: a 413 has a request id too
+    app.add_middleware(TrustedHosts, settings=settings)
+    app.add_middleware(RequestId)  # outermost: a 413 or a foreign Host's 400 has a request id too
     app.include_router(health_router)
     app.include_router(observability_router)
     app.include_router(ws_router)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 
@@ -84,14 +83,3 @@ def subprotocol_key(connection: HTTPConnection) -> tuple[str | None, str | None]
         if protocol.startswith(SUBPROTOCOL_PREFIX):
             return protocol[len(SUBPROTOCOL_PREFIX) :], protocol
     return None, None
-
-
-def check_origin(connection: HTTPConnection, settings: Settings) -> None:
-    """Browsers send `Origin`: accept the same origin or a configured one (non-browser
-    clients send none)."""
-    origin = connection.headers.get("origin")
-    if origin is None or origin in settings.allowed_origins:
-        return
-    if urlsplit(origin).netloc and urlsplit(origin).netloc == connection.headers.get("host"):
-        return
-    raise Forbidden(f"origin {origin} is not allowed")
