@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.core.salt import ROUTE_HEADER
+from orchestrator.errors import InvalidRequest
 from orchestrator.web.dependencies import (
     SESSION_HEADER,
     Tenant,
@@ -77,7 +78,12 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
     headers[ROUTE_HEADER] = route_for(services, request, tenant)
     payload = None if body is None else prepared_body(services, request, body, tenant)
     method = "GET" if body is None else "POST"
-    upstream = services.http.build_request(method, path, json=payload, headers=headers)
+    try:
+        upstream = services.http.build_request(method, path, json=payload, headers=headers)
+    except ValueError:  # NaN or Infinity: Python's JSON reads them, JSON itself has none
+        raise InvalidRequest(
+            "the body holds a number JSON does not allow (NaN or Infinity)"
+        ) from None
     # A final request like a session's: other sessions' warm-ups give way until it answers.
     first_token = services.dispatcher.finals.final_started(None) if body else lambda: None
     try:
