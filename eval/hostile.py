@@ -143,7 +143,7 @@ async def hostile_http(app_url: str, requests: int, seed: int, tally: Tally) -> 
             except httpx.TransportError:  # the server answered (413) before the body ended
                 tally.http["connection closed by the server"] += 1
                 continue
-            code = "ok"
+            code = "ok" if reply.status_code < 400 else "(no error envelope)"
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                 code = reply.json()["error"]["code"]
             tally.http[f"{reply.status_code} {code}"] += 1

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch, stop_task
@@ -44,6 +45,7 @@ from orchestrator.web.states_api import router as states_router
 from orchestrator.web.warm_api import router as warm_router
 from orchestrator.web.ws import router as ws_router
 
+HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 UI_DIR = Path(__file__).resolve().parent.parent.parent / "ui_static"
 
 
@@ -165,6 +167,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
         return JSONResponse(error.envelope(), status_code=error.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Starlette's and FastAPI's own (a body too deeply nested to parse, an unknown
+        route, a wrong method): in the one envelope too."""
+        code = HTTP_CODES.get(error.status_code, "http_error")
+        kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+        body = error_envelope(str(error.detail), kind, None, code)
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -31,3 +31,17 @@ async def test_token_ids_out_of_range_are_400(
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["code"] == "invalid_request"
     assert (await http.get("/health")).status_code == 200
+
+
+async def test_a_body_nested_too_deeply_to_parse_is_400_in_the_envelope(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    http = await (await start_app()).http()
+    deep = b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    for path in ("/v1/chat/completions", "/v1/warm", "/v1/states"):
+        reply = await http.post(path, content=deep, headers={"content-type": "application/json"})
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["code"] == "invalid_request"
+    unknown = await http.get("/v1/nothing-here")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
