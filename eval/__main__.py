@@ -24,6 +24,7 @@ from typing import get_args
 from eval.bench_states import main as states_main
 from eval.compare import compare_main
 from eval.eviction import main as eviction_main
+from eval.hostile import main as hostile_main
 from eval.modes import MODES, EvalError
 from eval.replay import REPLAYS, Replay, SubmitPause
 from eval.replicas import main as replicas_main
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return compare_main(argv[1:])
         if command == "eviction":
             return eviction_main(argv[1:])
+        if command == "hostile":
+            return hostile_main(argv[1:])
         if command == "replicas":
             return replicas_main(argv[1:])
         if command == "restart":
