@@ -21,7 +21,7 @@ SAMPLE_TEXT = 60  # sample strings are cut to this many characters
 QUESTION_OPENING = "Write one PostgreSQL query that answers this question:\n"
 ANSWER_OPENING = "```sql\n"
 # The final request stops at the block's closing fence (kept in the answer): what the model
-# writes after its query (measured: an explanation, up to `max_tokens`) is never generated.
+# writes after its query (measured: an explanation of it) is never generated.
 STOP_SEQUENCES = ("```",)
 _NOISE = re.compile(  # statements a model needs not see (after comments, if any)
     r"(\s*(--[^\n]*|/\*.*?\*/))*\s*(SET|SELECT|BEGIN|COMMIT|START|GRANT|REVOKE|ANALYZE|VACUUM|CREATE\s+(UNIQUE\s+)?INDEX"
