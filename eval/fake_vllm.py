@@ -26,6 +26,11 @@ Switches (constructor arguments; a test may also turn them between requests):
   (a non-streamed final request, generating its whole answer).
 - `warm_status`, `final_status`: answer warm-ups, or streamed requests, with that error status.
 - `stream_hang`: send a stream's first token, then wait for the client to go away.
+- `token_delay_s`: wait this long before each streamed token after the first (a slow engine).
+
+A streamed reply honours the request's `stop` strings as vLLM does: it ends where one first
+appears (kept with `include_stop_str_in_output`), `finish_reason` "stop" and `stop_reason` the
+string; a reply that runs out ends with "stop" and `stop_reason` null (the end of text).
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ class FakeVLLM:
     warm_status: int = 200
     final_status: int = 200
     stream_hang: bool = False
+    token_delay_s: float = 0.0
     url: str = ""
     completions: list[Recorded] = field(default_factory=list)
     rejected: list[tuple[str, int, str]] = field(default_factory=list)  # (path, status, why)
@@ -323,24 +329,60 @@ class FakeVLLM:
         try:
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            tokens, base = self._tokens(record), self._base(record)
+            tokens, matched = stopped(self._tokens(record), record.body)
+            base = self._base(record)
             record.usage = self._usage(record.body, record.prompt_tokens, len(tokens))
             for i, text in enumerate(tokens):
                 last = i == len(tokens) - 1
                 finish = ("length" if self.fast else "stop") if last else None
-                await _event(send, {**base, "choices": [self._choice(text, finish)]})
+                choice = self._choice(text, finish)
+                if not self.fast:
+                    choice["stop_reason"] = matched if last else None
+                await _event(send, {**base, "choices": [choice]})
                 if self.stream_hang:
                     # Wait for the client to go away: uvicorn's receive() answers
                     # http.disconnect only once the connection is closed.
                     message = await receive()
                     record.disconnected = message["type"] == "http.disconnect"
                     return
-                await asyncio.sleep(0)
+                if await _client_gone(receive, self.token_delay_s if not last else 0.0):
+                    record.disconnected = True
+                    return
             if not self.fast or record.include_usage:
                 await _event(send, {**base, "choices": [], "usage": record.usage})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         finally:
             self.streams_open -= 1
+
+
+def stopped(tokens: tuple[str, ...], body: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    """`tokens` up to the first of the body's `stop` strings (kept if the body says so: the
+    token holding it is cut after it), and the string matched, if any."""
+    stops = body.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else list(stops)
+    text = ""
+    for i, token in enumerate(tokens):
+        found = [(at, stop) for stop in stops if (at := (text + token).find(stop)) >= 0]
+        if found:
+            at, stop = min(found)
+            end = at + (len(stop) if body.get("include_stop_str_in_output") else 0)
+            cut = (text + token)[len(text) : end]
+            return (*tokens[:i], *([cut] if cut else [])), stop
+        text += token
+    return tokens, None
+
+
+async def _client_gone(receive: Receive, delay_s: float) -> bool:
+    """Wait `delay_s` (at least one turn of the loop); True if the client went away meanwhile."""
+    if delay_s <= 0:
+        await asyncio.sleep(0)
+        return False
+    message = asyncio.ensure_future(receive())
+    done, _ = await asyncio.wait({message}, timeout=delay_s)
+    if not done:
+        message.cancel()
+        return False
+    return bool(message.result()["type"] == "http.disconnect")
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
