@@ -20,7 +20,7 @@ from typing import Any
 from eval.own_engine import engine_options, run_once
 from eval.own_engine import write_summary as write_table
 from eval.replay import Replay, SubmitPause
-from eval.report import fmt
+from eval.report_md import fmt
 from eval.runner import RunPlan
 from eval.serving import free_port
 from eval.session import EvalSession

@@ -153,7 +153,14 @@ def sample_report() -> dict[str, object]:
         dataclasses.replace(r, scorecard=cards[r.case]) if r.mode == "keystroke" else r
         for r in results
     ]
-    return build_report(results, META, ["cold", "static", "keystroke", "oracle"], {"cold": 0.5})
+    engine = {
+        "static": {"source": "kv-events", "warm_prefill_tokens": 128,
+                   "warm_prefill_tokens_per_final": 64.0, "typed_warm_prefill_tokens": 0},
+        "keystroke": {"source": "kv-events", "warm_prefill_tokens": 320,
+                      "warm_prefill_tokens_per_final": 160.0, "typed_warm_prefill_tokens": 64},
+    }  # fmt: skip
+    modes = ["cold", "static", "keystroke", "oracle"]
+    return build_report(results, META, modes, {"cold": 0.5}, engine)
 
 
 def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
@@ -174,8 +181,12 @@ def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
     assert saved["identical_outputs"] == 0.5  # case b differs in keystroke mode
     assert saved["modes"]["static"]["identical_outputs"] == 1.0
     assert saved["figures"]["keystroke_over_static_p50"] == round(110 / 400, 3)
-    # (110 + 100 - 80 - 80) warm tokens beyond the static warm, over 40 typed tokens
-    assert saved["figures"]["typed_text_warm_prefill_per_typed_token"] == round(50 / 40, 3)
+    # what the engine computed past the context's blocks in keystroke mode, per typed token
+    assert saved["figures"]["typed_text_warm_prefill_per_typed_token"] == round(64 / 40, 3)
+    assert saved["figures"]["context_warm_prefill_tokens_per_case"] == 64.0
+    assert saved["modes"]["keystroke"]["engine_warm"]["warm_prefill_tokens"] == 320
+    assert saved["modes"]["cold"]["engine_warm"] is None  # not counted: not 0
+    assert saved["ratios"]["keystroke_over_static_p50"]["units"] == 2
     assert saved["modes"]["keystroke"]["scorecard"] == {
         "warmed_tokens": 160, "hit_tokens": 192, "warm_prefill_tokens": 210,
         "wasted_prefill_tokens": 54, "saved_ms": 880.5, "saved_ms_cases": 1, "cases": 2,
@@ -193,8 +204,10 @@ def test_a_case_without_ttft_is_a_failure_not_zero() -> None:
     report = sample_report()
     oracle = report["modes"]["oracle"]  # type: ignore[index]
     assert oracle["ttft_ms"]["p50"] == 90.0  # the failed case is not in the percentiles
-    assert oracle["failures"] == [{"case": "b", "reason": "no answer"}]
-    assert report["failures"] == [{"mode": "oracle", "case": "b", "reason": "no answer"}]
+    assert oracle["failures"] == [{"case": "b", "repeat": 0, "reason": "no answer"}]
+    assert report["failures"] == [
+        {"mode": "oracle", "case": "b", "repeat": 0, "reason": "no answer"}
+    ]
 
 
 def test_compare_prints_two_reports_side_by_side(
