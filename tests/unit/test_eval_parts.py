@@ -14,7 +14,8 @@ import pytest
 from eval.compare import compare_main
 from eval.replay import DICTATION, TYPING, Replay, SubmitPause, keystrokes
 from eval.report import CaseResult, build_report, write_reports
-from eval.workloads import DEFAULT_DATASETS, load_workload
+from eval.workloads import DATASETS, DEFAULT_DATASETS, load_workload
+from orchestrator.core.prompt import PromptRenderer
 from orchestrator.errors import SetupError
 
 QUESTION = "which customers placed more than three orders in the spring, by region and tier"
@@ -227,3 +228,19 @@ def test_compare_prints_two_reports_side_by_side(
     assert compare_main([str(tmp_path / "a")]) == 2
     with pytest.raises(SystemExit, match="cannot read a report"):
         compare_main([str(tmp_path / "a"), str(tmp_path / "nowhere")])
+
+
+def test_the_paste_and_long_context_datasets_fit_the_model(renderer: PromptRenderer) -> None:
+    paste = load_workload(DEFAULT_DATASETS["paste-then-ask"], 0)
+    assert paste.kind == "paste-then-ask"
+    assert paste.context() == {"system": paste.system}
+    for case in paste.cases:
+        assert 10 <= len(case.text.split()) <= 40  # a question typed after the paste
+        assert 2000 <= len(renderer.encode(case.pasted)) <= 8192 - 512
+    demo = load_workload(DEFAULT_DATASETS["text-to-sql"], 1)
+    assert demo.kind == "text-to-sql"
+    long = load_workload(DATASETS / "library-context", 0)
+    assert long.kind == "long-input"
+    assert long.system is not None
+    context = len(renderer.encode(long.system))
+    assert 4 * 1850 <= context <= 8192 - 96 - 200  # 4x the demo's schema, with room to answer
