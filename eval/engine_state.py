@@ -13,8 +13,10 @@ offers one control, recorded in the report's settings as `engine_state`:
   separates the modes is what their caches hold; a keystroke final also waits for its own
   warm-ups in flight, so this control measures the cache, not the race at Enter.
 
-Idle is sampled every `interval_s` (a request that starts and ends between two samples is not
-seen), busy meaning a request running or waiting.
+Busy means a request running or waiting in a sample of `/metrics` (every `interval_s`: a
+request that starts and ends between two samples is missed there) or an engine step that
+published KV events (every request does: the orchestrator asks vLLM to report the blocks it
+reuses as well as those it computes), where the eval follows them.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class EngineState:
                 break
             await asyncio.sleep(self.interval_s)
         return round(time.monotonic() - began, 3)
+
+    def note_busy(self, at: float) -> None:
+        """The engine worked at monotonic time `at` (seen another way than `/metrics`)."""
+        self.last_busy = max(self.last_busy or at, at)
 
     def busy_share(self, spans: list[tuple[float, float]]) -> float | None:
         """The share of samples within `spans` (monotonic start, end) that found it busy."""

@@ -1,10 +1,13 @@
 """Warm prefill counted from the engine's side: the blocks vLLM stored, per cache salt.
 
-vLLM publishes a `BlockStored` event for every block it computes and caches (not for blocks it
-finds cached), whether the request that computed it finished, was preempted or was aborted
-halfway: the count includes every warm-up piece that did work, landed or cancelled. Each case
-runs under a salt of its own, so the blocks stored under it are that case's work, from which
-the eval takes out what its final request computed itself:
+vLLM publishes a `BlockStored` event for every block it computes and caches, whether the
+request that computed it finished, was preempted or was aborted halfway: the count includes
+every warm-up piece that did work, landed or cancelled. The orchestrator's requests also ask
+vLLM to report the cached blocks they reuse (`kv_cache_report_mode: full`), so a block is
+counted when it is stored while not resident (first computed, or computed again after an
+eviction), never when a request merely reused it. Each case runs under a salt of its own, so
+the blocks stored under it are that case's work, from which the eval takes out what its final
+request computed itself:
 
     warm blocks = blocks stored under the salt - final blocks
     final blocks = floor((prompt + completion - 1) / B) - cached / B
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.core.kv_events import (
     AllBlocksCleared,
+    BlockRemoved,
     BlockStored,
     KVEventBatch,
     in_device_cache,
@@ -46,13 +50,18 @@ class StoredBlocks:
 
     by_salt: dict[str, Counter[int]] = field(default_factory=dict)  # salt -> depth -> blocks
     _chain: dict[BlockHash, tuple[str, int]] = field(default_factory=dict)  # hash -> salt, depth
+    _resident: set[BlockHash] = field(default_factory=set)
 
     def apply(self, batch: KVEventBatch) -> None:
         for event in batch.events:
-            if isinstance(event, BlockStored) and in_device_cache(event):
+            if isinstance(event, AllBlocksCleared):
+                self._resident.clear()  # the counts stay: that work was done
+            elif not in_device_cache(event):
+                continue
+            elif isinstance(event, BlockStored):
                 self.stored(event)
-            elif isinstance(event, AllBlocksCleared):
-                self._chain.clear()  # the counts stay: that work was done
+            elif isinstance(event, BlockRemoved):
+                self._resident.difference_update(event.block_hashes)
 
     def stored(self, event: BlockStored) -> None:
         parent = event.parent_block_hash
@@ -65,7 +74,9 @@ class StoredBlocks:
             if salt is None:
                 return  # a chain that started before we listened, or with no salt
             self._chain[block] = (salt, depth)
-            self.by_salt.setdefault(salt, Counter())[depth] += 1
+            if block not in self._resident:  # computed, not reused
+                self._resident.add(block)
+                self.by_salt.setdefault(salt, Counter())[depth] += 1
             depth += 1
 
     def warm_tokens(

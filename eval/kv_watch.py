@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import zmq
@@ -25,6 +25,7 @@ class KVWatch:
         self.blocks = StoredBlocks()
         self.batches = 0
         self.last_at = time.monotonic()
+        self.on_activity: Callable[[float], None] | None = None  # the engine worked at (monotonic)
 
     async def run(self, context: zmq.asyncio.Context) -> None:
         sub = context.socket(zmq.SUB)
@@ -35,9 +36,12 @@ class KVWatch:
             while True:
                 parts = await sub.recv_multipart()
                 with contextlib.suppress(msgspec.DecodeError):
-                    self.blocks.apply(DECODER.decode(parts[-1]))
+                    batch = DECODER.decode(parts[-1])
+                    self.blocks.apply(batch)
                     self.batches += 1
                     self.last_at = time.monotonic()
+                    if self.on_activity is not None:  # the batch's engine step, on our clock
+                        self.on_activity(self.last_at - max(0.0, time.time() - batch.ts))
         finally:
             sub.close()
 

@@ -131,6 +131,8 @@ class Runner:
             sampling(http, up.vllm_url, self.plan.idle_gap_s) as engine,
             watching(up.kv_events_url) as watch,
         ):
+            if watch is not None:
+                watch.on_activity = engine.note_busy
             for case in self.plan.workload.cases:
                 self.typed_tokens[case.id] = await count_tokens(http, up.vllm_url, case.text)
             for round_ in self.rounds:

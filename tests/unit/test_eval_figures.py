@@ -11,7 +11,7 @@ from eval.intervals import bootstrap_ratio, quantile
 from eval.kv_count import Final, StoredBlocks, final_blocks
 from eval.rounds import MIXED, Arm, rounds
 from eval.workloads import database_name, load_workload
-from orchestrator.core.kv_events import AllBlocksCleared, BlockStored, KVEventBatch
+from orchestrator.core.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
 from orchestrator.errors import SetupError
 
 
@@ -82,8 +82,12 @@ def test_stored_blocks_count_warm_work_per_salt_cancelled_pieces_included() -> N
     assert blocks.warm_tokens(["s1"], [final], 32) == 5 * 32  # the context and the piece
     assert blocks.warm_tokens(["s1"], [final], 32, from_depth=3) == 2 * 32  # past the context
     assert blocks.warm_tokens(["other"], [], 32) == 32
-    blocks.apply(KVEventBatch(5.0, [AllBlocksCleared(), stored([10], 8)]))  # parent forgotten
-    assert blocks.warm_tokens(["s1"], [final], 32) == 5 * 32
+    blocks.apply(KVEventBatch(5.0, [stored([1, 2, 3, 4, 5], None, "s1")]))  # reused: reported
+    assert blocks.warm_tokens(["s1"], [final], 32) == 5 * 32  # but not computed again
+    blocks.apply(KVEventBatch(6.0, [BlockRemoved([5], "GPU"), stored([5], 4)]))  # evicted, redone
+    assert blocks.warm_tokens(["s1"], [final], 32) == 6 * 32
+    blocks.apply(KVEventBatch(7.0, [AllBlocksCleared(), stored([1], None, "s1")]))
+    assert blocks.warm_tokens(["s1"], [final], 32) == 7 * 32  # a restarted cache computes again
 
 
 def test_any_folder_name_gives_a_database_name_and_a_bad_folder_says_what_to_do(
