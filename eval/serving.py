@@ -47,6 +47,12 @@ class CatchStartup:
             self.error = error
 
 
+def run_quietly(server: uvicorn.Server) -> None:
+    """uvicorn exits its thread with SystemExit when the start-up fails: the caller says why."""
+    with contextlib.suppress(SystemExit):
+        server.run()
+
+
 @contextlib.contextmanager
 def serve_in_thread(app: ASGIApp, timeout_s: float = 60.0) -> Iterator[str]:
     """Yield the base URL (http://127.0.0.1:PORT) while uvicorn serves `app`."""
@@ -56,7 +62,7 @@ def serve_in_thread(app: ASGIApp, timeout_s: float = 60.0) -> Iterator[str]:
         caught, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=run_quietly, args=(server,), daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s
     while not server.started:
