@@ -244,3 +244,18 @@ def test_the_paste_and_long_context_datasets_fit_the_model(renderer: PromptRende
     assert long.system is not None
     context = len(renderer.encode(long.system))
     assert 4 * 1850 <= context <= 8192 - 96 - 200  # 4x the demo's schema, with room to answer
+
+
+def test_warm_pieces_are_summed_per_mode_when_the_done_frames_carry_them() -> None:
+    pieces = [{"sent": 5, "landed": 3, "cancelled": 2}, {"sent": 1, "landed": 1, "cancelled": 0}]
+    results = [
+        dataclasses.replace(result(case, "keystroke", 100.0), warm_pieces=p, repeat=r)
+        for (case, r), p in zip((("a", 0), ("a", 1)), pieces, strict=True)
+    ] + [result("a", "static", 200.0)]
+    report = build_report(results, META, ["keystroke", "static"])
+    assert report["modes"]["keystroke"]["warm_pieces"] == {
+        "sent": 6, "landed": 4, "cancelled": 2,
+        "mean": {"sent": 3.0, "landed": 2.0, "cancelled": 1.0}, "cases": 2,
+    }  # fmt: skip
+    assert report["modes"]["static"]["warm_pieces"] is None  # absent: not zero
+    assert report["ratios"]["keystroke_over_static_p50"]["units"] == 1  # (a, 0) only is paired
