@@ -39,7 +39,8 @@ def ratios(by_mode: dict[str, list[CaseResult]], seed: int) -> dict[str, dict[st
 
 def typed_text_overhead(summaries: dict[str, Any], by_mode: dict[str, list[CaseResult]]) -> Any:
     """Warm prefill keystroke mode made the engine compute past the context's blocks, per
-    typed token (None without vLLM's KV events or a static mode to tell the context's size)."""
+    token of the user's input, a paste included (None without vLLM's KV events or a static
+    mode to tell the context's size)."""
     engine = (summaries.get("keystroke") or {}).get("engine_warm") or {}
     typed_warm = engine.get("typed_warm_prefill_tokens")
     ok = [r for r in by_mode.get("keystroke", []) if r.failure is None]

@@ -26,7 +26,7 @@ class CaseResult:
     cached_tokens: int
     warm_requests: int
     warm_prefill_tokens: int  # the done frame's: landed warm-ups only
-    typed_tokens: int
+    typed_tokens: int  # the user's input (a paste included), as the served tokenizer counts
     text: str
     sql: str | None = None
     refused: str | None = None

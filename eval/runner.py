@@ -133,8 +133,11 @@ class Runner:
         ):
             if watch is not None:
                 watch.on_activity = engine.note_busy
-            for case in self.plan.workload.cases:
-                self.typed_tokens[case.id] = await count_tokens(http, up.vllm_url, case.text)
+            for case in self.plan.workload.cases:  # what the user enters, a paste included
+                entered = Schedule.of(self.plan.replay, case.text, self.plan.seed, case.pasted)
+                self.typed_tokens[case.id] = await count_tokens(
+                    http, up.vllm_url, entered.final_text
+                )
             for round_ in self.rounds:
                 began = time.monotonic()
                 played = await self.play(round_, engine)
