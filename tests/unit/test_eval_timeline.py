@@ -9,6 +9,8 @@ import pytest
 
 from eval.fake_vllm import FakeVLLM
 from eval.replay import Replay, SubmitPause
+from eval.report import CaseResult, build_report
+from eval.rounds import MIXED
 from eval.runner import Runner, RunPlan, Upstream
 from eval.schedule import Schedule
 from eval.workloads import Case, Workload
@@ -91,3 +93,21 @@ async def test_a_paste_goes_in_one_frame_before_the_question(
     assert schedule.inputs[0][1] == document + "\n\n"  # the whole document in one frame
     assert [text for _, text in schedule.inputs[1:]][-1] == document + "\n\n" + QUESTIONS[0]
     assert schedule.final_text == document + "\n\n" + QUESTIONS[0]
+
+
+async def test_the_mixed_load_arm_puts_warming_and_cold_typists_side_by_side(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    plan = RunPlan(workload(), ("cold",), FAST_TYPING, 3, 8, concurrency=2, stagger_s=0.0,
+                   repeats=1, mixed=(MIXED,))  # fmt: skip
+    assert plan.labels == ["cold", "mixed:keystroke", "mixed:cold"]
+    results = await run(start_app, fake, plan)
+    assert sorted((r["case"], r["mode"]) for r in results) == [
+        ("q0", "cold"), ("q0", "mixed:keystroke"), ("q1", "cold"), ("q1", "mixed:cold"),
+    ]  # fmt: skip
+    assert all(r["failure"] is None for r in results)
+    mixed_keystroke = next(r for r in results if r["mode"] == "mixed:keystroke")
+    assert mixed_keystroke["warm_requests"]  # its warm-ups ran, beside a cold typist
+    cases = [CaseResult(**r) for r in results]  # type: ignore[arg-type]
+    report = build_report(cases, {"settings": {"seed": 1}}, plan.labels)
+    assert report["ratios"]["mixed_cold_over_cold_p50"]["units"] == 1  # q1: cold in both arms
