@@ -30,6 +30,7 @@ from eval.replay import REPLAYS, Replay, SubmitPause
 from eval.replicas import main as replicas_main
 from eval.restart import main as restart_main
 from eval.runner import RunPlan
+from eval.serving import StartupFailed
 from eval.session import EvalSession, launched
 from eval.suites import SUITES, run_suite
 from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
@@ -50,7 +51,7 @@ def run_parser() -> argparse.ArgumentParser:
         "--workload",
         choices=get_args(WorkloadKind),
         default=None,
-        help="text-to-sql or long-input (default: from --dataset)",
+        help="text-to-sql, long-input or paste-then-ask (default: from --dataset)",
     )
     parser.add_argument("--dataset", type=Path, default=None, help="dataset folder")
     parser.add_argument("--cases", type=int, default=12, help="first N cases (0: all)")
@@ -77,8 +78,31 @@ def run_parser() -> argparse.ArgumentParser:
         default="own",
         help="own: a salt per case (per visitor); shared: one per mode (one app)",
     )
+    add_common(parser)
+    parser.add_argument(
+        "--idle-gap-s",
+        type=float,
+        default=0.0,
+        help="engine state before each final: 0 = as typed (recorded); G > 0 = every measured "
+        "final waits until vLLM has been idle G s, in every mode (one typist only)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     return parser
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command that runs plans takes."""
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="play every case in every mode R times, modes interleaved (intervals over them)",
+    )
+    parser.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="start vLLM eager (no compile: quicker to start, slower prefill; recorded)",
+    )
 
 
 def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunPlan:
@@ -88,6 +112,10 @@ def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunP
         parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.idle_gap_s < 0 or (args.idle_gap_s > 0 and args.concurrency > 1):
+        parser.error("--idle-gap-s: 0, or a positive gap with one typist (--concurrency 1)")
     try:
         replay = Replay(args.replay, args.typing_speedup, SubmitPause.parse(args.submit_pause))
     except ValueError as error:
@@ -104,6 +132,8 @@ def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunP
         args.concurrency,
         args.stagger_s,
         args.context_cache,
+        args.repeats,
+        args.idle_gap_s,
     )
 
 
@@ -111,7 +141,7 @@ def run_main(argv: list[str]) -> int:
     parser = run_parser()
     args = parser.parse_args(argv)
     plan = plan_from(args, parser)
-    with launched(plan.workload.path.parent) as session:
+    with launched([plan.workload], args.enforce_eager) as session:
         report = asyncio.run(session.evaluate(plan))
     session.write(report, args.out)
     print(args.out.joinpath("report.md").read_text())
@@ -122,10 +152,14 @@ def run_main(argv: list[str]) -> int:
 def suite_main(argv: list[str], name: str) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m eval {name}")
     parser.add_argument("--quick", action="store_true", help="fewer cases (a smoke run)")
+    add_common(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     args = parser.parse_args(argv)
-    suite = SUITES[name](args.quick)
-    with launched(ROOT / "datasets") as session:
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    suite = SUITES[name](args.quick, args.repeats)
+    workloads = [spec.plan().workload for spec in suite]
+    with launched(workloads, args.enforce_eager) as session:
         summary = asyncio.run(run_suite(session, suite, args.out))
     print(summary)
     print(f"reports in {args.out}")
@@ -151,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in SUITES:
             return suite_main(argv[1:], command)
         return run_main(argv)
-    except (SetupError, LaunchError, EvalError, ServiceError) as error:
+    except (SetupError, LaunchError, EvalError, ServiceError, StartupFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -71,6 +71,7 @@ def gold_queries() -> list[str]:
     return [
         json.loads(line)["gold_sql"]
         for path in sorted(DEFAULT_DATASET_ROOT.glob("*/questions.jsonl"))
+        if (path.parent / "schema.sql").exists()  # a text-to-SQL dataset
         for line in path.read_text().splitlines()
         if line.strip()
     ]
