@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import get_args
@@ -152,12 +153,26 @@ def run_main(argv: list[str]) -> int:
 def suite_main(argv: list[str], name: str) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m eval {name}")
     parser.add_argument("--quick", action="store_true", help="fewer cases (a smoke run)")
+    parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    parser.add_argument("--cases", type=int, default=None, help="cases of every run")
+    parser.add_argument("--modes", default="", help="comma-separated modes of every run")
     add_common(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     suite = SUITES[name](args.quick, args.repeats)
+    names = [spec.name for spec in suite]
+    only = [n for n in args.only.split(",") if n]
+    if unknown := sorted(set(only) - set(names)):
+        parser.error(f"no run named {', '.join(unknown)}; runs: {', '.join(names)}")
+    suite = [spec for spec in suite if not only or spec.name in only]
+    if args.cases is not None:
+        suite = [dataclasses.replace(spec, cases=args.cases) for spec in suite]
+    if modes := tuple(m for m in args.modes.split(",") if m):
+        if unknown := sorted(set(modes) - set(MODES)):
+            parser.error(f"unknown mode {', '.join(unknown)}; modes: {', '.join(MODES)}")
+        suite = [dataclasses.replace(spec, modes=modes) for spec in suite if not spec.mixed]
     workloads = [spec.plan().workload for spec in suite]
     with launched(workloads, args.enforce_eager) as session:
         summary = asyncio.run(run_suite(session, suite, args.out))
