@@ -172,7 +172,7 @@ def suite_main(argv: list[str], name: str) -> int:
     if modes := tuple(m for m in args.modes.split(",") if m):
         if unknown := sorted(set(modes) - set(MODES)):
             parser.error(f"unknown mode {', '.join(unknown)}; modes: {', '.join(MODES)}")
-        suite = [dataclasses.replace(spec, modes=modes) for spec in suite if not spec.mixed]
+        suite = [spec if spec.mixed else dataclasses.replace(spec, modes=modes) for spec in suite]
     workloads = [spec.plan().workload for spec in suite]
     with launched(workloads, args.enforce_eager) as session:
         summary = asyncio.run(run_suite(session, suite, args.out))
