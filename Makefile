@@ -9,7 +9,7 @@ REPLICAS ?= 1
 export PREFILL_DATA_DIR ?= $(abspath $(DATA))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit lint eval eval-load eval-eviction eval-replicas clean distclean rebuild
+.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit lint eval eval-load eval-eviction eval-replicas bench-hostile clean distclean rebuild
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ eval-eviction: setup ## a small KV cache under N typists: hit rate at submit wit
 
 eval-replicas: setup setup-db ## N typists on one vLLM, then on 2 replicas behind vllm-router: final TTFT
 	$(PY) -m eval replicas $(EVAL_ARGS)
+
+bench-hostile: setup ## 10,000 malformed, oversized, out-of-order and fuzzed frames over 50 connections (fake vLLM): crashes must be 0
+	$(PY) -m eval hostile $(EVAL_ARGS)
 
 clean: ## remove the Python venv, caches and reports (keeps the engine and model in $(DATA))
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info eval/data/reports tests/artifacts

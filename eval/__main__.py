@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import get_args
@@ -24,11 +25,13 @@ from typing import get_args
 from eval.bench_states import main as states_main
 from eval.compare import compare_main
 from eval.eviction import main as eviction_main
+from eval.hostile import main as hostile_main
 from eval.modes import MODES, EvalError
 from eval.replay import REPLAYS, Replay, SubmitPause
 from eval.replicas import main as replicas_main
 from eval.restart import main as restart_main
 from eval.runner import RunPlan
+from eval.serving import StartupFailed
 from eval.session import EvalSession, launched
 from eval.suites import SUITES, run_suite
 from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
@@ -49,7 +52,7 @@ def run_parser() -> argparse.ArgumentParser:
         "--workload",
         choices=get_args(WorkloadKind),
         default=None,
-        help="text-to-sql or long-input (default: from --dataset)",
+        help="text-to-sql, long-input or paste-then-ask (default: from --dataset)",
     )
     parser.add_argument("--dataset", type=Path, default=None, help="dataset folder")
     parser.add_argument("--cases", type=int, default=12, help="first N cases (0: all)")
@@ -76,8 +79,31 @@ def run_parser() -> argparse.ArgumentParser:
         default="own",
         help="own: a salt per case (per visitor); shared: one per mode (one app)",
     )
+    add_common(parser)
+    parser.add_argument(
+        "--idle-gap-s",
+        type=float,
+        default=0.0,
+        help="engine state before each final: 0 = as typed (recorded); G > 0 = every measured "
+        "final waits until vLLM has been idle G s, in every mode (one typist only)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     return parser
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command that runs plans takes."""
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="play every case in every mode R times, modes interleaved (intervals over them)",
+    )
+    parser.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="start vLLM eager (no compile: quicker to start, slower prefill; recorded)",
+    )
 
 
 def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunPlan:
@@ -87,6 +113,10 @@ def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunP
         parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.idle_gap_s < 0 or (args.idle_gap_s > 0 and args.concurrency > 1):
+        parser.error("--idle-gap-s: 0, or a positive gap with one typist (--concurrency 1)")
     try:
         replay = Replay(args.replay, args.typing_speedup, SubmitPause.parse(args.submit_pause))
     except ValueError as error:
@@ -103,6 +133,8 @@ def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunP
         args.concurrency,
         args.stagger_s,
         args.context_cache,
+        args.repeats,
+        args.idle_gap_s,
     )
 
 
@@ -110,7 +142,7 @@ def run_main(argv: list[str]) -> int:
     parser = run_parser()
     args = parser.parse_args(argv)
     plan = plan_from(args, parser)
-    with launched(plan.workload.path.parent) as session:
+    with launched([plan.workload], args.enforce_eager) as session:
         report = asyncio.run(session.evaluate(plan))
     session.write(report, args.out)
     print(args.out.joinpath("report.md").read_text())
@@ -121,10 +153,28 @@ def run_main(argv: list[str]) -> int:
 def suite_main(argv: list[str], name: str) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m eval {name}")
     parser.add_argument("--quick", action="store_true", help="fewer cases (a smoke run)")
+    parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    parser.add_argument("--cases", type=int, default=None, help="cases of every run")
+    parser.add_argument("--modes", default="", help="comma-separated modes of every run")
+    add_common(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     args = parser.parse_args(argv)
-    suite = SUITES[name](args.quick)
-    with launched(ROOT / "datasets") as session:
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    suite = SUITES[name](args.quick, args.repeats)
+    names = [spec.name for spec in suite]
+    only = [n for n in args.only.split(",") if n]
+    if unknown := sorted(set(only) - set(names)):
+        parser.error(f"no run named {', '.join(unknown)}; runs: {', '.join(names)}")
+    suite = [spec for spec in suite if not only or spec.name in only]
+    if args.cases is not None:
+        suite = [dataclasses.replace(spec, cases=args.cases) for spec in suite]
+    if modes := tuple(m for m in args.modes.split(",") if m):
+        if unknown := sorted(set(modes) - set(MODES)):
+            parser.error(f"unknown mode {', '.join(unknown)}; modes: {', '.join(MODES)}")
+        suite = [spec if spec.mixed else dataclasses.replace(spec, modes=modes) for spec in suite]
+    workloads = [spec.plan().workload for spec in suite]
+    with launched(workloads, args.enforce_eager) as session:
         summary = asyncio.run(run_suite(session, suite, args.out))
     print(summary)
     print(f"reports in {args.out}")
@@ -139,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             return compare_main(argv[1:])
         if command == "eviction":
             return eviction_main(argv[1:])
+        if command == "hostile":
+            return hostile_main(argv[1:])
         if command == "replicas":
             return replicas_main(argv[1:])
         if command == "restart":
@@ -148,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in SUITES:
             return suite_main(argv[1:], command)
         return run_main(argv)
-    except (SetupError, LaunchError, EvalError, ServiceError) as error:
+    except (SetupError, LaunchError, EvalError, ServiceError, StartupFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eval.report import fmt
+from eval.report_md import fmt
 
 ROWS = (
     ("TTFT p50 ms", lambda m: m["ttft_ms"]["p50"]),
@@ -15,6 +15,14 @@ ROWS = (
     ("cached tokens", lambda m: m["cached_tokens_mean"]),
     ("warm prefill / final", lambda m: m["warm_prefill_tokens_per_final"]),
     ("engine busy", lambda m: m.get("engine_busy_share")),
+    (
+        "warm prefill / final (engine)",
+        lambda m: (m.get("engine_warm") or {}).get("warm_prefill_tokens_per_final"),
+    ),
+    (
+        "engine idle before final p50 s",
+        lambda m: ((m.get("timeline") or {}).get("idle_before_final_s") or {}).get("p50"),
+    ),
     ("identical outputs", lambda m: m["identical_outputs"]),
     ("failures", lambda m: len(m["failures"])),
     ("wasted prefill tokens", lambda m: (m.get("scorecard") or {}).get("wasted_prefill_tokens")),
@@ -61,7 +69,27 @@ def render(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str:
                 f"{vb / va:.3f}" if isinstance(va, int | float) and va and vb is not None else ""
             )
             lines.append(f"| {mode} | {label} | {fmt(va, '.4g')} | {fmt(vb, '.4g')} | {ratio} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ratio_lines(a, b, names))
+
+
+def interval(found: dict[str, Any] | None) -> str:
+    if not found:
+        return "n/a"
+    return (
+        f"{found['ratio']:.3f} [{found['low']:.3f}, {found['high']:.3f}] "
+        f"({found['cases']} x {found['repeats']})"
+    )
+
+
+def ratio_lines(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> list[str]:
+    """Each ratio of medians with its 95% interval (cases x repeats), in both reports."""
+    ra, rb = a.get("ratios") or {}, b.get("ratios") or {}
+    if not ra and not rb:
+        return []
+    lines = ["", f"| ratio [95% interval] | {names[0]} | {names[1]} |", "|---|---:|---:|"]
+    for name in [*ra, *(n for n in rb if n not in ra)]:
+        lines.append(f"| {name} | {interval(ra.get(name))} | {interval(rb.get(name))} |")
+    return lines
 
 
 def compare_main(argv: list[str]) -> int:

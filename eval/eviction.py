@@ -7,7 +7,8 @@ of their own typing the long-input workload at once (staggered starts), each thi
 the others, thinking, had warmed. With events the orchestrator sees those evictions and warms
 the thinking sessions again; without them it believes its own arithmetic and the submit
 recomputes what was evicted. The two orchestrators take turns on the same engine (`--rounds`
-times each, events off first in every round). Reports go to `--out`, `summary.md` on top.
+times each, the arm that goes first alternating from round to round, so neither always meets
+the cache the other left). Reports go to `--out`, `summary.md` on top.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, get_args
 from eval.own_engine import engine_options, run_once
 from eval.own_engine import write_summary as write_table
 from eval.replay import Replay, SubmitPause
-from eval.report import fmt
+from eval.report_md import fmt
 from eval.runner import RunPlan
 from eval.session import EvalSession
 from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
@@ -48,7 +49,7 @@ class EvictionPlan:
     def run_plan(self) -> RunPlan:
         workload = load_workload(DEFAULT_DATASETS[self.workload], self.cases, self.workload)
         replay = Replay("typing", self.speedup, SubmitPause(self.think_s))
-        return RunPlan(workload, ("keystroke",), replay, self.seed, 64, self.typists)
+        return RunPlan(workload, ("keystroke",), replay, self.seed, 64, self.typists, repeats=1)
 
 
 def parse(argv: list[str]) -> tuple[EvictionPlan, Path]:
@@ -127,12 +128,13 @@ def write_summary(rows: list[dict[str, Any]], plan: EvictionPlan, out: Path) -> 
         f"own, {plan.workload} workload at x{plan.speedup:g}, {plan.think_s:g} s before Enter, "
         f"{plan.cases} cases, seed {plan.seed}.",
         "",
-        "| KV events | hit rate at submit | cached / prompt | TTFT p50 ms | TTFT p95 ms "
+        "| round | KV events | hit rate at submit | cached / prompt | TTFT p50 ms | TTFT p95 ms "
         "| re-warms after eviction | warm prefill / final | failures |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
+            f"| {r['round']}{' (went first)' if r['first'] else ''} "
             f"| {'on' if r['kv_events'] else 'off'} | {fmt(r['hit_rate'], '.3f')} "
             f"| {fmt(r['cached'], '.0f')} / {fmt(r['prompt'], '.0f')} | {fmt(r['p50'])} "
             f"| {fmt(r['p95'])} | {r['rewarms']} | {fmt(r['warm_per_final'], '.0f')} "
@@ -148,10 +150,11 @@ def main(argv: list[str]) -> int:
     rows: list[dict[str, Any]] = []
     with process:
         for round_ in range(plan.rounds):
-            for events in (False, True):
+            order = (False, True) if round_ % 2 == 0 else (True, False)
+            for position, events in enumerate(order):
                 report = asyncio.run(one_run(plan, process, flags, events))
                 EvalSession.write(report, out / f"events-{'on' if events else 'off'}-{round_}")
-                rows.append(summary_row(report))
+                rows.append({**summary_row(report), "round": round_, "first": position == 0})
                 summary = write_summary(rows, plan, out)
     print(summary)
     print(f"reports in {out}")

@@ -34,6 +34,11 @@ the body asks `return_token_ids`); it stops at `max_tokens` (finish `length`) an
 ends with `stop`. A prompt that ends with the first k ids of the reply is answered with the
 rest of it, as a model would go on from its own answer: a speculation stopped after k tokens
 and continued with its ids appended gives the very answer of a cold request.
+- `token_delay_s`: wait this long before each streamed token after the first (a slow engine).
+
+A streamed reply honours the request's `stop` strings as vLLM does: it ends where one first
+appears (kept with `include_stop_str_in_output`), `finish_reason` "stop" and `stop_reason` the
+string; a reply that runs out ends with "stop" and `stop_reason` null (the end of text).
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ class FakeVLLM:
     warm_status: int = 200
     final_status: int = 200
     stream_hang: bool = False
+    token_delay_s: float = 0.0
     url: str = ""
     completions: list[Recorded] = field(default_factory=list)
     rejected: list[tuple[str, int, str]] = field(default_factory=list)  # (path, status, why)
@@ -356,14 +362,18 @@ class FakeVLLM:
             if hold is not None and await _client_left(hold, receive):
                 record.disconnected = True  # vLLM would abort it here
                 return
-            tokens, base = self._tokens(record), self._base(record)
+            tokens, matched = stopped(self._tokens(record), record.body)
+            base = self._base(record)
             record.usage = self._usage(record.body, record.prompt_tokens, len(tokens))
             first = 0 if self.fast else self._reply_done(record.prompt)
             ends = self.fast or first + len(tokens) == len(self.reply)
             for i, text in enumerate(tokens):
                 last = i == len(tokens) - 1
-                finish = ("stop" if ends and not self.fast else "length") if last else None
+                ended = ends or matched is not None
+                finish = ("stop" if ended and not self.fast else "length") if last else None
                 choice = self._choice(text, finish)
+                if not self.fast:
+                    choice["stop_reason"] = matched if last else None
                 if record.body.get("return_token_ids"):
                     choice["token_ids"] = [REPLY_ID_BASE + first + i]
                 await _event(send, {**base, "choices": [choice]})
@@ -373,12 +383,44 @@ class FakeVLLM:
                     message = await receive()
                     record.disconnected = message["type"] == "http.disconnect"
                     return
-                await asyncio.sleep(0)
+                if await _client_gone(receive, self.token_delay_s if not last else 0.0):
+                    record.disconnected = True
+                    return
             if not self.fast or record.include_usage:
                 await _event(send, {**base, "choices": [], "usage": record.usage})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         finally:
             self.streams_open -= 1
+
+
+def stopped(tokens: tuple[str, ...], body: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    """`tokens` up to the first of the body's `stop` strings (kept if the body says so: the
+    token holding it is cut after it), and the string matched, if any."""
+    stops = body.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else list(stops)
+    text = ""
+    for i, token in enumerate(tokens):
+        found = [(at, stop) for stop in stops if (at := (text + token).find(stop)) >= 0]
+        if found:
+            at, stop = min(found)
+            end = at + (len(stop) if body.get("include_stop_str_in_output") else 0)
+            cut = (text + token)[len(text) : end]
+            return (*tokens[:i], *([cut] if cut else [])), stop
+        text += token
+    return tokens, None
+
+
+async def _client_gone(receive: Receive, delay_s: float) -> bool:
+    """Wait `delay_s` (at least one turn of the loop); True if the client went away meanwhile."""
+    if delay_s <= 0:
+        await asyncio.sleep(0)
+        return False
+    message = asyncio.ensure_future(receive())
+    done, _ = await asyncio.wait({message}, timeout=delay_s)
+    if not done:
+        message.cancel()
+        return False
+    return bool(message.result()["type"] == "http.disconnect")
 
 
 def _include_usage(body: dict[str, Any]) -> bool:

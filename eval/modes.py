@@ -4,25 +4,30 @@
 - static: only the context (system prompt, schema) warmed at session start: the common practice;
 - keystroke: the full planner, fed by the replay in real time;
 - oracle: the final prompt sent twice under one salt, the first at the submit, the second
-  right after it: its TTFT is the floor (fully cached, on an engine that just worked).
+  right after it (or after the idle gap): its TTFT is the floor (fully cached).
 
-Every mode replays the same input and submits at the same moment after it (the server ignores
-the keystrokes of a session that does not follow typing): the engine idles while a static or
-cold user types as it would for real (a cached prompt answered in about 110 ms right after
-other work, 150-240 ms after 3-15 s idle, on the CPU), and typists who share the engine load
-it as users would.
+Equal starts: every mode opens its session(s), and from the moment they are `ready` replays
+the same input on the same schedule (`eval/schedule.py`: each frame at a fixed offset from
+`ready`) and submits at the same offset. No mode waits for its own warm-up: static's context
+warm-up runs inside the typing time, as after a real page load (the server ignores the
+keystrokes of a session that does not follow typing). Before each measured final the engine's
+idle time is recorded and, with an idle gap, waited for (`eval/engine_state.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import websockets
 
-from eval.replay import Replay
+from eval.engine_state import EngineState
+from eval.schedule import Schedule
 
 MODES = ("cold", "static", "keystroke", "oracle")
 FRAME_TIMEOUT_S = 600.0
@@ -35,15 +40,25 @@ class EvalError(Exception):
 
 @dataclass(frozen=True)
 class CaseRun:
-    """What one case in one mode needs: where, what, under which salt, how it is entered."""
+    """What one case in one mode needs: where, what, under which salt, when each frame goes."""
 
     ws_url: str
     context: dict[str, Any]
-    text: str
+    schedule: Schedule
     namespace: str
-    replay: Replay
-    seed: int
     max_tokens: int
+    engine: EngineState
+
+
+@dataclass
+class Timeline:
+    """When this mode's frames went, as planned from `ready` and as they really went."""
+
+    first_input_s: float | None  # planned offset of the first input frame (None: no input)
+    submit_s: float  # planned offset of the submit
+    late_s: float = 0.0  # the most any frame went after its planned moment
+    idle_before_final_s: float | None = None  # the engine's idle time when the final went
+    waited_for_idle_s: float = 0.0  # how long the idle gap held the final back
 
 
 class Client:
@@ -67,53 +82,80 @@ class Client:
                 return frame
 
 
-async def session(run: CaseRun, warmups: str, max_tokens: int) -> Client:
-    connection = await websockets.connect(run.ws_url, max_size=2**24)
-    client = Client(connection)
-    await client.send(
-        {
-            "type": "start",
-            "context": run.context,
-            "params": {"max_tokens": max_tokens, "temperature": 0.0},
-            "warmups": warmups,
-            "cache_namespace": run.namespace,
-        }
-    )
-    await client.until("ready")
-    return client
+@contextlib.asynccontextmanager
+async def opened(run: CaseRun, warmups: str, max_tokens: int) -> AsyncIterator[Client]:
+    """A session started with `warmups` and answered `ready`."""
+    async with websockets.connect(run.ws_url, max_size=2**24) as connection:
+        client = Client(connection)
+        await client.send(
+            {
+                "type": "start",
+                "context": run.context,
+                "params": {"max_tokens": max_tokens, "temperature": 0.0},
+                "warmups": warmups,
+                "cache_namespace": run.namespace,
+            }
+        )
+        await client.until("ready")
+        yield client
 
 
-async def run_mode(mode: str, run: CaseRun) -> dict[str, Any]:
-    """The `done` frame of one case in one mode."""
+async def run_mode(mode: str, run: CaseRun) -> tuple[dict[str, Any], Timeline]:
+    """The `done` frame of one case in one mode, and when its frames went."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    timeline = Timeline(run.schedule.first_input_s, run.schedule.submit_s)
     if mode == "oracle":  # the first pass only fills the cache: one token is enough
-        await submit_once(run, "off", 1, replay=True)
-        return await submit_once(run, "off", run.max_tokens, replay=False)
-    return await submit_once(run, WARMUPS[mode], run.max_tokens, replay=True)
+        async with opened(run, "off", 1) as primer, opened(run, "off", run.max_tokens) as floor:
+            await replay_and_submit(primer, run, timeline, time.monotonic(), measured=False)
+            done = await submit(floor, run, timeline, seq=1, measured=True)
+    else:
+        async with opened(run, WARMUPS[mode], run.max_tokens) as client:
+            done = await replay_and_submit(client, run, timeline, time.monotonic(), measured=True)
+    return done, timeline
 
 
-async def submit_once(run: CaseRun, warmups: str, max_tokens: int, replay: bool) -> dict[str, Any]:
-    client = await session(run, warmups, max_tokens)
-    async with client.connection:
-        if warmups == "context":
-            await client.until("warm")  # the context is cached, as after a page load
-        reader = asyncio.create_task(client.until("done"))
-        try:
-            seq = await type_in(client, run) if replay else 0
-            await client.send({"type": "submit", "text": run.text, "seq": seq + 1})
-            done = await reader
-        finally:
-            reader.cancel()
+async def replay_and_submit(
+    client: Client, run: CaseRun, timeline: Timeline, ready_at: float, *, measured: bool
+) -> dict[str, Any]:
+    """Send the schedule's input frames, each at its offset from `ready_at`; then submit at
+    the schedule's submit offset; the `done` frame."""
+    reader = asyncio.create_task(client.until("done"))
+    try:
+        for seq, (offset_s, text) in enumerate(run.schedule.inputs, start=1):
+            timeline.late_s = max(timeline.late_s, await at(ready_at + offset_s))
+            await client.send({"type": "input", "text": text, "seq": seq})
+        timeline.late_s = max(timeline.late_s, await at(ready_at + run.schedule.submit_s))
+        seq = len(run.schedule.inputs) + 1
+        await before_final(run, timeline, measured)
+        await client.send({"type": "submit", "text": run.schedule.final_text, "seq": seq})
+        done = await reader
+    finally:
+        reader.cancel()
     done["warm_frames"] = [f for f in client.frames if f["type"] == "warm"]
     return done
 
 
-async def type_in(client: Client, run: CaseRun) -> int:
-    """Send the replay's input frames in real time; wait the submit pause; the last seq."""
-    seq = 0
-    for seq, event in enumerate(run.replay.events(run.text, run.seed), start=1):
-        await asyncio.sleep(event.delay_s)
-        await client.send({"type": "input", "text": event.text, "seq": seq})
-    await asyncio.sleep(run.replay.submit_delay(run.text, run.seed))
-    return seq
+async def submit(
+    client: Client, run: CaseRun, timeline: Timeline, *, seq: int, measured: bool
+) -> dict[str, Any]:
+    """Submit the final text at once (after the idle gap, when measured); the `done` frame."""
+    await before_final(run, timeline, measured)
+    await client.send({"type": "submit", "text": run.schedule.final_text, "seq": seq})
+    done = await client.until("done")
+    done["warm_frames"] = [f for f in client.frames if f["type"] == "warm"]
+    return done
+
+
+async def before_final(run: CaseRun, timeline: Timeline, measured: bool) -> None:
+    """Hold a measured final for the idle gap, and record the engine's idle time."""
+    if not measured:
+        return
+    timeline.waited_for_idle_s = await run.engine.hold_for_idle_gap()
+    timeline.idle_before_final_s = run.engine.idle_s()
+
+
+async def at(moment: float) -> float:
+    """Sleep until the monotonic `moment`; how late it is by then (0 when on time)."""
+    await asyncio.sleep(max(0.0, moment - time.monotonic()))
+    return max(0.0, time.monotonic() - moment)

@@ -1,8 +1,11 @@
 """`python -m eval replicas`: final TTFT with N typists at once on one vLLM, then on R vLLM
 replicas behind vllm-router (`vllm_launch serve --replicas R`), side by side in one run.
 
-Both set-ups get the same engine flags per vLLM and the same workload (text-to-SQL on the demo
-database, caches of their own, Enter right after the last key). On a CPU every vLLM runs one
+Both set-ups get the same engine flags per vLLM, the same workload (text-to-SQL on the demo
+database, caches of their own, Enter right after the last key) and the same cache view: the
+orchestrator follows no KV events in either (it follows none behind a router, so the single
+engine's arm does without them too). With `--rounds N` the two take turns N times, the one that
+goes first alternating from round to round. On a CPU every vLLM runs one
 torch thread, so R replicas bring R times the compute where cores allow, as R GPUs would.
 Reports go to `--out`, `summary.md` on top.
 """
@@ -20,7 +23,7 @@ from typing import Any
 from eval.own_engine import engine_options, run_once
 from eval.own_engine import write_summary as write_table
 from eval.replay import Replay, SubmitPause
-from eval.report import fmt
+from eval.report_md import fmt
 from eval.runner import RunPlan
 from eval.serving import free_port
 from eval.session import EvalSession
@@ -41,11 +44,12 @@ class ReplicasPlan:
     cases: int = 8
     seed: int = 7
     enforce_eager: bool = False
+    rounds: int = 1
 
     def run_plan(self) -> RunPlan:
         workload = load_workload(DEFAULT_DATASETS["text-to-sql"], self.cases, "text-to-sql")
         replay = Replay(submit_pause=SubmitPause(None))
-        return RunPlan(workload, MODES, replay, self.seed, 96, self.typists)
+        return RunPlan(workload, MODES, replay, self.seed, 96, self.typists, repeats=1)
 
 
 @contextlib.contextmanager
@@ -59,9 +63,7 @@ def engines(
     logs = data_dir / "logs"
     if replicas == 1:
         with EngineProcess(engine, opts, logs / f"vllm-replicas-{opts.port}.log"):
-            events = opts.kv_events_urls or (None, None)
-            yield {"vllm_url": opts.base_url, "kv_events_url": events[0],
-                   "kv_events_replay_url": events[1]}, flags  # fmt: skip
+            yield {"vllm_url": opts.base_url, "kv_events_url": None}, flags  # as behind a router
         return
     placed = ReplicaPlan(opts, replicas, free_port(), free_port())
     with serving_replicas(engine, placed, logs):
@@ -83,14 +85,15 @@ def rows_of(report: dict[str, Any], replicas: int) -> list[dict[str, Any]]:
 def write_summary(rows: list[dict[str, Any]], plan: ReplicasPlan, out: Path) -> str:
     lines = [
         f"{plan.typists} typists at once, text-to-SQL (demo), {plan.cases} cases, Enter at once, "
-        f"seed {plan.seed}{', vLLM eager' if plan.enforce_eager else ''}.",
+        f"seed {plan.seed}{', vLLM eager' if plan.enforce_eager else ''}; no KV events in "
+        "either set-up; the set-up that goes first alternates by round.",
         "",
-        "| vLLMs | mode | TTFT p50 ms | TTFT p95 ms | cached / prompt | failures |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| round | vLLMs | mode | TTFT p50 ms | TTFT p95 ms | cached / prompt | failures |",
+        "|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['replicas']} | {r['mode']} | {fmt(r['p50'])} | {fmt(r['p95'])} "
+            f"| {r['round']} | {r['replicas']} | {r['mode']} | {fmt(r['p50'])} | {fmt(r['p95'])} "
             f"| {fmt(r['cached'], '.0f')} / {fmt(r['prompt'], '.0f')} | {r['failures']} |"
         )
     return write_table(lines, rows, out)
@@ -104,21 +107,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cases", type=int, default=defaults.cases)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    plan = ReplicasPlan(args.replicas, args.typists, args.cases, args.seed, args.enforce_eager)
+    plan = ReplicasPlan(
+        args.replicas, args.typists, args.cases, args.seed, args.enforce_eager, args.rounds
+    )
     data_dir = Settings().data_dir
     rows: list[dict[str, Any]] = []
-    for replicas in (1, plan.replicas):
-        with engines(plan, replicas, data_dir) as (settings, flags):
+    for round_ in range(plan.rounds):
+        for replicas in (1, plan.replicas) if round_ % 2 == 0 else (plan.replicas, 1):
+            with engines(plan, replicas, data_dir) as (settings, flags):
 
-            def describe(services: Services, replicas: int = replicas) -> dict[str, Any]:
-                return {"replicas": replicas, "replica_urls": services.vllm.replicas}
+                def describe(services: Services, replicas: int = replicas) -> dict[str, Any]:
+                    return {"replicas": replicas, "replica_urls": services.vllm.replicas,
+                            "kv_events": False}  # fmt: skip
 
-            report = asyncio.run(run_once(plan.run_plan(), flags, settings, describe))
-        EvalSession.write(report, args.out / f"replicas-{replicas}")
-        rows += rows_of(report, replicas)
-        summary = write_summary(rows, plan, args.out)
+                report = asyncio.run(run_once(plan.run_plan(), flags, settings, describe))
+            EvalSession.write(report, args.out / f"replicas-{replicas}-{round_}")
+            rows += [{**row, "round": round_} for row in rows_of(report, replicas)]
+            summary = write_summary(rows, plan, args.out)
     print(summary)
     print(f"reports in {args.out}")
     return 0

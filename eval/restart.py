@@ -6,9 +6,10 @@ warms the other's cache): one keeps the prefix trace and re-warms its top contex
 comes back, the other keeps nothing. Traffic first: `--rounds` rounds, each a new question on
 every context, through both orchestrators in turn (round 0 is cold; the later rounds are the
 steady state: the context cached, the question computed). Then vLLM is stopped and started
-again (its cache is empty), the re-warm runs, and each context gets one more new question
-through both orchestrators. Requests are final requests with no warm-up of their own
-(`warmups: "off"`, submitted at once): their TTFT shows what the cache holds for them.
+again (its cache is empty); as soon as the re-warm has started, each context gets a new
+question through both orchestrators (users arriving while the re-warm still runs: `during`),
+and once it has finished, one more (`first`). Requests are final requests with no warm-up of
+their own (`warmups: "off"`, submitted at once): their TTFT shows what the cache holds for them.
 Reports go to `--out`: `report.json`, `report.md`.
 """
 
@@ -160,18 +161,34 @@ async def traffic(
     return rows
 
 
-async def wait_for_rewarm(url: str, since: float) -> dict[str, Any]:
-    """The index orchestrator's re-warm after vLLM came back, once it has finished."""
+async def wait_for_rewarm(url: str, since: float, *, finished: bool) -> dict[str, Any]:
+    """The index orchestrator's re-warm after vLLM came back, once it has started (or, with
+    `finished`, once it has finished)."""
     deadline = time.monotonic() + REWARM_WAIT_S
+    ends = ("done", "waiting_for_engine")
     async with httpx.AsyncClient(timeout=10) as http:
         while time.monotonic() < deadline:
             rewarm = (await http.get(f"{url}/health")).json().get("rewarm") or {}
             started = rewarm.get("started_at") or 0
-            finished = rewarm.get("state") in ("done", "waiting_for_engine")
-            if rewarm.get("reason") == "engine_recovered" and started >= since and finished:
+            reached = rewarm.get("state") in (ends if finished else ("running", *ends))
+            if rewarm.get("reason") == "engine_recovered" and started >= since and reached:
                 return dict(rewarm)
-            await asyncio.sleep(0.5)
-    raise SystemExit("error: the re-warm did not finish in time")
+            await asyncio.sleep(0.1 if not finished else 0.5)
+    raise SystemExit("error: the re-warm did not start or finish in time")
+
+
+async def during_rewarm(
+    urls: dict[str, str], found: list[EvalContext], plan: RestartPlan, state: str
+) -> list[dict[str, Any]]:
+    """A new question on every context through both arms at once, while the re-warm runs
+    (`state`: what the re-warm was doing when they went)."""
+    question = plan.rounds + 1
+
+    async def one(context: EvalContext, arm: str) -> dict[str, Any]:
+        done = await ask(urls[arm], context, context.questions[question], plan.max_tokens)
+        return {**measured(arm, "during", context, done), "rewarm_state_at_send": state}
+
+    return list(await asyncio.gather(*(one(c, arm) for c in found for arm in ARMS)))
 
 
 async def after_restart(
@@ -198,6 +215,7 @@ def summarise(rows: list[dict[str, Any]], found: list[EvalContext]) -> list[dict
             r["ttft_ms"] for r in of("index", "steady") + of("none", "steady")
         )
         first = {arm: of(arm, "first")[0] for arm in ARMS}
+        during = {arm: of(arm, "during")[0] for arm in ARMS}
         cold = statistics.median(r["ttft_ms"] for r in of("index", "cold") + of("none", "cold"))
         table.append({
             "context": context.name,
@@ -208,6 +226,10 @@ def summarise(rows: list[dict[str, Any]], found: list[EvalContext]) -> list[dict
             "first_index_cached": first["index"]["cached_tokens"],
             "first_none_ttft_ms": first["none"]["ttft_ms"],
             "first_none_cached": first["none"]["cached_tokens"],
+            "during_index_ttft_ms": during["index"]["ttft_ms"],
+            "during_index_cached": during["index"]["cached_tokens"],
+            "during_none_ttft_ms": during["none"]["ttft_ms"],
+            "during_none_cached": during["none"]["cached_tokens"],
             "index_over_steady": first["index"]["ttft_ms"] / steady,
             "none_over_steady": first["none"]["ttft_ms"] / steady,
         })  # fmt: skip
@@ -220,12 +242,14 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"(round 0 cold), requests with no warm-up of their own, {meta['max_tokens']} output "
         f"tokens. Re-warm after the restart: {meta['rewarm']['warmed']} contexts, "
         f"{meta['rewarm']['prefill_tokens']} tokens computed, "
-        f"{meta['rewarm_s']:.1f} s.",
+        f"{meta['rewarm_s']:.1f} s. The `during` requests went when the re-warm was "
+        f"{meta['during_rewarm_state']} (all at once, both orchestrators).",
         "",
         "| context | prompt tokens | cold ms | steady ms | first after restart, index ms "
         "(cached) | first after restart, no index ms (cached) | index / steady "
-        "| no index / steady |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| no index / steady | during the re-warm, index ms (cached) | during the re-warm, "
+        "no index ms (cached) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table:
         lines.append(
@@ -233,7 +257,9 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {r['steady_ttft_ms']:,.1f} | {r['first_index_ttft_ms']:,.1f} "
             f"({r['first_index_cached']}) | {r['first_none_ttft_ms']:,.1f} "
             f"({r['first_none_cached']}) | **{r['index_over_steady']:.2f}** "
-            f"| {r['none_over_steady']:.1f} |"
+            f"| {r['none_over_steady']:.1f} | {r['during_index_ttft_ms']:,.1f} "
+            f"({r['during_index_cached']}) | {r['during_none_ttft_ms']:,.1f} "
+            f"({r['during_none_cached']}) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -246,7 +272,7 @@ def main(argv: list[str]) -> int:
     from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
 
     plan, out = parse(argv)
-    found = contexts(plan.rounds + 1)
+    found = contexts(plan.rounds + 2)
     process, flags = engine_process(plan, Settings().data_dir)
     engine = "eager" if plan.enforce_eager else "compiled"
     print(f"Starting vLLM ({engine}); log: {process.log_path}", flush=True)
@@ -265,8 +291,10 @@ def main(argv: list[str]) -> int:
             process.start()
             process.wait_ready()
             up = time.time()
-            print(f"vLLM back after {up - down:.0f} s; waiting for the re-warm", flush=True)
-            rewarm = asyncio.run(wait_for_rewarm(index_url, down))
+            print(f"vLLM back after {up - down:.0f} s; asking while it re-warms", flush=True)
+            started = asyncio.run(wait_for_rewarm(index_url, down, finished=False))
+            rows += asyncio.run(during_rewarm(urls, found, plan, str(started.get("state"))))
+            rewarm = asyncio.run(wait_for_rewarm(index_url, down, finished=True))
             rows += asyncio.run(after_restart(urls, found, plan))
     table = summarise(rows, found)
     meta = {
@@ -278,6 +306,7 @@ def main(argv: list[str]) -> int:
         "rewarm": rewarm,
         "rewarm_s": (rewarm.get("finished_at") or 0) - (rewarm.get("started_at") or 0),
         "restart_s": up - down,
+        "during_rewarm_state": started.get("state"),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps({**meta, "table": table, "rows": rows}, indent=2))

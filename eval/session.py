@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,16 @@ from fastapi import FastAPI
 
 from eval.engine import engine_settings
 from eval.report import build_report, write_reports
-from eval.runner import Runner, RunPlan
+from eval.runner import Runner, RunPlan, Upstream
 from eval.scoring import gold_orders, results_match
 from eval.serving import serve_in_thread
 from eval.workloads import Case, Workload
+from orchestrator.core.salt import tenant_salt
 from orchestrator.errors import ServiceError
 from orchestrator.launch import launched_vllm, with_kv_events
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.runner import run_query
+from orchestrator.web.auth import ANONYMOUS_TENANT
 from orchestrator.web.services import Services
 from vllm_launch.engine_env import detect_device
 
@@ -46,15 +49,22 @@ class EvalSession:
                 raise ServiceError(f"vLLM is not healthy: {engine['error']}")
             served = await engine_settings(http, self.vllm_url)
         workload = plan.workload
-        seconds = sum(plan.replay.seconds(c.text, plan.seed) for c in workload.cases)
+        seconds = plan.repeats * sum(plan.replay.seconds(c.text, plan.seed) for c in workload.cases)
         print(
-            f"{workload.name}: {len(workload.cases)} cases x {len(plan.modes)} modes, "
+            f"{workload.name}: {len(workload.cases)} cases x {len(plan.arms)} modes "
+            f"x {plan.repeats} repeats, "
             f"{plan.concurrency} typist(s), submit {plan.replay.submit_pause.label}; "
             f"the replay alone {seconds:.0f} s per mode",
             flush=True,
         )
-        runner = Runner(plan, self.ws_url, self.vllm_url, self.scorer(workload))
-        results, busy = await runner.run()
+        upstream = Upstream(
+            self.ws_url,
+            self.vllm_url,
+            self.salt_of,
+            self.services.settings.kv_events_url,
+            int(engine["block_size"]),
+        )
+        outcome = await Runner(plan, upstream, self.scorer(workload)).run()
         meta = {
             "model": engine["model"],
             "backend": {"device": detect_device(), "block_size": engine["block_size"]},
@@ -72,7 +82,17 @@ class EvalSession:
                 **self.orchestrator_settings(),
             },
         }
-        return build_report(results, meta, list(plan.modes), busy)
+        engine_warm = {label: warm.as_dict() for label, warm in outcome.engine.items()}
+        meta["settings"]["warm_prefill_source"] = (
+            "kv-events: blocks vLLM stored per case salt, less the final's own"
+            if engine_warm
+            else "done frames only (landed warm-ups): no KV events from vLLM"
+        )
+        return build_report(outcome.results, meta, plan.labels, outcome.busy, engine_warm)
+
+    def salt_of(self, namespace: str) -> str:
+        """The cache salt the orchestrator gives the eval's sessions in `namespace`."""
+        return tenant_salt(self.services.settings.server_secret, ANONYMOUS_TENANT, namespace)
 
     def orchestrator_settings(self) -> dict[str, Any]:
         """The orchestrator's settings that move the figures."""
@@ -99,7 +119,7 @@ class EvalSession:
                 return None
 
             return no_score
-        reader_url = self.services.sql.get(workload.name).reader_url
+        reader_url = self.services.sql.get(workload.database).reader_url
 
         async def execution_match(case: Case, done: dict[str, Any]) -> bool | None:
             if not done.get("sql") or done.get("refused") or case.gold_sql is None:
@@ -119,16 +139,31 @@ class EvalSession:
 
 
 @contextlib.contextmanager
-def launched(datasets_dir: Path) -> Iterator[EvalSession]:
-    """vLLM (compiled, as users run it) unless one answers, and the orchestrator on a port."""
+def staged(workloads: list[Workload]) -> Iterator[Path]:
+    """A folder of the text-to-SQL datasets among `workloads`, each linked under its database
+    name (a folder may be named anything: `library-large` is served as `library_large`)."""
+    with tempfile.TemporaryDirectory(prefix="prefill-eval-datasets-") as folder:
+        for workload in workloads:
+            if workload.kind == "text-to-sql":
+                link = Path(folder) / workload.database
+                if not link.exists():
+                    link.symlink_to(workload.path.resolve(), target_is_directory=True)
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def launched(workloads: list[Workload], enforce_eager: bool = False) -> Iterator[EvalSession]:
+    """vLLM (compiled, as users run it, unless `enforce_eager`) unless one answers, and the
+    orchestrator on a port, serving the text-to-SQL datasets among `workloads`."""
     from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
 
-    # A sped-up replay sends more keystrokes a second than a person: the eval's own
-    # orchestrator lets them through (recorded in the report's settings).
-    settings = Settings(datasets_dir=datasets_dir, ws_frames_per_second=EVAL_FRAMES_PER_SECOND)
-    settings = with_kv_events(settings)  # as `python -m orchestrator --launch-vllm` runs
-    extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())
-    with launched_vllm(settings, enforce_eager=False, extra_args=extra) as flags:
-        app = create_app(settings)
-        with serve_in_thread(app, timeout_s=300) as app_url:
-            yield EvalSession(app, app_url, flags)
+    with staged(workloads) as datasets_dir:
+        # A sped-up replay sends more keystrokes a second than a person: the eval's own
+        # orchestrator lets them through (recorded in the report's settings).
+        settings = Settings(datasets_dir=datasets_dir, ws_frames_per_second=EVAL_FRAMES_PER_SECOND)
+        settings = with_kv_events(settings)  # as `python -m orchestrator --launch-vllm` runs
+        extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())
+        with launched_vllm(settings, enforce_eager=enforce_eager, extra_args=extra) as flags:
+            app = create_app(settings)
+            with serve_in_thread(app, timeout_s=300) as app_url:
+                yield EvalSession(app, app_url, flags)

@@ -1,7 +1,10 @@
 """Named sets of runs on one engine: `suite` (what `make eval` runs) and `load` (N typists).
 
 Each run writes its own report folder under the output folder; the suite adds `summary.md`
-and `summary.json` with one row per run and mode, led by keystroke against static.
+and `summary.json` with one row per run and mode, led by keystroke against static (with its
+interval). `load` also runs the mixed-load scenario: half the typists with keystroke warm-ups,
+half with none (`mixed:keystroke`, `mixed:cold`), interleaved with the same rounds where every
+typist has none (`cold`): what warm-ups cost the users who do not warm.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 
 from eval.modes import MODES
 from eval.replay import Replay, SubmitPause
-from eval.report import fmt
+from eval.report_md import fmt, ordered_modes
+from eval.rounds import MIXED, Arm
 from eval.runner import ContextCache, RunPlan
 from eval.session import EvalSession
-from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
+from eval.workloads import DATASETS, DEFAULT_DATASETS, WorkloadKind, load_workload
 
 DEFAULT_REPLAY = Replay()
 PAUSE_PAST_TYPING_PAUSE_S = 0.8  # longer than the orchestrator's 400 ms typing pause
@@ -34,9 +38,13 @@ class RunSpec:
     context_cache: ContextCache = "own"
     seed: int = 7
     max_tokens: int = 96
+    repeats: int = 3
+    mixed: tuple[Arm, ...] = ()
+    dataset: str | None = None  # a folder under eval/datasets (default: the workload's)
 
     def plan(self) -> RunPlan:
-        workload = load_workload(DEFAULT_DATASETS[self.workload], self.cases, self.workload)
+        folder = DATASETS / self.dataset if self.dataset else DEFAULT_DATASETS[self.workload]
+        workload = load_workload(folder, self.cases, self.workload)
         return RunPlan(
             workload,
             self.modes,
@@ -45,51 +53,52 @@ class RunSpec:
             self.max_tokens,
             self.concurrency,
             context_cache=self.context_cache,
+            repeats=self.repeats,
+            mixed=self.mixed,
         )
 
 
-def default_suite(quick: bool) -> list[RunSpec]:
+def default_suite(quick: bool, repeats: int = 3) -> list[RunSpec]:
     enter, pause = SubmitPause(None), SubmitPause(PAUSE_PAST_TYPING_PAUSE_S)
-    sql, long = (4, 2) if quick else (8, 5)
+    sql, long, paste = (4, 2, 2) if quick else (8, 5, 6)
+    some = ("static", "keystroke", "oracle")
     return [
-        RunSpec("demo-enter", "text-to-sql", sql, replay=Replay(submit_pause=enter)),
-        RunSpec(
-            "demo-pause",
-            "text-to-sql",
-            sql - 2,
-            ("static", "keystroke", "oracle"),
-            Replay(submit_pause=pause),
-        ),
-        RunSpec("support-enter-x8", "long-input", long, replay=Replay("typing", 8.0, enter)),
-        RunSpec(
-            "support-dictation",
-            "long-input",
-            long // 2,
-            ("static", "keystroke", "oracle"),
-            Replay("dictation", 1.0, enter),
-        ),
-    ]
+        RunSpec("demo-enter", "text-to-sql", sql, replay=Replay(submit_pause=enter),
+                repeats=repeats),
+        RunSpec("demo-pause", "text-to-sql", sql - 2, some, Replay(submit_pause=pause),
+                repeats=repeats),
+        RunSpec("support-enter-x8", "long-input", long, replay=Replay("typing", 8.0, enter),
+                repeats=repeats),
+        RunSpec("support-dictation", "long-input", long // 2, some,
+                Replay("dictation", 1.0, enter), repeats=repeats),
+        RunSpec("library-paste-enter", "paste-then-ask", paste, replay=Replay(submit_pause=enter),
+                repeats=repeats),
+        RunSpec("library-context-enter", "long-input", paste, replay=Replay(submit_pause=enter),
+                repeats=repeats, dataset="library-context"),
+    ]  # fmt: skip
 
 
-def load_suite(quick: bool) -> list[RunSpec]:
-    """N typists at once on the demo database, each with its own cache and sharing one."""
+def load_suite(quick: bool, repeats: int = 3) -> list[RunSpec]:
+    """N typists at once on the demo database, each with its own cache and sharing one; then
+    the mixed-load scenario for every N > 1."""
     typists, cases = ((1, 4), 4) if quick else ((1, 2, 4, 8), 8)
-    return [
-        RunSpec(
-            f"load-{cache}-n{n}",
-            "text-to-sql",
-            cases,
-            ("cold", "static", "keystroke"),
-            Replay(),
-            n,
-            cache,
-        )
+    matrix = [
+        RunSpec(f"load-{cache}-n{n}", "text-to-sql", cases, ("cold", "static", "keystroke"),
+                Replay(), n, cache, repeats=repeats)
         for cache in ("own", "shared")
         for n in typists
-    ]
+    ]  # fmt: skip
+    mixed = [
+        RunSpec(f"load-mixed-{cache}-n{n}", "text-to-sql", cases, ("cold",), Replay(), n, cache,
+                repeats=repeats, mixed=(MIXED,))
+        for cache in ("own", "shared")
+        for n in typists
+        if n > 1
+    ]  # fmt: skip
+    return matrix + mixed
 
 
-SUITES: dict[str, Callable[[bool], list[RunSpec]]] = {
+SUITES: dict[str, Callable[[bool, int], list[RunSpec]]] = {
     "suite": default_suite,
     "load": load_suite,
 }
@@ -105,13 +114,20 @@ async def run_suite(session: EvalSession, specs: list[RunSpec], out: Path) -> st
     return (out / "summary.md").read_text()
 
 
+COMPARED = {  # the ratios a summary row shows, by mode label
+    "keystroke": (("static", "keystroke_over_static_p50"), ("oracle", "keystroke_over_oracle_p50")),
+    "mixed:cold": (("all off", "mixed_cold_over_cold_p50"),),
+}
+
+
 def summary_rows(name: str, report: dict[str, Any]) -> list[dict[str, Any]]:
     settings = report["settings"]
     rows = []
-    for mode in ("keystroke", "static", "oracle", "cold"):
-        row = report["modes"].get(mode)
-        if row is None:
-            continue
+    for mode in ordered_modes(report):
+        row = report["modes"][mode]
+        engine = row.get("engine_warm") or {}
+        ratios = report.get("ratios") or {}
+        versus = {against: ratios[key] for against, key in COMPARED.get(mode, ()) if key in ratios}
         rows.append(
             {
                 "run": name,
@@ -122,39 +138,44 @@ def summary_rows(name: str, report: dict[str, Any]) -> list[dict[str, Any]]:
                 "speedup": settings["typing_speedup"],
                 "concurrency": settings["concurrency"],
                 "context_cache": settings["context_cache"],
+                "repeats": settings.get("repeats", 1),
                 "p50": row["ttft_ms"]["p50"],
                 "p95": row["ttft_ms"]["p95"],
                 "cached": row["cached_tokens_mean"],
                 "prompt": row["prompt_tokens_mean"],
-                "warm_per_final": row["warm_prefill_tokens_per_final"],
+                "warm_per_final": engine.get(
+                    "warm_prefill_tokens_per_final", row["warm_prefill_tokens_per_final"]
+                ),
+                "warm_source": engine.get("source", "done frames"),
                 "busy": row.get("engine_busy_share"),
                 "identical": row["identical_outputs"],
                 "failures": len(row["failures"]),
-                "figures": report["figures"],
+                "versus": versus,
             }
         )
     return rows
+
+
+def interval(r: dict[str, Any]) -> str:
+    return f"{r['ratio']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
 
 
 def write_summary(rows: list[dict[str, Any]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
-        "| run | mode | submit | replay | typists | cache | TTFT p50 ms | TTFT p95 ms "
+        "| run | mode | submit | replay | typists | cache | repeats | TTFT p50 ms | TTFT p95 ms "
         "| cached / prompt | warm prefill / final | busy | identical | failures "
-        "| vs static | vs oracle |",
-        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ratio of p50s [95% interval] |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        by_static = by_oracle = ""
-        if r["mode"] == "keystroke":
-            by_static = fmt(r["figures"]["keystroke_over_static_p50"], ".3f")
-            by_oracle = fmt(r["figures"]["keystroke_over_oracle_p50"], ".3f")
+        versus = "; ".join(f"vs {name} {interval(v)}" for name, v in r["versus"].items())
         lines.append(
             f"| {r['run']} | {r['mode']} | {r['submit_pause']} | {r['replay']} x{r['speedup']:g} "
-            f"| {r['concurrency']} | {r['context_cache']} | {fmt(r['p50'])} | {fmt(r['p95'])} "
-            f"| {fmt(r['cached'], '.0f')} / {fmt(r['prompt'], '.0f')} "
+            f"| {r['concurrency']} | {r['context_cache']} | {r['repeats']} | {fmt(r['p50'])} "
+            f"| {fmt(r['p95'])} | {fmt(r['cached'], '.0f')} / {fmt(r['prompt'], '.0f')} "
             f"| {fmt(r['warm_per_final'], '.0f')} | {fmt(r['busy'], '.2f')} | {r['identical']} "
-            f"| {r['failures']} | {by_static} | {by_oracle} |"
+            f"| {r['failures']} | {versus} |"
         )
     (out / "summary.md").write_text("\n".join(lines) + "\n")

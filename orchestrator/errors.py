@@ -34,6 +34,12 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
 
 
+class InvalidHost(InvalidRequest):
+    """The request's `Host` is not a name the service answers to (DNS rebinding)."""
+
+    code = "invalid_host"
+
+
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
     code = "payload_too_large"

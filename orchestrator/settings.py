@@ -253,6 +253,14 @@ class Settings(BaseSettings):
         16, ge=1, le=256, description="Tokens a speculation generates until a submit attaches it."
     )
 
+    # --- hardening: the names the service answers to --------------------------------------
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Names a request's Host may carry besides localhost, 127.0.0.1, ::1 and "
+        'the configured host, as JSON: ["app.example.com", "*.example.com"] ("*": any Host; '
+        "it never vouches for a WebSocket Origin). Other Hosts get 400 (DNS rebinding).",
+    )
+
     @model_validator(mode="after")
     def _default_ttl_within_max(self) -> Settings:
         if self.state_default_ttl_s > self.state_max_ttl_s:

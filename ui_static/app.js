@@ -44,6 +44,7 @@ const page = {
   warm: null, // the session the user types into
   cold: null, // the baseline session (warm-ups off), while the compare switch is on
   running: false, // a submit (cold then warm, when comparing) is under way
+  comparing: false, // the warm session's answer is the compare panel's warm side
   abort: null, // resolves the running submit's wait early (cancel, failed start)
   lastState: { state: "connecting" },
 };
@@ -185,6 +186,9 @@ function onWarmFrame(frame) {
       break;
     case "token":
       view.appendToken(frame.text);
+      if (frame.ttft_ms === undefined) break;
+      view.renderFirstToken(frame); // the answer's first token: its TTFT is known now
+      if (page.comparing) view.renderCompareFirst("warm", frame);
       break;
     case "error":
       view.showError(frame.code, frame.message);
@@ -222,6 +226,7 @@ function createColdSession() {
     }),
     onFrame: (frame) => {
       if (frame.type === "error") view.showError(`cold session: ${frame.code}`, frame.message);
+      if (frame.type === "token" && frame.ttft_ms !== undefined) view.renderCompareFirst("cold", frame);
     },
     onState: (state, info) => {
       if (state === "error" && page.abort) page.abort({ type: "error", ...info.error });
@@ -294,7 +299,9 @@ async function submit() {
   }
   if (!comparing || cold.code !== "cancelled") {
     if (comparing) view.renderCompareSide("warm", "running");
+    page.comparing = comparing; // the warm side's first token fills its TTFT at once
     const warm = await page.warm.submit(text, page.seq);
+    page.comparing = false;
     if (warm.type === "done") view.renderDone(warm);
     else if (warm.code === "disconnected") view.showError(warm.code, warm.message);
     if (comparing) {

@@ -217,6 +217,15 @@ export function appendToken(text) {
   byTestId("answer").append(text);
 }
 
+/** The answer's first token: its TTFT, the prompt's length and what the session believed
+ * cached at submit (vLLM's own count replaces it at `done`). */
+export function renderFirstToken(first) {
+  byTestId("ttft").textContent = formatMs(first.ttft_ms);
+  const cached = byTestId("cached");
+  cached.textContent = `≈ ${formatCount(first.warmed_tokens)} / ${formatCount(first.prompt_tokens)}`;
+  cached.title = "Warmed by this session before submit; vLLM's own count comes with the last token.";
+}
+
 export function renderDone(done) {
   const answer = byTestId("answer");
   if (!answer.textContent) answer.textContent = done.text || "";
@@ -228,6 +237,7 @@ export function renderDone(done) {
   }
   byTestId("ttft").textContent = formatMs(done.ttft_ms);
   byTestId("cached").textContent = `${formatCount(done.cached_tokens)} / ${formatCount(done.prompt_tokens)}`;
+  byTestId("cached").title = "Prompt tokens vLLM found in its prefix cache / all prompt tokens.";
   byTestId("warmups").textContent = formatCount(done.warm_requests ?? 0);
   byTestId("total").textContent = formatMs(done.total_ms);
   if (!("sql" in done) && !("refused" in done)) return;
@@ -317,6 +327,12 @@ export function renderCompareSide(side, result) {
   }
   value.textContent = formatMs(result.ttft_ms);
   note.textContent = `${formatCount(result.cached_tokens)} / ${formatCount(result.prompt_tokens)} tokens cached`;
+}
+
+/** A compare side's TTFT, at its first token (the rest comes at `done`). */
+export function renderCompareFirst(side, first) {
+  byTestId(side === "cold" ? "ttft-cold" : "ttft-warm").textContent = formatMs(first.ttft_ms);
+  $(side === "cold" ? "#cold-note" : "#warm-note").textContent = "time to first token · generating";
 }
 
 export function renderVerdict(cold, warm) {

@@ -9,6 +9,7 @@ warm-up scheduler lets fewer pieces into the engine (`warm_scheduler.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import time
@@ -21,6 +22,7 @@ from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.speculation import Outcome, Speculation, Speculator, attached_chunks
 from orchestrator.core.started import Started
+from orchestrator.core.stopping import Stopping, stop_fields
 from orchestrator.core.vllm_client import Usage, VLLMClient
 from orchestrator.core.warm_scheduler import FinalTicket, WarmScheduler
 from orchestrator.core.warmer import WarmStats
@@ -94,7 +96,8 @@ class FinalAnswer:
             stats = started.warmer.stats
             sheet = ScoreSheet.at_submit(started.planner, tokens, stats.spans)
             card = sheet.score(usage, None, self.cost, learn=False)
-            frame = done_frame(seq(), None, usage, "cancelled", "", received, stats, card)
+            extra = {"stop_reason": "cancelled"}
+            frame = done_frame(seq(), None, usage, "cancelled", "", received, stats, card, extra)
             self.notice = asyncio.ensure_future(self.send(frame))
 
     async def generate(
@@ -128,47 +131,51 @@ class FinalAnswer:
     ) -> None:
         ttft_ms: float | None = None
         output: list[str] = []
-        usage, finish, reported = Usage(len(tokens), 0, 0), None, False
+        usage, reported, stopping = Usage(len(tokens), 0, 0), False, Stopping(started.context)
         request_id = f"final-{self.session_id}-{seq()}-{next(self.numbers)}"
         body, route = self.body(started, tokens), started.warmer.route
         spec = self.speculator.take(body) if self.speculator is not None else None
         try:
-            chunks = (
+            stream = (
                 attached_chunks(spec, self.vllm, request_id, route)
                 if spec is not None
                 else self.vllm.stream_completion(body, request_id, route)
             )
-            async for chunk in chunks:
-                for choice in chunk.get("choices", []):
-                    text = choice.get("text") or ""
-                    finish = choice.get("finish_reason") or finish
-                    if text:
-                        ticket.first_token()
-                        if not output:  # the answer's opening was part of the prompt
+            async with contextlib.aclosing(stream):  # closed early: vLLM aborts the request
+                async for chunk in stream:
+                    for choice in chunk.get("choices", []):
+                        stopping.see(choice)
+                        text = choice.get("text") or ""
+                        if text and not output:  # the answer's opening was part of the prompt
                             text = started.prompt.frame.answer_opening + text
-                        await self.send(Token(text=text))
-                        output.append(text)
-                        if ttft_ms is None:
-                            ttft_ms = (time.perf_counter() - received) * 1000
-                if chunk.get("usage"):
-                    usage, reported = Usage.from_body(chunk["usage"]), True
+                        if text := stopping.admit("".join(output), text):
+                            ticket.first_token()
+                            if ttft_ms is None:
+                                ttft_ms = (time.perf_counter() - received) * 1000
+                            await self.send(first_or_next(text, ttft_ms, output, sheet))
+                            output.append(text)
+                    if chunk.get("usage"):
+                        usage, reported = Usage.from_body(chunk["usage"]), True
+                    if stopping.judged is not None:  # the context's word: the answer is whole
+                        break
         except asyncio.CancelledError:
             if not self.cancel_requested:
                 raise  # the session is closing: nobody to tell
-            finish = "cancelled"
+            stopping.cancelled()
         except UpstreamError as error:
             await self.send(Error.of(error))
             return
         finally:
             self.cancel_requested = False
         started.planner.assume_cached(tokens)  # the final request left its blocks in the cache
+        finish, cut = stopping.finish, stopping.judged is not None  # cut: no usage comes
         started.warmer.dispatcher.metrics.final_answered(
-            started.strategy.name, ttft_ms, usage, finish
+            started.strategy.name, ttft_ms, None if cut else usage, finish
         )
         answer = "".join(output)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"stop_reason": stopping.reason}
         if started.context is not None and finish != "cancelled":
-            extra = await started.context.after_answer(answer)
+            extra |= await started.context.after_answer(answer)
         # An attached answer's TTFT is no prefill time: it would teach the cost fit nonsense.
         card = sheet.score(usage, ttft_ms, self.cost, learn=reported and spec is None)
         frame = done_frame(
@@ -182,6 +189,7 @@ class FinalAnswer:
 
     def body(self, started: Started, tokens: list[int]) -> dict[str, Any]:
         chains = {"vllm_xargs": REPORT_FULL_CHAINS} if self.settings.kv_events_url else {}
+        chains |= stop_fields(started.context)  # a context's stop sequences (a chat has none)
         return chains | {
             "model": started.facts.model,
             "prompt": tokens,
@@ -190,6 +198,13 @@ class FinalAnswer:
             "priority": self.settings.final_priority,
             "cache_salt": started.salt,
         }
+
+
+def first_or_next(text: str, ttft_ms: float, output: list[str], sheet: ScoreSheet) -> Token:
+    """The answer's first token carries what is known at that moment; the others only text."""
+    if output:
+        return Token(text=text)
+    return Token.first(text, ttft_ms, len(sheet.tokens), sheet.warmed_tokens)
 
 
 def done_frame(

@@ -139,8 +139,8 @@ class WarmDispatcher:
         block_size: int | None = None,
     ) -> Usage:
         """Admit one warm-up and send it piece by piece (RateLimited when it is not admitted);
-        the usage of all its pieces (prompt: the whole; cached: what was cached before).
-        Without `block_size` it goes as one piece."""
+        the usage of all its pieces (prompt: the whole; cached: what was cached before it,
+        not what its own pieces cached for the next). Without `block_size`: one piece."""
         if not self.try_admit():
             raise RateLimited("too many warm-ups in flight, or vLLM is failing; retry shortly")
         owner = f"{klass.name.lower()}-{next(self.owners)}"
@@ -149,13 +149,14 @@ class WarmDispatcher:
             pieces = split_pieces(tokens, 0, block_size, self.piece_tokens)
         verdict: bool | None = None
         try:
-            computed = 0
+            hit, own = 0, 0  # cached before this warm-up; cached by its own earlier pieces
             for piece in pieces:
                 request = WarmRequest(model, list(piece), salt, route, owner, tenant, klass)
                 usage = await self.send(request)
-                computed += max(0, usage.prompt_tokens - usage.cached_tokens)
+                hit += max(0, usage.cached_tokens - own)
+                own = usable_blocks(len(piece), block_size or len(piece)) * (block_size or 0)
             verdict = True
-            return Usage(len(pieces[-1]), 1, max(0, len(pieces[-1]) - computed))
+            return Usage(len(pieces[-1]), 1, hit)
         except UpstreamUnavailable:
             verdict = False
             raise

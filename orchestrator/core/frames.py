@@ -133,8 +133,23 @@ class Warm(ServerFrame):
 
 
 class Token(ServerFrame):
+    """Streamed output. The answer's first token also says what is known at that moment:
+    the TTFT, the prompt's length, and how much of it the session believed cached at submit
+    (vLLM's own count comes with `done`)."""
+
+    optional: ClassVar[frozenset[str]] = frozenset({"ttft_ms", "prompt_tokens", "warmed_tokens"})
     type: Literal["token"] = "token"
     text: str
+    ttft_ms: float | None = None  # submit received -> this frame, as `done.ttft_ms`
+    prompt_tokens: int | None = None
+    warmed_tokens: int | None = None  # as `done.scorecard.warmed_tokens`
+
+    @classmethod
+    def first(cls, text: str, ttft_ms: float, prompt_tokens: int, warmed_tokens: int) -> Token:
+        return cls(
+            text=text, ttft_ms=round(ttft_ms, 2), prompt_tokens=prompt_tokens,
+            warmed_tokens=warmed_tokens,
+        )  # fmt: skip
 
 
 class Scorecard(BaseModel):
@@ -198,6 +213,7 @@ class Done(ServerFrame):
     cached_tokens: int
     completion_tokens: int
     finish_reason: str | None
+    stop_reason: str | None  # why generation stopped (`core/stopping.py`)
     text: str
     warm_requests: int
     warm_prefill_tokens: int

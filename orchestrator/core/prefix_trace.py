@@ -191,6 +191,15 @@ class Popularity:
         finally:
             await asyncio.shield(self.flush())
 
+    async def forget(self, tenant: str) -> int:
+        """Forget everything recorded of `tenant`: its stored rows, its rows not saved yet and
+        its part of the index; how many rows went."""
+        unsaved = [row for row in self.pending if row.scope.tenant == tenant]
+        self.pending = [row for row in self.pending if row.scope.tenant != tenant]
+        for index in self.indexes.values():
+            index.forget(tenant)
+        return len(unsaved) + await self.store.forget([tenant])
+
     async def prune(self) -> None:
         now = self.clock()
         try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -273,7 +273,7 @@ async def attached_chunks(
     vllm: VLLMClient,
     request_id: str,
     route: str | None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any]]:
     """The final's chunks from an attached speculation: what it streamed, then the rest of
     the answer at the final priority, the prompt followed by the generated ids; last, one
     usage chunk for the whole answer."""

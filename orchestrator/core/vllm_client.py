@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,7 +176,7 @@ class VLLMClient:
 
     async def stream_completion(
         self, body: dict[str, Any], request_id: str | None = None, route: str | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any]]:
         """Stream `/v1/completions` chunks; closing the iterator closes the upstream stream."""
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
         headers = upstream_headers(request_id, route)

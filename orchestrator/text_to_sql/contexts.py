@@ -1,8 +1,10 @@
 """Text-to-SQL contexts: a dataset's schema prompt before the session, its query after.
 
 A session started with `{"context": {"database": NAME}}` gets the dataset's schema as its
-(cacheable) system prompt; when the answer is complete, the SQL is extracted, checked and run
-read-only as the dataset's reader role, and the `done` frame carries the rows or the refusal.
+(cacheable) system prompt; its answer opens a ```sql block and stops at the block's closing
+fence, or once its first statement is complete and the model goes on past it. Then the SQL is
+extracted, checked and run read-only as the dataset's reader role, and the `done` frame carries
+the rows or the refusal.
 `SqlContext` is what the session core knows as a `SessionContext` (`core/contexts.py`).
 """
 
@@ -12,11 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.contexts import Ending
 from orchestrator.errors import DatabaseError, InvalidRequest
-from orchestrator.text_to_sql.extract import extract_sql
+from orchestrator.text_to_sql.extract import extract_sql, statement_complete
 from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
 from orchestrator.text_to_sql.postgres import Database
-from orchestrator.text_to_sql.prompt import ANSWER_OPENING, QUESTION_OPENING, schema_prompt
+from orchestrator.text_to_sql.prompt import (
+    ANSWER_OPENING,
+    QUESTION_OPENING,
+    STOP_SEQUENCES,
+    schema_prompt,
+)
 from orchestrator.text_to_sql.runner import run_query
 from orchestrator.text_to_sql.seed import ensure_dataset, list_datasets
 
@@ -32,6 +40,12 @@ class SqlContext:
     system_prompt: str
     reader_url: str
     openings: tuple[str, str] = (QUESTION_OPENING, ANSWER_OPENING)
+    stop_sequences: tuple[str, ...] = STOP_SEQUENCES
+
+    def answer_complete(self, answer: str) -> Ending | None:
+        """`sql_complete`, at the `;` that ends the query, once the model goes on past it."""
+        end = statement_complete(answer)
+        return None if end is None else Ending("sql_complete", end)
 
     async def after_answer(self, answer: str) -> dict[str, Any]:
         """The `done` frame's SQL fields for the model's answer."""

@@ -1,10 +1,11 @@
-"""The SQL in a model's answer: its ```sql block, else the text from its first SELECT/WITH."""
+"""The SQL in a model's answer: its ```sql block, else the text from its first SELECT/WITH; and
+whether a streamed answer has gone on past its query."""
 
 from __future__ import annotations
 
 import re
 
-from orchestrator.text_to_sql.lexing import split_sql
+from orchestrator.text_to_sql.lexing import split_sql, statement_end
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _FENCE = re.compile(r"```(?:[ \t]*([A-Za-z][\w+-]*)?[ \t]*\n)?(.*?)(?:```|\Z)", re.S)
@@ -17,6 +18,8 @@ _STARTS = (
     re.compile(_CTE, re.I),  # WITH name [(columns)] AS [NOT] [MATERIALIZED] (
     re.compile(r"(?:^[ \t]*|:\s*)(?P<k>select)\b", re.I | re.M),  # at a line's start, after a :
 )
+_OPENING = re.compile(r"```[ \t]*(?:[A-Za-z][\w+-]*)?[ \t]*\n")  # a fenced block's first line
+_BLANKS = re.compile(r"(?:\s+|--[^\n]*\n|/\*.*?\*/)*", re.S)  # blanks and whole comments
 _END = re.compile(r"```|<\||\n\s*(?=[A-Z][a-z]+(?::|(?: [a-z]+){2}\b)|\*\*|#)")
 
 
@@ -40,3 +43,23 @@ def extract_sql(text: str) -> str | None:
 
 def _start(text: str) -> int | None:
     return min((m.start("k") for p in _STARTS if (m := p.search(text))), default=None)
+
+
+def statement_complete(answer: str) -> int | None:
+    """Where a streamed answer that opens a fenced block is complete: just past the `;` that
+    closes the block's first statement (outside strings and comments), once what follows it,
+    past blanks and comments, is another statement or prose; not the closing fence (the
+    final request's stop sequence ends the answer there) or what may begin one or a comment.
+    None until then."""
+    opening = _OPENING.match(answer)
+    if opening is None:
+        return None
+    body = answer[opening.end() :]
+    end = statement_end(body)
+    if end is None or "```" in body[:end]:
+        return None
+    blanks = _BLANKS.match(body, end)
+    rest = body[blanks.end() if blanks else end :]
+    if not rest or rest.startswith(("`", "-", "/")):
+        return None
+    return opening.end() + end

@@ -40,3 +40,24 @@ def split_sql(text: str) -> list[tuple[str, str]]:
     done += [(current + text[pos:], "")] if (code + text[pos:]).strip() else []
     tidy = [("\n".join(ln.rstrip() for ln in s.splitlines() if ln.strip()), c) for s, c in done]
     return [(s.strip(), c) for s, c in tidy]
+
+
+def statement_end(text: str) -> int | None:
+    """Where the first statement of `text` ends: the index just past the `;` that closes it
+    (outside strings, quoted names, dollar quotes and comments); None while it is open."""
+    code, pos = "", 0
+    while (match := _LEXEME.search(text, pos)) is not None:
+        code, pos = code + text[pos : match.start()], match.end()
+        lexeme = match.group()
+        if match.group(1) is not None:  # $tag$ ... $tag$
+            close = text.find(lexeme, pos)
+            if close < 0:
+                return None
+            pos = close + len(lexeme)
+        elif lexeme == ";":
+            if code.strip():
+                return pos
+            code = ""  # an empty statement
+        elif not lexeme.startswith(("--", "/*")):
+            code += lexeme
+    return None

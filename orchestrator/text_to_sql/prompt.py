@@ -20,6 +20,9 @@ SAMPLE_TEXT = 60  # sample strings are cut to this many characters
 # SQL without the answer's opening, 9 of 10 with it).
 QUESTION_OPENING = "Write one PostgreSQL query that answers this question:\n"
 ANSWER_OPENING = "```sql\n"
+# The final request stops at the block's closing fence (kept in the answer): what the model
+# writes after its query (measured: an explanation of it) is never generated.
+STOP_SEQUENCES = ("```",)
 _NOISE = re.compile(  # statements a model needs not see (after comments, if any)
     r"(\s*(--[^\n]*|/\*.*?\*/))*\s*(SET|SELECT|BEGIN|COMMIT|START|GRANT|REVOKE|ANALYZE|VACUUM|CREATE\s+(UNIQUE\s+)?INDEX"
     r"|CREATE\s+EXTENSION|COMMENT\s+ON\s+EXTENSION|(CREATE|ALTER)\s+SEQUENCE|ALTER\s+DEFAULT"

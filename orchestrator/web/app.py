@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch, stop_task
@@ -31,6 +32,7 @@ from orchestrator.settings import Settings
 from orchestrator.text_to_sql.contexts import SqlContexts
 from orchestrator.text_to_sql.postgres import Database
 from orchestrator.web.health import router as health_router
+from orchestrator.web.hosts import TrustedHosts
 from orchestrator.web.middleware import BodySizeLimit, RequestId
 from orchestrator.web.observability import MAX_LOG_LINES
 from orchestrator.web.observability import router as observability_router
@@ -44,6 +46,7 @@ from orchestrator.web.states_api import router as states_router
 from orchestrator.web.warm_api import router as warm_router
 from orchestrator.web.ws import router as ws_router
 
+HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 UI_DIR = Path(__file__).resolve().parent.parent.parent / "ui_static"
 
 
@@ -154,7 +157,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
-    app.add_middleware(RequestId)  # outermost: a 413 has a request id too
+    app.add_middleware(TrustedHosts, settings=settings)
+    app.add_middleware(RequestId)  # outermost: a 413 or a foreign Host's 400 has a request id too
     app.include_router(health_router)
     app.include_router(observability_router)
     app.include_router(ws_router)
@@ -173,6 +177,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
         return JSONResponse(error.envelope(), status_code=error.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Starlette's and FastAPI's own (a body too deeply nested to parse, an unknown
+        route, a wrong method): in the one envelope too."""
+        code = HTTP_CODES.get(error.status_code, "http_error")
+        kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+        body = error_envelope(str(error.detail), kind, None, code)
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
@@ -17,7 +17,6 @@ from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.settings import Settings
 
 ANONYMOUS_TENANT = "anonymous"
-ADMIN = "admin"  # who an admin key is on the endpoints that accept one
 SUBPROTOCOL_PREFIX = "prefill.bearer."
 
 
@@ -39,16 +38,36 @@ def is_admin_key(settings: Settings, key: str | None) -> bool:
     )
 
 
-def reader_for_key(settings: Settings, key: str | None) -> str:
-    """Who may read the service's figures (`/metrics`, `/status`): `admin` for an admin key,
-    else the key's tenant, as on every other HTTP endpoint."""
-    return ADMIN if is_admin_key(settings, key) else tenant_for_key(settings, key)
+@dataclass(frozen=True)
+class Audience:
+    """Who reads the ops endpoints (`/status`, `/metrics`, `/health`): an admin (the
+    service's figures) or one tenant (its own only)."""
+
+    tenant: str | None  # None: an admin
+
+    @property
+    def admin(self) -> bool:
+        return self.tenant is None
+
+
+def keyless(settings: Settings) -> bool:
+    """No key of any kind is configured (the default: loopback only unless told)."""
+    return not settings.api_keys and not settings.admin_api_keys
+
+
+def audience_for(settings: Settings, key: str | None, client_host: str | None) -> Audience:
+    """An admin key, or a loopback client of a keyless service (its operator: the Host
+    allow-list keeps rebinding pages out), reads the service's figures; any other caller
+    its tenant's (401 for a missing or bad key where keys are configured)."""
+    if is_admin_key(settings, key) or (keyless(settings) and is_loopback(client_host)):
+        return Audience(None)
+    return Audience(tenant_for_key(settings, key))
 
 
 def check_admin(settings: Settings, key: str | None, client_host: str | None) -> None:
     """`GET /logs`: with keys configured an admin key (a tenant's gets 403); with none, a
     loopback client only."""
-    if not settings.api_keys and not settings.admin_api_keys:
+    if keyless(settings):
         if not is_loopback(client_host):
             raise Forbidden(
                 "logs are served to loopback clients only unless PREFILL_ADMIN_API_KEYS is set",
@@ -84,14 +103,3 @@ def subprotocol_key(connection: HTTPConnection) -> tuple[str | None, str | None]
         if protocol.startswith(SUBPROTOCOL_PREFIX):
             return protocol[len(SUBPROTOCOL_PREFIX) :], protocol
     return None, None
-
-
-def check_origin(connection: HTTPConnection, settings: Settings) -> None:
-    """Browsers send `Origin`: accept the same origin or a configured one (non-browser
-    clients send none)."""
-    origin = connection.headers.get("origin")
-    if origin is None or origin in settings.allowed_origins:
-        return
-    if urlsplit(origin).netloc and urlsplit(origin).netloc == connection.headers.get("host"):
-        return
-    raise Forbidden(f"origin {origin} is not allowed")

@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 from orchestrator.core.salt import routing_key, tenant_salt
 from orchestrator.core.services import LiveSession
 from orchestrator.errors import InvalidRequest
-from orchestrator.web.auth import bearer, check_admin, reader_for_key, tenant_for_key
+from orchestrator.web.auth import Audience, audience_for, bearer, check_admin, tenant_for_key
 from orchestrator.web.services import Services
 
 SESSION_HEADER = "x-session-id"
@@ -29,9 +29,10 @@ async def http_tenant(request: Request) -> str:
 Tenant = Annotated[str, Depends(http_tenant)]
 
 
-async def http_reader(request: Request) -> str:
-    """FastAPI dependency: a tenant or an admin (`/metrics`, `/status`)."""
-    return reader_for_key(services_of(request).settings, bearer(request))
+async def http_audience(request: Request) -> Audience:
+    """FastAPI dependency: an admin or a tenant (`/metrics`, `/status`); 401 for a bad key."""
+    host = request.client.host if request.client else None
+    return audience_for(services_of(request).settings, bearer(request), host)
 
 
 async def http_admin(request: Request) -> None:
@@ -40,7 +41,7 @@ async def http_admin(request: Request) -> None:
     check_admin(services_of(request).settings, bearer(request), host)
 
 
-Reader = Annotated[str, Depends(http_reader)]
+Reader = Annotated[Audience, Depends(http_audience)]
 
 
 def session_for(services: Services, request: Request, tenant: str) -> LiveSession:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.core.salt import ROUTE_HEADER
 from orchestrator.core.warm_scheduler import FinalTicket
+from orchestrator.errors import InvalidRequest
 from orchestrator.web.dependencies import (
     SESSION_HEADER,
     Tenant,
@@ -78,7 +79,12 @@ async def relay(request: Request, path: str, body: dict[str, Any] | None, tenant
     headers[ROUTE_HEADER] = route_for(services, request, tenant)
     payload = None if body is None else prepared_body(services, request, body, tenant)
     method = "GET" if body is None else "POST"
-    upstream = services.http.build_request(method, path, json=payload, headers=headers)
+    try:
+        upstream = services.http.build_request(method, path, json=payload, headers=headers)
+    except ValueError:  # NaN or Infinity: Python's JSON reads them, JSON itself has none
+        raise InvalidRequest(
+            "the body holds a number JSON does not allow (NaN or Infinity)"
+        ) from None
     # A final request like a session's: fewer warm-up pieces run until its first token.
     ticket = services.dispatcher.scheduler.final_started(None, tenant) if body else None
     try:

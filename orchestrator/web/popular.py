@@ -9,6 +9,10 @@ back (`SessionServices.on_engine_recovered`).
 `GET /v1/hints` lists the caller's own top contexts (its tenant, and the cache namespace it
 names): which context its users are likely to pick next. A hint carries no token and no text;
 another tenant's contexts are never listed.
+
+`DELETE /v1/trace` forgets the caller's trace (its stored rows, the unsaved ones and its part
+of the index); `DELETE /v1/trace/{tenant}` does so for any tenant with an admin key (a
+tenant's key may name only its own).
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from pydantic import BaseModel, Field
 from orchestrator.core.engine_watch import stop_task
 from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy, TraceStore
 from orchestrator.core.rewarm import Rewarmer
-from orchestrator.errors import DatabaseError
+from orchestrator.errors import DatabaseError, Forbidden
 from orchestrator.prefix_index.store import PostgresTrace
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.postgres import Database
-from orchestrator.web.dependencies import Tenant, services_of
+from orchestrator.web.dependencies import Reader, Tenant, services_of
 from orchestrator.web.services import Services
 
 log = logging.getLogger(__name__)
@@ -127,3 +131,30 @@ async def hints(
             for rank, c in enumerate(found, start=1)
         ],
     )
+
+
+class TraceForgotten(BaseModel):
+    object: str = "trace"
+    tenant: str
+    deleted: bool = True
+    rows: int = Field(description="Trace rows deleted (stored and not yet saved).")
+
+
+@router.delete("/v1/trace", summary="Forget the caller's prefix trace")
+async def forget_own_trace(request: Request, tenant: Tenant) -> TraceForgotten:
+    return await forget(services_of(request), tenant)
+
+
+@router.delete(
+    "/v1/trace/{tenant}", summary="Forget a tenant's prefix trace (an admin key; a tenant: its own)"
+)
+async def forget_trace(request: Request, tenant: str, reader: Reader) -> TraceForgotten:
+    if not reader.admin and reader.tenant != tenant:
+        raise Forbidden("a tenant's key forgets only its own trace", code="admin_key_required")
+    return await forget(services_of(request), tenant)
+
+
+async def forget(services: Services, tenant: str) -> TraceForgotten:
+    rows = await services.popularity.forget(tenant) if services.popularity else 0
+    log.info("prefix trace of tenant %s forgotten: %d rows", tenant, rows)
+    return TraceForgotten(tenant=tenant, rows=rows)

@@ -33,6 +33,7 @@ from orchestrator.errors import InvalidRequest
 from orchestrator.web.dependencies import Tenant, salt_for, services_of
 from orchestrator.web.openapi_examples import FORK_EXAMPLES, STATE_EXAMPLES
 from orchestrator.web.services import Services
+from orchestrator.web.warm_api import TokenId
 
 router = APIRouter(tags=["states"])
 Role = Literal["system", "user", "assistant"]
@@ -60,7 +61,7 @@ class CreateState(Keeping):
     messages: list[Message] | None = Field(
         None, max_length=1000, description="Chat turns, rendered with the chat template."
     )
-    prompt: str | list[int] | None = Field(None, description="A raw prompt: text or token ids.")
+    prompt: str | list[TokenId] | None = Field(None, description="A raw prompt: text or token ids.")
     parent: str | None = Field(None, description="A state this one extends (as a fork does).")
 
     @model_validator(mode="after")
@@ -71,7 +72,7 @@ class CreateState(Keeping):
 
 
 class ForkState(Keeping):
-    append: str | list[int] | None = Field(None, description="Text or token ids to append.")
+    append: str | list[TokenId] | None = Field(None, description="Text or token ids to append.")
     messages: list[Message] | None = Field(
         None, max_length=1000, description="Chat turns after the parent's."
     )

@@ -19,6 +19,8 @@ from orchestrator.web.dependencies import SESSION_HEADER, Tenant, route_for, sal
 from orchestrator.web.openapi_examples import WARM_EXAMPLES
 
 router = APIRouter(tags=["warm-ups"])
+# A token id as vLLM takes it (the vocabulary is far smaller; vLLM refuses ids beyond it).
+TokenId = Annotated[int, Field(ge=0, lt=2**31)]
 
 
 class WarmRequest(BaseModel):
@@ -27,7 +29,7 @@ class WarmRequest(BaseModel):
     messages: list[dict[str, Any]] | None = Field(
         None, max_length=1000, description="A chat so far: it is warmed without the next turn."
     )
-    prompt: str | list[int] | None = Field(None, description="A raw prompt: text or token ids.")
+    prompt: str | list[TokenId] | None = Field(None, description="A raw prompt: text or token ids.")
 
     @model_validator(mode="after")
     def _one_of(self) -> WarmRequest:

@@ -4,7 +4,8 @@ Follow a keystroke: `receive` → `parse_client_frame` (core/frames.py) → `Ses
 (core/session.py) → `WarmPlanner.on_input` (core/planner.py) → `Warmer.offer`
 (core/warmer.py) → `WarmDispatcher.send` (core/dispatch.py) → vLLM.
 
-Admission: the Origin must be the same site or an allowed one; with API keys configured the
+Admission: the Host must be a trusted name (`hosts.py`, before any route), the Origin one of
+those names at the service's port or an allowed origin; with API keys configured the
 key comes as the subprotocol `prefill.bearer.<key>` or as `api_key` in the first frame.
 A refused handshake is answered with HTTP 401/403 and the OpenAI error envelope (where the
 server supports the WebSocket denial response; a bare 403 otherwise). Later violations close
@@ -29,8 +30,9 @@ from orchestrator.core.gate import TokenBucket
 from orchestrator.core.session import Session
 from orchestrator.errors import RateLimited, ServiceError
 from orchestrator.logs import SESSION_ID
-from orchestrator.web.auth import check_origin, subprotocol_key, tenant_for_key
+from orchestrator.web.auth import subprotocol_key, tenant_for_key
 from orchestrator.web.dependencies import services_of
+from orchestrator.web.hosts import check_origin, listening_port
 from orchestrator.web.services import Services
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,8 @@ class Closing(Exception):
 async def ws_session(websocket: WebSocket) -> None:
     services = services_of(websocket)
     try:
-        check_origin(websocket, services.settings)
+        port = listening_port(websocket.scope, services.settings)
+        check_origin(websocket.headers.get("origin"), services.settings, port)
         key, subprotocol = subprotocol_key(websocket)
         tenant = (
             tenant_for_key(services.settings, key)

@@ -330,3 +330,20 @@ def test_a_system_prompt_saved_as_a_state_is_offered_as_a_context(
     assert page.request.delete(f"{app_url}/v1/states/{state['id']}").ok
     assert console.problems() == [], console.messages
     page.context.close()
+
+
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1"])
+def test_the_page_works_under_both_loopback_names(
+    browser: Browser, app_url: str, name: str
+) -> None:
+    """The Host allow-list and the Origin check let the page in under either loopback name:
+    the session opens (ready) and `/status` answers the panel."""
+    url = app_url.replace("127.0.0.1", name)
+    page, console = open_page(browser, url)
+    wait_ready(page)
+    assert page.request.get(f"{url}/health").json()["status"] in ("ok", "degraded")
+    expect(page.get_by_test_id("status-panel")).to_have_attribute(
+        "data-state", "ok", timeout=ENGINE_TIMEOUT_MS
+    )
+    assert not console.problems()
+    page.context.close()

@@ -23,7 +23,7 @@ async def test_sql_session_answers_with_rows_or_a_reason(sql_app_url: str) -> No
         await ws.send(json.dumps({"type": "start", "context": {"database": "demo"}}))
         ready = json.loads(await ws.recv())
         assert ready["type"] == "ready"
-        await ws.send(json.dumps({"type": "submit", "text": "How many customers are there?"}))
+        await ws.send(json.dumps({"type": "submit", "text": "How many stores are there?"}))
         frames = [json.loads(await ws.recv())]
         while frames[-1]["type"] not in ("done", "error"):
             frames.append(json.loads(await ws.recv()))
@@ -35,12 +35,16 @@ async def test_sql_session_answers_with_rows_or_a_reason(sql_app_url: str) -> No
     assert tokens[0].startswith(ANSWER_OPENING)
     assert done["text"] == "".join(tokens)
     assert isinstance(done["sql"], str), done["text"]  # so the model answered with a query
-    if done.get("refused"):
-        assert isinstance(done["refused"], str)
-        assert done["refused"]
-    else:
-        assert done["columns"]
-        assert isinstance(done["rows"], list)
+    # Generation stopped at the end of the query (measured: the model closes the block, then
+    # explains it until its end of text), and the query ran: one row, the count (the bundled
+    # model gets this question right).
+    assert done["stop_reason"] in ("stop_sequence", "sql_complete"), done["text"]
+    assert done["text"].rstrip().endswith(("```", ";")), done["text"]
+    assert not done.get("refused"), done
+    assert done["columns"]
+    assert len(done["rows"]) == 1
+    first = next(frame for frame in frames if frame["type"] == "token")
+    assert first["ttft_ms"] == done["ttft_ms"]  # the first token says the TTFT
 
 
 async def test_unknown_database_is_an_error_frame(sql_app_url: str) -> None:
@@ -76,7 +80,10 @@ def test_eval_runs_end_to_end(vllm_url: str, data_dir: Path, tmp_path: Path) -> 
 def test_eval_runs_the_long_input_workload(vllm_url: str, data_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PREFILL_VLLM_URL": vllm_url, "PREFILL_DATA_DIR": str(data_dir)}
     command = [sys.executable, "-m", "eval", "--workload", "long-input", "--cases", "1"]
-    options = ["--modes", "static,keystroke", "--typing-speedup", "40", "--max-tokens", "8"]
+    # x20: about 25 s of typing, time enough for this engine to prefill the manual and the
+    # typed text (at x40 a loaded 2-core machine cannot, and both modes then hold what the
+    # engine managed to compute in the typing time, the context first).
+    options = ["--modes", "static,keystroke", "--typing-speedup", "20", "--max-tokens", "8"]
     done = subprocess.run(
         [*command, *options, "--submit-pause", "0.5", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -84,7 +91,7 @@ def test_eval_runs_the_long_input_workload(vllm_url: str, data_dir: Path, tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["workload"] == "long-input"
-    assert report["settings"]["typing_speedup"] == 40
+    assert report["settings"]["typing_speedup"] == 20
     assert report["settings"]["submit_pause"] == "0.5s"
     keystroke, static = report["modes"]["keystroke"], report["modes"]["static"]
     assert keystroke["typed_tokens_mean"] >= 300

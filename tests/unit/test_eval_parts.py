@@ -14,7 +14,8 @@ import pytest
 from eval.compare import compare_main
 from eval.replay import DICTATION, TYPING, Replay, SubmitPause, keystrokes
 from eval.report import CaseResult, build_report, write_reports
-from eval.workloads import DEFAULT_DATASETS, load_workload
+from eval.workloads import DATASETS, DEFAULT_DATASETS, load_workload
+from orchestrator.core.prompt import PromptRenderer
 from orchestrator.errors import SetupError
 
 QUESTION = "which customers placed more than three orders in the spring, by region and tier"
@@ -153,7 +154,14 @@ def sample_report() -> dict[str, object]:
         dataclasses.replace(r, scorecard=cards[r.case]) if r.mode == "keystroke" else r
         for r in results
     ]
-    return build_report(results, META, ["cold", "static", "keystroke", "oracle"], {"cold": 0.5})
+    engine = {
+        "static": {"source": "kv-events", "warm_prefill_tokens": 128,
+                   "warm_prefill_tokens_per_final": 64.0, "typed_warm_prefill_tokens": 0},
+        "keystroke": {"source": "kv-events", "warm_prefill_tokens": 320,
+                      "warm_prefill_tokens_per_final": 160.0, "typed_warm_prefill_tokens": 64},
+    }  # fmt: skip
+    modes = ["cold", "static", "keystroke", "oracle"]
+    return build_report(results, META, modes, {"cold": 0.5}, engine)
 
 
 def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
@@ -174,8 +182,12 @@ def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
     assert saved["identical_outputs"] == 0.5  # case b differs in keystroke mode
     assert saved["modes"]["static"]["identical_outputs"] == 1.0
     assert saved["figures"]["keystroke_over_static_p50"] == round(110 / 400, 3)
-    # (110 + 100 - 80 - 80) warm tokens beyond the static warm, over 40 typed tokens
-    assert saved["figures"]["typed_text_warm_prefill_per_typed_token"] == round(50 / 40, 3)
+    # what the engine computed past the context's blocks in keystroke mode, per typed token
+    assert saved["figures"]["typed_text_warm_prefill_per_typed_token"] == round(64 / 40, 3)
+    assert saved["figures"]["context_warm_prefill_tokens_per_case"] == 64.0
+    assert saved["modes"]["keystroke"]["engine_warm"]["warm_prefill_tokens"] == 320
+    assert saved["modes"]["cold"]["engine_warm"] is None  # not counted: not 0
+    assert saved["ratios"]["keystroke_over_static_p50"]["units"] == 2
     assert saved["modes"]["keystroke"]["scorecard"] == {
         "warmed_tokens": 160, "hit_tokens": 192, "warm_prefill_tokens": 210,
         "wasted_prefill_tokens": 54, "saved_ms": 880.5, "saved_ms_cases": 1, "cases": 2,
@@ -193,8 +205,10 @@ def test_a_case_without_ttft_is_a_failure_not_zero() -> None:
     report = sample_report()
     oracle = report["modes"]["oracle"]  # type: ignore[index]
     assert oracle["ttft_ms"]["p50"] == 90.0  # the failed case is not in the percentiles
-    assert oracle["failures"] == [{"case": "b", "reason": "no answer"}]
-    assert report["failures"] == [{"mode": "oracle", "case": "b", "reason": "no answer"}]
+    assert oracle["failures"] == [{"case": "b", "repeat": 0, "reason": "no answer"}]
+    assert report["failures"] == [
+        {"mode": "oracle", "case": "b", "repeat": 0, "reason": "no answer"}
+    ]
 
 
 def test_compare_prints_two_reports_side_by_side(
@@ -209,6 +223,39 @@ def test_compare_prints_two_reports_side_by_side(
     assert "| submit_pause **≠** | enter | 0.8s |" in out
     assert "| keystroke | TTFT p50 ms | 110 | 110 | 1.000 |" in out
     assert "| keystroke | wasted prefill tokens | 54 | 54 | 1.000 |" in out
+    both = "0.275 [0.240, 0.333] (2 x 1)"  # 100/300, 110/400, 120/500 by resample
+    assert f"| keystroke_over_static_p50 | {both} | {both} |" in out
     assert compare_main([str(tmp_path / "a")]) == 2
     with pytest.raises(SystemExit, match="cannot read a report"):
         compare_main([str(tmp_path / "a"), str(tmp_path / "nowhere")])
+
+
+def test_the_paste_and_long_context_datasets_fit_the_model(renderer: PromptRenderer) -> None:
+    paste = load_workload(DEFAULT_DATASETS["paste-then-ask"], 0)
+    assert paste.kind == "paste-then-ask"
+    assert paste.context() == {"system": paste.system}
+    for case in paste.cases:
+        assert 10 <= len(case.text.split()) <= 40  # a question typed after the paste
+        assert 2000 <= len(renderer.encode(case.pasted)) <= 8192 - 512
+    demo = load_workload(DEFAULT_DATASETS["text-to-sql"], 1)
+    assert demo.kind == "text-to-sql"
+    long = load_workload(DATASETS / "library-context", 0)
+    assert long.kind == "long-input"
+    assert long.system is not None
+    context = len(renderer.encode(long.system))
+    assert 4 * 1850 <= context <= 8192 - 96 - 200  # 4x the demo's schema, with room to answer
+
+
+def test_warm_pieces_are_summed_per_mode_when_the_done_frames_carry_them() -> None:
+    pieces = [{"sent": 5, "landed": 3, "cancelled": 2}, {"sent": 1, "landed": 1, "cancelled": 0}]
+    results = [
+        dataclasses.replace(result(case, "keystroke", 100.0), warm_pieces=p, repeat=r)
+        for (case, r), p in zip((("a", 0), ("a", 1)), pieces, strict=True)
+    ] + [result("a", "static", 200.0)]
+    report = build_report(results, META, ["keystroke", "static"])
+    assert report["modes"]["keystroke"]["warm_pieces"] == {
+        "sent": 6, "landed": 4, "cancelled": 2,
+        "mean": {"sent": 3.0, "landed": 2.0, "cancelled": 1.0}, "cases": 2,
+    }  # fmt: skip
+    assert report["modes"]["static"]["warm_pieces"] is None  # absent: not zero
+    assert report["ratios"]["keystroke_over_static_p50"]["units"] == 1  # (a, 0) only is paired

@@ -65,7 +65,7 @@ def settings() -> Settings:
 @pytest.fixture
 def client(upstream: RecordingUpstream, settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings, upstream_transport=httpx.MockTransport(upstream))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://localhost") as test_client:
         yield test_client
 
 
@@ -177,7 +177,7 @@ def test_unreachable_upstream_is_503_in_the_envelope(settings: Settings) -> None
         raise httpx.ConnectError("connection refused", request=request)
 
     app = create_app(settings, upstream_transport=httpx.MockTransport(refuse))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://localhost") as test_client:
         reply = test_client.post("/v1/completions", json={"model": "fake", "prompt": "x"})
         health = test_client.get("/health")
     assert reply.status_code == 503

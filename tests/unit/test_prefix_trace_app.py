@@ -14,12 +14,14 @@ from tests.helpers import BLOCK, QUESTION, SYSTEM
 from tests.sessions import App, Defaults, StartApp, salt, started
 
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
+ADMIN_KEY = "admin-key"
 OTHER_SYSTEM = "You are a terse travel agent. " * 20
 
 
 @pytest.fixture(scope="module")
 def orchestrator_defaults() -> Defaults:
-    return Defaults(settings={"api_keys": KEYS}, key="key-a", strict_fake=True)
+    settings = {"api_keys": KEYS, "admin_api_keys": [ADMIN_KEY]}
+    return Defaults(settings=settings, key="key-a", strict_fake=True)
 
 
 async def final(app: App, key: str, system: str, text: str, **start: Any) -> dict[str, Any]:
@@ -76,7 +78,7 @@ async def test_a_restarted_vllm_gets_each_tenants_hot_contexts_under_its_own_sal
         assert warm.body["priority"] == app.settings.warm_priority
     a_blocks = reusable_prefix(finals[salt("tenant-a")], BLOCK)
     assert any(w.prompt[:-1] == a_blocks for w in vllm.warmups)
-    health = (await (await app.http()).get("/health", headers=auth("key-a"))).json()
+    health = (await (await app.http()).get("/health", headers=auth(ADMIN_KEY))).json()
     assert health["rewarm"]["state"] == "done"
     assert health["rewarm"]["warmed"] == len(vllm.warmups)
 
@@ -143,6 +145,6 @@ async def test_session_warm_ups_are_traced_and_a_trace_off_service_keeps_nothing
     off = await start_app(prefix_trace=False)
     await final(off, "key-a", SYSTEM, QUESTION)
     assert off.services.popularity is None
-    assert "rewarm" not in (await (await off.http()).get("/health")).json()
+    assert "rewarm" not in (await (await off.http()).get("/health", headers=auth(ADMIN_KEY))).json()
     reply = await (await off.http()).get("/v1/hints", headers=auth("key-a"))
     assert reply.json()["contexts"] == []

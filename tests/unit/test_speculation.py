@@ -181,9 +181,13 @@ class RecordingContext:
 
     system_prompt = SYSTEM
     openings = ("Question: ", "```sql\n")
+    stop_sequences = ("```",)
 
     def __init__(self) -> None:
         self.answers: list[str] = []
+
+    def answer_complete(self, answer: str) -> None:
+        return None  # the stop sequence ends it
 
     async def after_answer(self, answer: str) -> dict[str, Any]:
         self.answers.append(answer)

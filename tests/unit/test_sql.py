@@ -17,8 +17,9 @@ import pytest_asyncio
 from eval.scoring import gold_orders, results_match
 from orchestrator.core.frames import Error
 from orchestrator.errors import DatabaseError, InvalidRequest
-from orchestrator.text_to_sql.extract import extract_sql
+from orchestrator.text_to_sql.extract import extract_sql, statement_complete
 from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
+from orchestrator.text_to_sql.lexing import statement_end
 from orchestrator.text_to_sql.postgres import Database
 from orchestrator.text_to_sql.prompt import schema_prompt
 from orchestrator.text_to_sql.runner import QueryResult, run_query
@@ -149,6 +150,57 @@ def test_schema_prompt_of_the_demo_dataset() -> None:
 )
 def test_extract_sql(text: str, sql: str | None) -> None:
     assert extract_sql(text) == sql
+
+
+@pytest.mark.parametrize(
+    ("text", "end"),
+    [
+        ("SELECT 1; SELECT 2;", len("SELECT 1;")),
+        ("SELECT 'a;b' AS x, \"c;d\"; more", len("SELECT 'a;b' AS x, \"c;d\";")),
+        (
+            "SELECT 1 -- not here;\n, 2 /* nor; here */;",
+            len("SELECT 1 -- not here;\n, 2 /* nor; here */;"),
+        ),
+        ("; ;\nSELECT 1;", len("; ;\nSELECT 1;")),  # empty statements are skipped
+        ("SELECT $x$ a; b $x$;", len("SELECT $x$ a; b $x$;")),
+        ("SELECT 1", None),
+        ("SELECT 'open; string", None),
+        ("SELECT 1 /* open; comment", None),
+        ("SELECT $x$ open; dollar quote", None),
+        ("-- only a comment;\n", None),
+    ],
+)
+def test_statement_end(text: str, end: int | None) -> None:
+    assert statement_end(text) == end
+
+
+STATEMENT = "```sql\nSELECT name FROM t WHERE note = 'a;b';"
+
+
+@pytest.mark.parametrize(
+    ("answer", "complete"),
+    [
+        (STATEMENT + "\nSELECT", True),  # a second statement
+        (STATEMENT + "\n\nThis query lists", True),  # prose after the query
+        (STATEMENT + " -- names\nThis", True),  # past a comment
+        (STATEMENT, False),  # nothing after it yet
+        (STATEMENT + "\n", False),
+        (STATEMENT + "\n`", False),  # the closing fence (the stop sequence) may be coming
+        (STATEMENT + "\n```", False),
+        (STATEMENT + " -", False),  # a comment may be coming
+        (STATEMENT + " -- names", False),
+        ("```sql\nSELECT name\nFROM t\n", False),  # no `;` yet
+        ("```sql\nSELECT 1\n```\nThen; more", False),  # the block closed before any `;`
+        ("I would run SELECT 1; then SELECT 2", False),  # no fenced block: prose
+        ("```sql\n;\nSELECT 1; Done", True),
+    ],
+)
+def test_statement_complete_ends_at_the_semicolon(answer: str, complete: bool) -> None:
+    end = statement_complete(answer)
+    assert (end is not None) == complete
+    if end is not None:
+        assert answer[:end].endswith(";")
+        assert extract_sql(answer[:end]) == extract_sql(answer[:end] + "\n```")
 
 
 # ----------------------------------------------------------------------------- validate_sql
