@@ -77,7 +77,7 @@ class EvalSession:
                 "block_size": engine["block_size"],
                 "dtype": served.get("dtype") or self.flag("--dtype"),
                 "vllm_version": served.get("vllm_version"),
-                "vllm_flags": self.vllm_flags,
+                "vllm_flags": portable(self.vllm_flags),
                 "vllm_served": served,
                 **self.orchestrator_settings(),
             },
@@ -131,6 +131,13 @@ class EvalSession:
     @staticmethod
     def write(report: dict[str, Any], out: Path) -> None:
         write_reports(report, out)
+
+
+def portable(flags: list[str] | None) -> list[str] | None:
+    """vLLM's flags with this machine's paths cut to their last part (reports get committed)."""
+    if flags is None:
+        return None
+    return [Path(flag).name if flag.startswith("/") else flag for flag in flags]
 
 
 @contextlib.contextmanager
