@@ -30,6 +30,7 @@ from eval.modes import MODES, EvalError
 from eval.replay import REPLAYS, Replay, SubmitPause
 from eval.replicas import main as replicas_main
 from eval.restart import main as restart_main
+from eval.rounds import MIXED
 from eval.runner import RunPlan
 from eval.serving import StartupFailed
 from eval.session import EvalSession, launched
@@ -87,6 +88,12 @@ def run_parser() -> argparse.ArgumentParser:
         help="engine state before each final: 0 = as typed (recorded); G > 0 = every measured "
         "final waits until vLLM has been idle G s, in every mode (one typist only)",
     )
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="also the mixed-load arm: keystroke and cold typists taking turns (with "
+        "--concurrency 2 or more; reported as mixed:keystroke and mixed:cold)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     return parser
 
@@ -135,6 +142,7 @@ def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunP
         args.context_cache,
         args.repeats,
         args.idle_gap_s,
+        (MIXED,) if args.mixed else (),
     )
 
 

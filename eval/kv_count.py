@@ -15,7 +15,9 @@ request computed itself:
 (the final caches every full block of its prompt and its answer but the last token's, from its
 first uncached block on). Only full blocks are cached, so a warm-up's last partial block (up to
 B - 1 tokens each) is computed but never seen: the count is a lower bound by that much per
-warm-up request. `from_depth` counts only blocks at or past that position of the chain (the
+warm-up request. It is also low where a warm-up and the final compute the same blocks at once
+(a long warm-up still running at the submit): a block stored twice counts once, and is taken
+out as the final's. `from_depth` counts only blocks at or past that position of the chain (the
 typed text, past the context's blocks).
 """
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from eval.runner import RunPlan
 from eval.serving import free_port, serve_in_thread
-from eval.session import EVAL_FRAMES_PER_SECOND, EvalSession
+from eval.session import EVAL_FRAMES_PER_SECOND, EvalSession, eval_timeouts
 from orchestrator.settings import Settings
 from orchestrator.web.services import Services
 from vllm_launch.engine_env import EngineEnv, detect_device, ensure_engine_env
@@ -43,7 +43,11 @@ async def run_once(
     from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
 
     app = create_app(
-        Settings(datasets_dir=DATASETS, ws_frames_per_second=EVAL_FRAMES_PER_SECOND, **settings)
+        Settings(
+            datasets_dir=DATASETS,
+            ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
+            **{**eval_timeouts(), **settings},
+        )
     )
     with serve_in_thread(app, timeout_s=300) as url:
         session = EvalSession(app, url, flags)

@@ -30,6 +30,10 @@ from vllm_launch.engine_env import detect_device
 
 VLLM_ARGS_ENV = "PREFILL_EVAL_VLLM_ARGS"  # extra vLLM flags for an engine the eval starts
 EVAL_FRAMES_PER_SECOND = 2000.0
+# A cold 7,700-token prefill (the long-context workload) takes over a minute on a shared 2-core
+# CPU: the eval's own orchestrator waits longer for vLLM than a service would (recorded;
+# PREFILL_REQUEST_TIMEOUT_S overrides it).
+EVAL_REQUEST_TIMEOUT_S = 600.0
 
 
 class EvalSession:
@@ -77,7 +81,7 @@ class EvalSession:
                 "block_size": engine["block_size"],
                 "dtype": served.get("dtype") or self.flag("--dtype"),
                 "vllm_version": served.get("vllm_version"),
-                "vllm_flags": self.vllm_flags,
+                "vllm_flags": portable(self.vllm_flags),
                 "vllm_served": served,
                 **self.orchestrator_settings(),
             },
@@ -99,9 +103,9 @@ class EvalSession:
         settings = self.services.settings
         names = ("typing_pause_ms", "typing_pause_factor", "warm_priority",
                  "final_priority", "warmups_per_second", "max_warmups_in_flight",
-                 "ws_frames_per_second", "warm_policy", "warm_piece_tokens",
-                 "warm_pieces_in_flight", "warm_pieces_while_finals", "final_room_s",
-                 "engine_step_tokens", "engine_chunk_tokens")  # fmt: skip
+                 "ws_frames_per_second", "request_timeout_s", "warm_policy",
+                 "warm_piece_tokens", "warm_pieces_in_flight", "warm_pieces_while_finals",
+                 "final_room_s", "engine_step_tokens", "engine_chunk_tokens")  # fmt: skip
         chosen = {name: getattr(settings, name) for name in names}
         scheduler = self.services.dispatcher.scheduler
         bounds = {"warm_pieces_limit": scheduler.limit,
@@ -138,6 +142,20 @@ class EvalSession:
         write_reports(report, out)
 
 
+def eval_timeouts() -> dict[str, Any]:
+    """The eval's longer wait for vLLM, unless the environment sets one."""
+    if "PREFILL_REQUEST_TIMEOUT_S" in os.environ:
+        return {}
+    return {"request_timeout_s": EVAL_REQUEST_TIMEOUT_S}
+
+
+def portable(flags: list[str] | None) -> list[str] | None:
+    """vLLM's flags with this machine's paths cut to their last part (reports get committed)."""
+    if flags is None:
+        return None
+    return [Path(flag).name if flag.startswith("/") else flag for flag in flags]
+
+
 @contextlib.contextmanager
 def staged(workloads: list[Workload]) -> Iterator[Path]:
     """A folder of the text-to-SQL datasets among `workloads`, each linked under its database
@@ -160,7 +178,11 @@ def launched(workloads: list[Workload], enforce_eager: bool = False) -> Iterator
     with staged(workloads) as datasets_dir:
         # A sped-up replay sends more keystrokes a second than a person: the eval's own
         # orchestrator lets them through (recorded in the report's settings).
-        settings = Settings(datasets_dir=datasets_dir, ws_frames_per_second=EVAL_FRAMES_PER_SECOND)
+        settings = Settings(
+            datasets_dir=datasets_dir,
+            ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
+            **eval_timeouts(),
+        )
         settings = with_kv_events(settings)  # as `python -m orchestrator --launch-vllm` runs
         extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())
         with launched_vllm(settings, enforce_eager=enforce_eager, extra_args=extra) as flags:
