@@ -105,7 +105,8 @@ class EvalSession:
                  "final_priority", "warmups_per_second", "max_warmups_in_flight",
                  "ws_frames_per_second", "request_timeout_s", "warm_policy",
                  "warm_piece_tokens", "warm_pieces_in_flight", "warm_pieces_while_finals",
-                 "final_room_s", "engine_step_tokens", "engine_chunk_tokens")  # fmt: skip
+                 "final_room_s", "engine_step_tokens", "engine_chunk_tokens",
+                 "speculate")  # fmt: skip
         chosen = {name: getattr(settings, name) for name in names}
         scheduler = self.services.dispatcher.scheduler
         bounds = {"warm_pieces_limit": scheduler.limit,
@@ -169,6 +170,13 @@ def staged(workloads: list[Workload]) -> Iterator[Path]:
         yield Path(folder)
 
 
+def speculation_off_unless_asked() -> dict[str, str]:
+    """The modes measure warm-ups: a speculative answer would hide them (it has a benchmark of
+    its own, `python -m eval.bench_speculate`). PREFILL_SPECULATE, when set, decides; the
+    report records it either way."""
+    return {} if "PREFILL_SPECULATE" in os.environ else {"speculate": "off"}
+
+
 @contextlib.contextmanager
 def launched(workloads: list[Workload], enforce_eager: bool = False) -> Iterator[EvalSession]:
     """vLLM (compiled, as users run it, unless `enforce_eager`) unless one answers, and the
@@ -182,6 +190,7 @@ def launched(workloads: list[Workload], enforce_eager: bool = False) -> Iterator
             datasets_dir=datasets_dir,
             ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
             **eval_timeouts(),
+            **speculation_off_unless_asked(),
         )
         settings = with_kv_events(settings)  # as `python -m orchestrator --launch-vllm` runs
         extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())
