@@ -170,7 +170,7 @@ def staged(workloads: list[Workload]) -> Iterator[Path]:
         yield Path(folder)
 
 
-def speculation_off_unless_asked() -> dict[str, str]:
+def speculation_off_unless_asked() -> dict[str, Any]:
     """The modes measure warm-ups: a speculative answer would hide them (it has a benchmark of
     its own, `python -m eval.bench_speculate`). PREFILL_SPECULATE, when set, decides; the
     report records it either way."""
