@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, report in reports:
         for mode, values in ratios(report, a, b).items():
             p50, p95, top = percentile(values, 50), percentile(values, 95), max(values)
-            print(f"| {path.name} | {mode} | {len(values)} | {p50:.2f} | {p95:.2f} | {top:.2f} |")
+            print(f"| {path} | {mode} | {len(values)} | {p50:.2f} | {p95:.2f} | {top:.2f} |")
     return 0
 
 

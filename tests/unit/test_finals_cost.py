@@ -42,5 +42,5 @@ def test_the_command_prints_a_row_per_report_and_mode(
     assert main([str(tmp_path / "idle"), str(tmp_path / "busy.json")]) == 0
     out = capsys.readouterr().out
     assert "ttft ≈ 100 ms + 5.000 ms x uncached tokens (2 finals)" in out
-    assert "| busy.json | keystroke | 1 | 2.00 | 2.00 | 2.00 |" in out
+    assert f"| {tmp_path / 'busy.json'} | keystroke | 1 | 2.00 | 2.00 | 2.00 |" in out
     assert main([str(tmp_path / "missing"), str(tmp_path / "busy.json")]) == 2
