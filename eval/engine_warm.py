@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eval.kv_count import Final, StoredBlocks
-from eval.report import CaseResult
+from eval.results import CaseResult
 
 CaseKey = tuple[str, str, int]  # mode label, case id, repeat
 

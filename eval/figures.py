@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from eval.intervals import Unit, bootstrap_ratio
-from eval.report import BASELINE, CaseResult
+from eval.results import BASELINE, CaseResult
 
 RATIO_PAIRS = (
     ("keystroke", "static"),

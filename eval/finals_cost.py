@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eval.report import percentile
+from eval.results import percentile
 
 
 def load(path: Path) -> dict[str, Any]:

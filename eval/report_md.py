@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from eval.report import SCORECARD_SUMS
+from eval.results import SCORECARD_SUMS
 
 FIGURE_TARGETS = {
     "keystroke_over_static_p50": "< 1 (long input ≤ 0.5)",

@@ -26,7 +26,7 @@ from eval.engine_warm import CaseKey, EngineWarm, engine_warm
 from eval.kv_watch import watching
 from eval.modes import CaseRun, EvalError, Timeline, run_mode
 from eval.replay import Replay
-from eval.report import CaseResult
+from eval.results import CaseResult
 from eval.rounds import Arm, Round, rounds
 from eval.schedule import Schedule
 from eval.workloads import Case, Workload

@@ -13,7 +13,8 @@ import pytest
 
 from eval.compare import compare_main
 from eval.replay import DICTATION, TYPING, Replay, SubmitPause, keystrokes
-from eval.report import CaseResult, build_report, write_reports
+from eval.report import build_report, write_reports
+from eval.results import CaseResult
 from eval.workloads import DATASETS, DEFAULT_DATASETS, load_workload
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.errors import SetupError

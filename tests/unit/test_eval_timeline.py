@@ -9,7 +9,8 @@ import pytest
 
 from eval.fake_vllm import FakeVLLM
 from eval.replay import Replay, SubmitPause
-from eval.report import CaseResult, build_report
+from eval.report import build_report
+from eval.results import CaseResult
 from eval.rounds import MIXED
 from eval.runner import Runner, RunPlan, Upstream
 from eval.schedule import Schedule
