@@ -244,7 +244,7 @@ class Settings(BaseSettings):
 
     # -- answer before Enter (`core/speculation.py`) --------------------------------------
     speculate: Literal["off", "idle", "on"] = Field(
-        "idle",
+        "off",
         description="Send the submit-ready prompt as a speculative final at the warm-up "
         "priority, attached at submit when the prompt is the same: `on` always, `idle` only "
         "while no final request waits for its first token and no warm-up piece queues.",
