@@ -78,7 +78,7 @@ class EngineWatch:
             if not has_sessions():
                 continue
             try:
-                await probe()
+                await probe_twice(probe)
                 up, reason, self.slow_probes = True, "", 0
             except UpstreamUnavailable as error:
                 up, reason = False, error.message
@@ -98,6 +98,16 @@ class EngineWatch:
                 self.failed()
                 message = f"{reason}; warm-ups are paused until it is back"
                 await broadcast(Error(code="upstream_unavailable", message=message))
+
+
+async def probe_twice(probe: Callable[[], Awaitable[Any]]) -> None:
+    """`probe()`, asked again at once if vLLM seems gone: a pooled connection that vLLM closed
+    as it was reused ("Server disconnected without sending a response") says nothing of vLLM,
+    and one false alarm tells every session that vLLM is down."""
+    try:
+        await probe()
+    except UpstreamUnavailable:
+        await probe()
 
 
 async def stop_task(task: asyncio.Task[None]) -> None:
