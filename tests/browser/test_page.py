@@ -320,6 +320,9 @@ def test_a_system_prompt_saved_as_a_state_is_offered_as_a_context(
     page.keyboard.type("When does the museum open?", delay=40)
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("ttft")).to_have_text(TTFT, timeout=ENGINE_TIMEOUT_MS)
+    # At the first token the tile says what the session warmed ("≈ ..."); vLLM's count at done.
+    vllm_count = re.compile(r"^\d[\d,]* / \d[\d,]*$")
+    expect(page.get_by_test_id("cached")).to_have_text(vllm_count, timeout=ENGINE_TIMEOUT_MS)
     cached = page.get_by_test_id("cached").inner_text().replace(",", "").split(" / ")[0]
     assert int(cached) >= state["resident_tokens"] > 0
 
