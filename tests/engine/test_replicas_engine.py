@@ -5,6 +5,7 @@ its next submit hits there."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -50,10 +51,24 @@ async def prompt_tokens(url: str) -> float:
     return sum(float(value) for value in PROMPT_TOKENS.findall(text))
 
 
-async def replica_of(client: SessionClient, urls: list[str]) -> str:
+async def settled(app_url: str) -> None:
+    """Until no warm-up is in flight (a context's warm-up goes out in several pieces: the
+    first `warm` frame comes after the first, the others follow)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        for _ in range(600):
+            warmups = (await http.get(f"{app_url}/status")).json()["warmups"]
+            if (warmups["in_flight"], warmups["pieces_in_flight"], warmups["queued"]) == (0, 0, 0):
+                return
+            await asyncio.sleep(0.2)
+    raise AssertionError("warm-ups still in flight after 120 s")
+
+
+async def replica_of(client: SessionClient, urls: list[str], app_url: str) -> str:
     """Start `client`'s session; the replica its context warm-up went to."""
+    await settled(app_url)  # the other sessions' pieces land before we count
     before = [await prompt_tokens(u) for u in urls]
     await warmed_session(client)
+    await settled(app_url)
     grew = [u for u, b in zip(urls, before, strict=True) if await prompt_tokens(u) > b]
     assert len(grew) == 1, grew  # one warm-up, one replica
     return grew[0]
@@ -91,7 +106,7 @@ async def test_sessions_spread_hit_their_own_replica_and_survive_its_death(
         assert health["vllm"]["block_size"] == BLOCK  # from a replica: a router has no /metrics
         async with SessionClient.connect(url) as first, SessionClient.connect(url) as other:
             clients = [first, other]
-            placed = [await replica_of(client, urls) for client in clients]
+            placed = [await replica_of(client, urls, url) for client in clients]
             if placed[0] == placed[1]:  # keys hash apart more often than not: find one that does
                 other_placed = await place_elsewhere(url, urls, placed[0])
                 assert other_placed is not None, "eight sessions all went to one replica"
@@ -118,7 +133,7 @@ async def place_elsewhere(url: str, urls: list[str], taken: str) -> str | None:
     """Open sessions until one lands on another replica than `taken`; where it landed."""
     for _ in range(8):
         async with SessionClient.connect(url) as client:
-            placed = await replica_of(client, urls)
+            placed = await replica_of(client, urls, url)
             if placed != taken:
                 return placed
     return None
