@@ -7,6 +7,7 @@ WebSocket sessions send the same facts as `{"type": "error", "code", "message"}`
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -89,6 +90,22 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class UpstreamStatus(UpstreamError):
+    """vLLM answered a final request with an error status: passed on with that status, its
+    error in the OpenAI envelope (`normalise_error`)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.body = normalise_error(status, body)
+        error = self.body["error"]
+        message = f"vLLM answered {status}: {error['message']}"  # a frame's; HTTP: vLLM's own
+        super().__init__(message, param=error["param"], code=error["code"])
+        self.status_code = status
+        self.error_type = str(error["type"])
+
+    def envelope(self) -> dict[str, Any]:
+        return self.body
+
+
 class DatabaseError(ServiceError):
     status_code = 503
     error_type = "database_error"
@@ -103,3 +120,29 @@ def error_envelope(
     message: str, error_type: str, param: str | None = None, code: str | int | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+UPSTREAM_STATUS_CODES = {
+    400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    429: "rate_limited",
+}  # fmt: skip
+
+
+def normalise_error(status: int, body: bytes) -> dict[str, Any]:
+    """vLLM's error body (integer codes, older shapes, or not JSON) in the OpenAI envelope."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    fallback = UPSTREAM_STATUS_CODES.get(status, "upstream_error")
+    if not isinstance(error, dict):
+        text = body.decode(errors="replace").strip()[:500] or f"vLLM answered {status}"
+        return error_envelope(text, "upstream_error", None, fallback)
+    code = error.get("code")
+    return error_envelope(
+        str(error.get("message") or error.get("detail") or f"vLLM answered {status}"),
+        "invalid_request_error" if 400 <= status < 500 else "upstream_error",
+        error.get("param"),
+        code if isinstance(code, str) else fallback,
+    )

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 from orchestrator.core.contexts import ContextSource
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.final_request import Finals
 from orchestrator.core.frames import Error, Send, ServerFrame
-from orchestrator.core.http_final import HttpFinal
 from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.prefill_cost import PrefillCost
@@ -20,6 +20,7 @@ from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.resident import Eviction, ResidentBlocks
 from orchestrator.core.rewarm import Rewarmer
+from orchestrator.core.session_final import SessionFinal
 from orchestrator.core.state_keeper import StateKeeper
 from orchestrator.core.vllm_client import EngineFacts, VLLMClient
 from orchestrator.settings import Settings
@@ -42,9 +43,15 @@ class LiveSession(Protocol):
 
     def resume_warmups(self) -> None: ...
 
-    def open_http_final(self, messages: list[dict[str, Any]]) -> HttpFinal: ...
+    def open_chat_final(
+        self,
+        messages: list[dict[str, Any]],
+        request_id: str,
+        received: float,
+        fields: dict[str, Any],
+    ) -> SessionFinal: ...
 
-    def close_http_final(self, final: HttpFinal) -> None: ...
+    def close_final(self, final: SessionFinal, answered: bool) -> None: ...
 
     def on_evicted(self, eviction: Eviction, index: ResidentBlocks) -> bool: ...
 
@@ -55,6 +62,7 @@ class SessionServices:
     vllm: VLLMClient
     renderer: PromptRenderer | None
     dispatcher: WarmDispatcher
+    finals: Finals  # sends every final request
     contexts: ContextSource
     sessions: SessionRegistry[LiveSession]
     kv_feed: KVEventFeed | None = None  # vLLM's KV events, when configured

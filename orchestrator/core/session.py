@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.core import frames
 from orchestrator.core.answer import FinalAnswer
-from orchestrator.core.http_final import HttpFinal, submitted_text
+from orchestrator.core.final_request import FinalRequest
 from orchestrator.core.planner import WarmPlanner, WarmUp
 from orchestrator.core.prefix_trace import TraceKind
 from orchestrator.core.prompt import SessionPrompt
@@ -26,6 +27,12 @@ from orchestrator.core.rhythm import TypingRhythm
 from orchestrator.core.salt import routing_key, tenant_salt
 from orchestrator.core.scorecard import ScoreSheet
 from orchestrator.core.services import SessionServices
+from orchestrator.core.session_final import (
+    SessionFinal,
+    final_body,
+    submitted_text,
+    without_streaming,
+)
 from orchestrator.core.speculation import Speculator
 from orchestrator.core.started import Started
 from orchestrator.core.vllm_client import EngineFacts
@@ -54,10 +61,9 @@ class Session:
         self.speculator = Speculator(
             services.vllm, services.dispatcher, services.settings, self.id, tenant
         )
-        self.answer = FinalAnswer(
-            services.vllm, services.dispatcher.scheduler, send, self.id, tenant,
-            services.settings, services.prefill_cost, self.speculator,
-        )  # fmt: skip
+        self.answer = FinalAnswer(services.finals, send, services.prefill_cost, self.close_final)
+        self.final: SessionFinal | None = None  # the final request in flight, if any
+        self.numbers = itertools.count()  # request ids: final-<session>-<seq>-<n>
 
     @property
     def salt(self) -> str:
@@ -123,43 +129,66 @@ class Session:
             self.restart_pause_timer()
 
     async def submit(self, frame: frames.Submit, received: float) -> None:
-        started = self.require_started()
-        if self.answer.busy():
-            raise InvalidRequest("a generation is already running; cancel it first", code="busy")
-        self.cancel_pause_timer()
-        self.text, self.seq, self.planned_stable = frame.text, frame.seq, None
-        tokens = started.prompt.final_tokens(frame.text)
-        self.check_length(len(tokens))
-        self.trace("final", tokens)
-        self.answer.begin(started, tokens, received, lambda: self.seq)
+        self.seq = frame.seq
+        request_id = f"final-{self.id}-{frame.seq}-{next(self.numbers)}"
+        streaming = {"stream": True, "stream_options": {"include_usage": True}}
+        final = self.open_final(frame.text, request_id, received, streaming)
+        self.answer.begin(final, lambda: self.seq)
 
-    def open_http_final(self, messages: list[dict[str, Any]]) -> HttpFinal:
-        """A chat completion sent over HTTP for this session (`X-Session-Id`): the same final
-        prompt a `submit` of the last user message would send, its warm-ups settled the same
-        way. `messages` is that user message, after the session's context messages or alone.
-        Call `close_http_final` when the request has ended."""
+    def open_final(
+        self, text: str, request_id: str, received: float, fields: dict[str, Any], mode: str = ""
+    ) -> SessionFinal:
+        """The final request of `text` (a `submit`, or a chat completion over HTTP whose
+        `fields` change the body): the submit-ready prompt, the warm-ups settled, attached to
+        the speculation when it asks the same. One at a time; `close_final` ends it."""
         started = self.require_started()
-        if self.answer.busy():
+        if self.final is not None:
             raise InvalidRequest("a generation is already running; cancel it first", code="busy")
-        text = submitted_text(messages, started.messages)
         self.cancel_pause_timer()
-        self.speculator.cancel()  # an HTTP final does not attach to a speculation (yet)
+        self.text, self.planned_stable = text, None
         tokens = started.prompt.final_tokens(text)
         self.check_length(len(tokens))
         self.trace("final", tokens)
         sheet = ScoreSheet.at_submit(started.planner, tokens, started.warmer.stats.spans)
+        stats = started.warmer.stats
         started.warmer.settle(tokens)
-        opening = started.prompt.frame.answer_opening
-        return HttpFinal(
-            tokens, started.salt, started.facts.model, opening, started.params, sheet,
-            self.services.prefill_cost,
+        body = final_body(started, tokens, self.settings) | fields
+        speculation = self.speculator.take(without_streaming(body))
+        request = FinalRequest(
+            body, self.tenant, started.warmer.route, request_id, mode or started.strategy.name,
+            session_id=self.id, received=received,
         )  # fmt: skip
+        outcome = self.speculator.outcome(speculation)
+        self.final = SessionFinal(request, started, sheet, stats, speculation, outcome)
+        return self.final
 
-    def close_http_final(self, final: HttpFinal) -> None:
-        if self.started is not None and self.started.salt == final.salt:
-            self.started.planner.assume_cached(final.tokens)
-            self.started.warmer.release()
-            self.started.warmer.stats = WarmStats()  # the next question's warm-ups
+    def open_chat_final(
+        self,
+        messages: list[dict[str, Any]],
+        request_id: str,
+        received: float,
+        fields: dict[str, Any],
+    ) -> SessionFinal:
+        """A chat completion over HTTP for this session (`X-Session-Id`): `messages` is the
+        user's message, after the session's context messages or alone; `fields` the
+        client's, over the session's body."""
+        text = submitted_text(messages, self.require_started().messages)
+        return self.open_final(text, request_id, received, fields, mode="http")
+
+    def close_final(self, final: SessionFinal, answered: bool) -> None:
+        """The final is over: its blocks are cached if it was answered, the warm-ups go on,
+        and the next question's figures start (once; later calls do nothing)."""
+        if final.closed:
+            return
+        final.closed = True
+        if self.final is final:
+            self.final = None
+        warmer = final.started.warmer
+        if answered:
+            final.started.planner.assume_cached(final.tokens)
+        warmer.release()
+        if warmer.stats is final.stats:
+            warmer.stats = WarmStats()
 
     def cancel(self) -> None:
         self.answer.cancel()
@@ -281,7 +310,7 @@ class Session:
             started = self.require_started()
             tokens = started.prompt.final_tokens(self.text)
             self.check_length(len(tokens))
-            body = self.answer.body(started, tokens)
+            body = final_body(started, tokens, self.settings)
             warm = functools.partial(self.warm_submit_ready, started, tokens, self.seq)
             if not self.speculator.begin(
                 started.warmer, self.text, body, started.warmer.route, warm

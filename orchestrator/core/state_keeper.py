@@ -40,11 +40,13 @@ class StateKeeper:
         dispatcher: WarmDispatcher,
         facts: Callable[[], Awaitable[EngineFacts]],
         interval_s: float,
+        route_of: Callable[[str], str],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.facts = facts
+        self.route_of = route_of  # a tenant's routing key: its states live on one replica
         self.interval_s = interval_s
         self.clock = clock
         self.touches = 0  # warm-ups of states the keeper sent that landed
@@ -154,8 +156,8 @@ class StateKeeper:
             if warmed is None:
                 return
             await self.dispatcher.warm_once(
-                facts.model, warmed, state.salt, tenant=state.tenant, klass=WarmClass.KEEP,
-                block_size=facts.block_size,
+                facts.model, warmed, state.salt, self.route_of(state.tenant),
+                tenant=state.tenant, klass=WarmClass.KEEP, block_size=facts.block_size,
             )  # fmt: skip
         except RateLimited:
             raise

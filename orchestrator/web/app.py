@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,12 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch, stop_task
+from orchestrator.core.final_request import Finals
 from orchestrator.core.gate import WarmupGate
 from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
+from orchestrator.core.salt import routing_key
 from orchestrator.core.state_keeper import StateKeeper
 from orchestrator.core.state_store import MemoryStates, StateStore
 from orchestrator.core.vllm_client import VLLMClient, make_http_client
@@ -83,6 +86,7 @@ async def lifespan_for(
         settings=settings,
         vllm=vllm,
         renderer=renderer,
+        finals=Finals(vllm, scheduler, metrics),
         dispatcher=WarmDispatcher(
             vllm,
             gate,
@@ -105,8 +109,9 @@ async def lifespan_for(
         states=states,
     )
     services.state_keeper = StateKeeper(
-        states, services.dispatcher, services.engine_facts, settings.state_touch_interval_s
-    )
+        states, services.dispatcher, services.engine_facts, settings.state_touch_interval_s,
+        functools.partial(routing_key, settings.server_secret),
+    )  # fmt: skip
     metrics.watch(
         lambda: len(services.sessions),
         lambda: engine.in_flight,

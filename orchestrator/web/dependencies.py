@@ -61,7 +61,15 @@ def route_for(services: Services, request: Request, tenant: str) -> str:
     session_id = (
         session_for(services, request, tenant).id if request.headers.get(SESSION_HEADER) else None
     )
+    if session_id is None:
+        return tenant_route(services, tenant)
     return routing_key(services.settings.server_secret, tenant, session_id)
+
+
+def tenant_route(services: Services, tenant: str) -> str:
+    """The routing key of the tenant's untied requests and of all its named states: a
+    state's warm-ups, keep-alives and generates land on the replica that holds it."""
+    return routing_key(services.settings.server_secret, tenant)
 
 
 def salt_for(services: Services, request: Request, tenant: str) -> str:

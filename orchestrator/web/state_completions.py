@@ -1,17 +1,18 @@
-"""`POST /v1/states/{id}/completions` and `/v1/states/{id}/chat/completions`: generate from a
-named state.
+"""`POST /v1/states/{id}/completions` and `/v1/states/{id}/chat/completions`: generate from a named
+state.
 
-The prompt is the state's tokens followed by the request's suffix (a completion's `prompt`,
-text or token ids; a chat's `messages` after the state's turns and the assistant header), sent
-to vLLM's `/v1/completions` as token ids under the state's salt at the final-request priority,
-so it hits every block the state keeps. Sampling fields (`seed`, `temperature`, `top_p`, ...),
-`logprobs` and `stream` pass through; the usage carries vLLM's `cached_tokens`. A chat answer
-comes back as an OpenAI chat completion, its log-probabilities in the chat shape.
+The prompt is the state's tokens followed by the request's suffix (a completion's `prompt`, text
+or token ids; a chat's `messages` after the state's turns and the assistant header), sent to
+vLLM's `/v1/completions` as token ids under the state's salt and the tenant's routing key
+(behind a router, the replica its warm-ups went to) at the final-request priority, the way every
+final goes (`core/final_request.py`), so it hits every block the state keeps. Sampling fields
+(`seed`, `temperature`, `top_p`, ...), `logprobs` and `stream` pass through; the usage carries
+vLLM's `cached_tokens`. A chat answer comes back as an OpenAI chat completion, its log-
+probabilities in the chat shape.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -19,15 +20,16 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
+from orchestrator.core.final_request import FinalRequest, final_priority
 from orchestrator.core.states import State
 from orchestrator.errors import InvalidRequest
-from orchestrator.web.dependencies import Tenant, services_of
+from orchestrator.web.chat_format import chat_completion, chat_events
+from orchestrator.web.dependencies import Tenant, services_of, tenant_route
 from orchestrator.web.openapi_examples import STATE_CHAT_EXAMPLES, STATE_COMPLETION_EXAMPLES
-from orchestrator.web.passthrough import REQUEST_ID_HEADER, request_id, sse_events
+from orchestrator.web.passthrough import request_id
 from orchestrator.web.services import Services
-from orchestrator.web.session_chat import PASSED_ON, chat_completion, chat_sse
+from orchestrator.web.session_chat import PASSED_ON
 from orchestrator.web.states_api import Message, encode, live_state, messages_suffix
-from orchestrator.web.upstream_errors import normalise_error
 
 router = APIRouter(tags=["states"])
 COMPLETION_FIELDS = PASSED_ON | {"prompt", "logprobs", "echo"}
@@ -46,15 +48,13 @@ def upstream_body(
     services: Services, state: State, body: dict[str, Any], suffix: list[int], model: str
 ) -> dict[str, Any]:
     """The `/v1/completions` body: the state's tokens and the suffix, the state's salt."""
-    final = services.settings.final_priority
-    asked = body.get("priority", final)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     upstream = {
         **{key: value for key, value in body.items() if key in PASSED_ON},
         "model": body.get("model") or model,
         "prompt": [*state.tokens, *suffix],
         "max_tokens": max_tokens or services.settings.max_tokens,
-        "priority": max(asked, final) if isinstance(asked, int) else final,
+        "priority": final_priority(body.get("priority"), services.settings.final_priority),
         "cache_salt": state.salt,
     }
     return {key: value for key, value in upstream.items() if value is not None}
@@ -125,32 +125,16 @@ async def generate(
     services: Services, request: Request, state: State, payload: dict[str, Any], *, chat: bool
 ) -> Response:
     """Send `payload` to vLLM as a final request; its answer, streamed or not."""
-    rid = request_id(request)
-    headers = {REQUEST_ID_HEADER: rid, STATE_HEADER: state.id}
-    ticket = services.dispatcher.scheduler.final_started(None, state.tenant)
-    try:
-        upstream = services.http.build_request(
-            "POST", "/v1/completions", json=payload, headers={REQUEST_ID_HEADER: rid}
-        )
-        response = await services.vllm.send(upstream, stream=True)
-    except BaseException:
-        ticket.close()
-        raise
-    if response.status_code >= 400 or not payload.get("stream"):
-        ticket.close()
-        try:
-            content = await response.aread()
-        finally:
-            await response.aclose()
-        if response.status_code >= 400:
-            services.metrics.upstream_status(response.status_code)
-            envelope = normalise_error(response.status_code, content)
-            return JSONResponse(envelope, response.status_code, headers=headers)
-        answer = json.loads(content)
-        return JSONResponse(chat_completion(answer, "") if chat else answer, headers=headers)
-    events: AsyncIterator[bytes] = (
-        chat_sse(response, "", ticket, lambda chunk, converted: converted)
-        if chat
-        else sse_events(response, ticket)
+    final = FinalRequest(
+        payload, state.tenant, tenant_route(services, state.tenant), request_id(request), "state"
     )
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    reply = await services.finals.open(final)
+    headers = {STATE_HEADER: state.id}
+    if final.streams:
+        events: AsyncIterator[bytes] = chat_events(reply, "") if chat else reply.events()
+        return StreamingResponse(
+            reply.closing(events), media_type="text/event-stream", headers=headers
+        )
+    async with reply:
+        answer = await reply.json()
+    return JSONResponse(chat_completion(answer, "") if chat else answer, headers=headers)

@@ -30,7 +30,7 @@ from orchestrator.core.states import (
     warm_prefix,
 )
 from orchestrator.errors import InvalidRequest
-from orchestrator.web.dependencies import Tenant, salt_for, services_of
+from orchestrator.web.dependencies import Tenant, salt_for, services_of, tenant_route
 from orchestrator.web.openapi_examples import FORK_EXAMPLES, STATE_EXAMPLES
 from orchestrator.web.services import Services
 from orchestrator.web.warm_api import TokenId
@@ -209,8 +209,9 @@ async def admit(
         cached = 0
         if warmed is not None:
             usage = await services.dispatcher.warm_once(
-                facts.model, warmed, salt, tenant=tenant, block_size=facts.block_size
-            )
+                facts.model, warmed, salt, tenant_route(services, tenant), tenant=tenant,
+                block_size=facts.block_size,
+            )  # fmt: skip
             cached = usage.cached_tokens
         now = time.time()
         state = State(

@@ -8,6 +8,7 @@ tokens of speculation, then the continuation) must equal a cold one exactly.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -314,3 +315,61 @@ async def test_speculation_off_for_a_session_that_opts_out(
     done = await submitted(client)
     assert done["speculative"] is False
     assert not speculations(fake)
+
+
+# -- a session's final over HTTP (X-Session-Id) attaches the same way ----------------------
+
+
+async def chat_for(app: App, client: SessionClient, **body: Any) -> httpx.Response:
+    http = await app.http()
+    session_id = client.of_type("ready")[-1]["session_id"]
+    messages = [{"role": "user", "content": QUESTION}]
+    return await http.post(
+        "/v1/chat/completions", json={"messages": messages, **body},
+        headers={"X-Session-Id": session_id},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_chat_completion_of_the_same_text_attaches_like_a_submit(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer, stream: bool
+) -> None:
+    app = await start_app(fresh=True)
+    client = await speculated(app, fake)
+    await wait_until(lambda: speculation_ended(app), what="the speculation's budget")
+
+    response = await chat_for(app, client, stream=stream)
+    assert response.status_code == 200, response.text
+    if stream:
+        events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        chunks = [json.loads(event) for event in events[:-1]]
+        text = "".join(c["delta"].get("content", "") for ch in chunks for c in ch["choices"])
+        usage = chunks[-1]["usage"]
+    else:
+        text = response.json()["choices"][0]["message"]["content"]
+        usage = response.json()["usage"]
+    assert text == "".join(fake.reply)
+    assert usage["prefill_ahead"]["speculative"] is True
+    assert usage["completion_tokens"] == len(fake.reply)
+    tokens = renderer.session_prompt(SYSTEM).final_tokens(QUESTION)
+    (rest,) = plain_finals(fake)
+    assert rest.prompt == [*tokens, *reply_ids(BUDGET)]
+    assert rest.body["priority"] == FINAL_PRIORITY
+    figures = await scrape(app)
+    assert figures['prefill_ahead_speculations_total{outcome="attached"}'] == 1
+
+
+async def test_a_chat_completion_that_changes_a_field_sends_its_own_final(
+    start_app: StartApp, fake: FakeVLLM, renderer: PromptRenderer
+) -> None:
+    app = await start_app(fresh=True)
+    client = await speculated(app, fake)
+    await wait_until(lambda: speculation_ended(app), what="the speculation's budget")
+
+    response = await chat_for(app, client, temperature=0.9)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prefill_ahead"]["speculative"] is False
+    assert response.json()["usage"]["prefill_ahead"]["speculation_wasted_tokens"] == BUDGET
+    (final,) = plain_finals(fake)
+    assert final.prompt == renderer.session_prompt(SYSTEM).final_tokens(QUESTION)
+    assert final.body["temperature"] == 0.9

@@ -5,6 +5,7 @@ tenants, and the keeper's re-warms."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -13,7 +14,8 @@ import pytest
 from eval.fake_vllm import FakeVLLM
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.resident import Eviction, ResidentBlocks
-from orchestrator.web.session_chat import chat_logprobs
+from orchestrator.core.salt import routing_key
+from orchestrator.web.chat_format import chat_logprobs
 from tests.fakes import wait_until
 from tests.helpers import BLOCK
 from tests.sessions import App, Defaults, StartApp, salt
@@ -284,3 +286,23 @@ def test_completion_logprobs_in_the_chat_shape() -> None:
         ]
     }
     assert chat_logprobs(None) is None
+
+
+async def test_a_states_warm_ups_keep_alives_and_generates_share_the_tenants_routing_key(
+    start_app: StartApp, fake: FakeVLLM
+) -> None:
+    """Behind a router a state's generate must land on the replica its warm-ups went to."""
+    app = await start_app(fresh=True)
+    http = await client(app)
+    state = await create(http, prompt=IDS)
+    stored = await app.services.states.get("tenant-a", state["id"], time.time())
+    assert stored is not None
+    assert app.services.state_keeper is not None
+    await app.services.state_keeper.touch(stored)
+    reply = await http.post(f"/v1/states/{state['id']}/completions", json={"prompt": [5]})
+    assert reply.status_code == 200, reply.text
+    key = routing_key(app.settings.server_secret, "tenant-a")
+    assert len(fake.warmups) >= 2  # the state's warm-up and the keeper's
+    assert {warmup.route for warmup in fake.warmups} == {key}
+    assert fake.finals[-1].route == key
+    await http.delete(f"/v1/states/{state['id']}")

@@ -1,0 +1,301 @@
+"""Every final request goes this one way: a session's submit (WebSocket) or chat completion
+(HTTP with `X-Session-Id`), a named state's generate, and the passthrough's relay.
+
+`Finals.open` admits the final to the warm-up scheduler (a `FinalTicket`: fewer warm-up
+pieces until its first token; the tenant's finals limit), sends it with its request id and
+routing key, and checks the status: an error status raises `UpstreamStatus` (vLLM's error in
+the OpenAI envelope, with its status). A session's final may attach to its speculation
+instead (`speculation.attached_chunks`). The `FinalReply` then gives the answer whole
+(`json`, `read`) or streamed (`chunks`: parsed; `events`: SSE for an HTTP client); it sees
+the first token (TTFT from the request's arrival, the ticket told) and vLLM's usage, and when
+closed it releases the ticket and the upstream stream (vLLM aborts an unfinished request)
+and records the final in the metrics, once. Each caller adds only its own framing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from orchestrator.core.metrics import Metrics
+from orchestrator.core.salt import ROUTE_HEADER
+from orchestrator.core.speculation import Speculation, attached_chunks
+from orchestrator.core.vllm_client import Usage, VLLMClient, parse_sse_line
+from orchestrator.core.warm_scheduler import FinalTicket, WarmScheduler
+from orchestrator.errors import (
+    InvalidRequest,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    normalise_error,
+)
+
+log = logging.getLogger(__name__)
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def final_priority(asked: Any, final: int) -> int:
+    """A client may lower its own priority (a larger value), never jump ahead of finals."""
+    return max(asked, final) if isinstance(asked, int) and not isinstance(asked, bool) else final
+
+
+@dataclass(frozen=True)
+class FinalRequest:
+    """A final request for vLLM: what it asks and where it belongs."""
+
+    body: dict[str, Any]  # the upstream body, salt and priority set
+    tenant: str
+    route: str | None  # the routing key: the replica that holds its blocks (behind a router)
+    request_id: str
+    mode: str  # who asked, for the metrics: a session's warm strategy, "http", "state", "relay"
+    session_id: str | None = None
+    path: str = "/v1/completions"
+    headers: Mapping[str, str] = field(default_factory=dict)  # more headers (the relay's)
+    received: float = field(default_factory=time.perf_counter)  # TTFT counts from here
+
+    @property
+    def streams(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    def upstream_headers(self) -> dict[str, str]:
+        """The request's own headers, then its request id and routing key (never a client's)."""
+        ours = {REQUEST_ID_HEADER.lower(), ROUTE_HEADER.lower()}
+        given = {key: value for key, value in self.headers.items() if key.lower() not in ours}
+        routed = {ROUTE_HEADER: self.route} if self.route else {}
+        return {**given, REQUEST_ID_HEADER: self.request_id, **routed}
+
+
+class Finals:
+    """Sends the application's final requests (built once, shared by every route)."""
+
+    def __init__(self, vllm: VLLMClient, scheduler: WarmScheduler, metrics: Metrics) -> None:
+        self.vllm = vllm
+        self.scheduler = scheduler
+        self.metrics = metrics
+
+    async def open(
+        self, request: FinalRequest, speculation: Speculation | None = None
+    ) -> FinalReply:
+        """Admit and send `request` (or go on from `speculation`, which asked the same);
+        RateLimited, InvalidRequest or an UpstreamError when there is no answer to read."""
+        ticket = self.scheduler.final_started(request.session_id, request.tenant)
+        try:
+            if speculation is not None:
+                chunks = attached_chunks(speculation, self.vllm, request.request_id, request.route)
+                return FinalReply(request, ticket, self, attached=chunks)
+            response = await self.vllm.send(self.build(request), stream=True)
+            if response.status_code >= 400:
+                await self.refuse(response)
+        except BaseException:
+            ticket.close()
+            raise
+        return FinalReply(request, ticket, self, response=response)
+
+    def build(self, request: FinalRequest) -> httpx.Request:
+        try:
+            return self.vllm.http.build_request(
+                "POST", request.path, json=request.body, headers=request.upstream_headers()
+            )
+        except ValueError:  # NaN or Infinity: Python's JSON reads them, JSON itself has none
+            raise InvalidRequest(
+                "the body holds a number JSON does not allow (NaN or Infinity)"
+            ) from None
+
+    async def refuse(self, response: httpx.Response) -> None:
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+        status = response.status_code
+        self.metrics.upstream_status(status)
+        level = logging.WARNING if status >= 500 else logging.INFO
+        log.log(level, "vLLM answered %d to %s", status, response.request.url.path)
+        raise UpstreamStatus(status, content)
+
+
+class FinalReply:
+    """vLLM's answer to one final request, its status checked; close it (or use `async
+    with`) when done with it."""
+
+    def __init__(
+        self,
+        request: FinalRequest,
+        ticket: FinalTicket,
+        finals: Finals,
+        *,
+        response: httpx.Response | None = None,
+        attached: AsyncGenerator[dict[str, Any]] | None = None,
+    ) -> None:
+        self.request = request
+        self.ticket = ticket
+        self.finals = finals
+        self.response = response
+        self.attached = attached  # the chunks of the speculation it attached to
+        self.ttft_ms: float | None = None
+        self.usage: Usage | None = None
+        self.finish: str | None = None  # the caller's word, for the metrics ("cancelled")
+        self.closed = False
+
+    @property
+    def speculative(self) -> bool:
+        return self.attached is not None
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code if self.response is not None else 200
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.response.headers if self.response is not None else httpx.Headers()
+
+    def saw(self, chunk: dict[str, Any]) -> None:
+        """One chunk of the answer: its first text is the first token; usage is kept."""
+        if self.ttft_ms is None and any(has_text(c) for c in chunk.get("choices") or ()):
+            self.ttft_ms = (time.perf_counter() - self.request.received) * 1000
+            self.ticket.first_token()
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = Usage.from_body(chunk["usage"])
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The streamed answer's chunks; a failure mid-stream raises an UpstreamError."""
+        if self.attached is not None:
+            async for chunk in self.attached:
+                self.saw(chunk)
+                yield chunk
+            return
+        assert self.response is not None
+        try:
+            async for line in self.response.aiter_lines():
+                parsed = parse_sse_line(line)
+                if parsed is not None:
+                    self.saw(parsed)
+                    yield parsed
+        except UpstreamError as error:
+            raise self.finals.vllm.failed(error) from None
+        except httpx.TimeoutException as error:
+            failure = UpstreamTimeout("vLLM stalled in the middle of a stream")
+            raise self.finals.vllm.failed(failure) from error
+        except httpx.TransportError as error:
+            raise self.finals.vllm.failed(UpstreamUnavailable("vLLM dropped the stream")) from error
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """The streamed answer as SSE events for an HTTP client, passed on as they arrive;
+        an error (vLLM's, or a dropped stream) becomes an OpenAI-shaped error event."""
+        if self.attached is not None:
+            async for chunk in self.attached:
+                self.saw(chunk)
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+            return
+        assert self.response is not None
+        try:
+            async for line in self.response.aiter_lines():
+                yield (self.seen_line(line) + "\n").encode()
+        except (httpx.TransportError, httpx.TimeoutException) as error:
+            failure = UpstreamError(f"vLLM dropped the stream: {error or type(error).__name__}")
+            yield f"data: {json.dumps(failure.envelope())}\n\ndata: [DONE]\n\n".encode()
+
+    def seen_line(self, line: str) -> str:
+        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+            return line
+        try:
+            chunk = json.loads(line[5:])
+        except ValueError:
+            return line
+        if isinstance(chunk, dict) and "error" in chunk:
+            self.ticket.first_token()  # an answer of sorts: nothing to hold warm-ups for
+            return "data: " + json.dumps(normalise_error(500, line[5:].strip().encode()))
+        if isinstance(chunk, dict):
+            self.saw(chunk)
+        return line
+
+    async def read(self) -> bytes:
+        """The whole answer of a final that was not streamed, as vLLM sent it."""
+        if self.response is None:
+            return json.dumps(await self.json()).encode()
+        content = await self.response.aread()
+        with contextlib.suppress(ValueError):  # not JSON: passed on as it is
+            self.saw_body(json.loads(content))
+        return content
+
+    async def json(self) -> dict[str, Any]:
+        """The whole answer as a completion body (an attached speculation's chunks, joined)."""
+        if self.response is not None:
+            body = json.loads(await self.read())
+            return body if isinstance(body, dict) else {}
+        texts: dict[int, list[str]] = {}
+        finishes: dict[int, str | None] = {}
+        usage: dict[str, Any] | None = None
+        async for chunk in self.chunks():
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or ():
+                index = int(choice.get("index", 0))
+                texts.setdefault(index, []).append(choice.get("text") or "")
+                finishes[index] = choice.get("finish_reason") or finishes.get(index)
+        choices = [
+            {"index": i, "text": "".join(t), "finish_reason": finishes.get(i), "logprobs": None}
+            for i, t in sorted(texts.items())
+        ]
+        return {
+            "id": self.request.request_id, "object": "text_completion",
+            "created": int(time.time()), "model": self.request.body.get("model"),
+            "choices": choices, "usage": usage,
+        }  # fmt: skip
+
+    def saw_body(self, body: Any) -> None:
+        if isinstance(body, dict):
+            self.ticket.first_token()
+            if isinstance(body.get("usage"), dict):
+                self.usage = Usage.from_body(body["usage"])
+
+    async def aclose(self) -> None:
+        """Release the ticket and the upstream stream; count the final (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ticket.close()
+        try:
+            if self.attached is not None:
+                await self.attached.aclose()
+            if self.response is not None:
+                await self.response.aclose()
+        finally:
+            usage = None if self.finish == "cancelled" else self.usage
+            self.finals.metrics.final_answered(self.request.mode, self.ttft_ms, usage, self.finish)
+
+    async def __aenter__(self) -> FinalReply:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def closing(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`events` for a streaming response: when they end, or the client goes away (the
+        server cancels the generator), the reply is closed."""
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await self.aclose()
+
+
+def has_text(choice: Any) -> bool:
+    """A completion choice's text, or a chat choice's content, is not empty."""
+    if not isinstance(choice, dict):
+        return False
+    delta: Any = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+    return bool(choice.get("text") or delta.get("content") or delta.get("reasoning_content"))
