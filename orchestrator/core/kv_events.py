@@ -96,7 +96,7 @@ class KVEventFeed:
         self.url = url
         self.replay_url = replay_url
         self.on_eviction = on_eviction
-        self.index = index or ResidentBlocks()
+        self.index = index if index is not None else ResidentBlocks()
         self.state: FeedState = "waiting"
         self.last_seq: int | None = None
         self.batches = 0

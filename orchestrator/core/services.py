@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.core.contexts import ContextSource
@@ -56,53 +56,89 @@ class LiveSession(Protocol):
     def on_evicted(self, eviction: Eviction, index: ResidentBlocks) -> bool: ...
 
 
-@dataclass
+class EngineFactsCache:
+    """Model, block size and context length of the served model: read once, kept until vLLM
+    comes back from an outage (maybe restarted with another model)."""
+
+    def __init__(self, vllm: VLLMClient, block_size: int | None) -> None:
+        self.vllm = vllm
+        self.block_size = block_size  # the settings' word; None: vLLM's /metrics tells
+        self.facts: EngineFacts | None = None
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> EngineFacts:
+        async with self.lock:
+            if self.facts is None:
+                self.facts = await self.vllm.facts(self.block_size)
+            return self.facts
+
+    def forget(self) -> None:
+        self.facts = None
+
+
+class EvictionFollower:
+    """vLLM evicted blocks (its KV events, `kv_events.py`): the named states and the sessions
+    whose warmed chains were cut warm them again."""
+
+    def __init__(
+        self,
+        index: ResidentBlocks,
+        sessions: SessionRegistry[LiveSession],
+        state_keeper: StateKeeper,
+        metrics: Metrics,
+    ) -> None:
+        self.index = index  # what the KV events say vLLM holds
+        self.sessions = sessions
+        self.state_keeper = state_keeper
+        self.metrics = metrics
+        self.rewarms = 0  # sessions warmed again after an eviction
+
+    def __call__(self, eviction: Eviction) -> None:
+        self.state_keeper.on_eviction(eviction, self.index)
+        for session in self.sessions.all():
+            if session.salt in eviction.salts and session.on_evicted(eviction, self.index):
+                self.rewarms += 1
+                self.metrics.rewarmed_after_eviction()
+
+
+@dataclass(frozen=True, kw_only=True)
 class SessionServices:
+    """Built once in the application's start-up (`web/startup.py`), each part ready: nothing
+    is assigned to it afterwards."""
+
     settings: Settings
     vllm: VLLMClient
+    facts: EngineFactsCache
     renderer: PromptRenderer | None
     dispatcher: WarmDispatcher
     finals: Finals  # sends every final request
     contexts: ContextSource
     sessions: SessionRegistry[LiveSession]
-    kv_feed: KVEventFeed | None = None  # vLLM's KV events, when configured
-    state_keeper: StateKeeper | None = None  # keeps named prefix states resident
-    rewarms_after_eviction: int = 0
-    metrics: Metrics = field(default_factory=Metrics)  # the dispatcher's own, in an app
-    prefill_cost: PrefillCost = field(default_factory=PrefillCost)  # scorecards' cold TTFT
-    popularity: Popularity | None = None  # the prefix trace and its index (`prefix_trace.py`)
-    rewarm: Rewarmer | None = None  # warms the index's top contexts when vLLM (re)starts
-    _facts: EngineFacts | None = field(default=None, repr=False)
-    _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    state_keeper: StateKeeper  # keeps named prefix states resident
+    evictions: EvictionFollower
+    kv_feed: KVEventFeed | None  # vLLM's KV events, when configured
+    metrics: Metrics  # the dispatcher's own
+    prefill_cost: PrefillCost  # the shared fit behind scorecards' cold TTFT
+    popularity: Popularity | None  # the prefix trace and its index (`prefix_trace.py`)
+    rewarm: Rewarmer | None  # warms the index's top contexts when vLLM (re)starts
+
+    @property
+    def rewarms_after_eviction(self) -> int:
+        return self.evictions.rewarms
+
+    async def engine_facts(self) -> EngineFacts:
+        """Model, block size and context length of the served model (read once, then kept)."""
+        return await self.facts.get()
 
     @property
     def engine(self) -> EngineWatch:
         return self.dispatcher.engine
-
-    async def engine_facts(self) -> EngineFacts:
-        """Model, block size and context length of the served model (read once, then kept)."""
-        async with self._facts_lock:
-            if self._facts is None:
-                self._facts = await self.vllm.facts(self.settings.block_size)
-            return self._facts
 
     def cache_view_status(self) -> dict[str, Any]:
         """Whose word on the cache the sessions follow: vLLM's KV events, or their own belief."""
         if self.kv_feed is None:
             return {"source": "belief", "state": "off"}
         return {**self.kv_feed.status(), "rewarms_after_eviction": self.rewarms_after_eviction}
-
-    def on_eviction(self, eviction: Eviction) -> None:
-        """vLLM evicted blocks: the sessions whose warmed chains were cut warm them again."""
-        index = self.kv_feed.index if self.kv_feed else None
-        if index is None:
-            return
-        if self.state_keeper is not None:
-            self.state_keeper.on_eviction(eviction, index)
-        for session in self.sessions.all():
-            if session.salt in eviction.salts and session.on_evicted(eviction, index):
-                self.rewarms_after_eviction += 1
-                self.metrics.rewarmed_after_eviction()
 
     def record_prefix(
         self,
@@ -129,11 +165,10 @@ class SessionServices:
         """vLLM answers again, maybe restarted with another model and surely with an empty
         cache: read its facts again next time, and let every session (and the state keeper)
         warm again at once."""
-        self._facts = None
+        self.facts.forget()
         if self.kv_feed is not None:
             self.kv_feed.reset()
-        if self.state_keeper is not None:
-            self.state_keeper.engine_recovered()
+        self.state_keeper.engine_recovered()
         for session in self.sessions.all():
             session.resume_warmups()
         if self.rewarm is not None:
@@ -147,7 +182,7 @@ class SessionServices:
     def watched(self) -> bool:
         """Whether anyone needs vLLM watched: live sessions, live states to keep, or popular
         contexts to re-warm after a restart."""
-        keeping = self.state_keeper is not None and self.state_keeper.has_live()
+        keeping = self.state_keeper.has_live()
         return len(self.sessions) > 0 or keeping or self.rewarm_owed()
 
     async def watch_engine(self) -> None:

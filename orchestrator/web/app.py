@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -15,36 +13,16 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.engine_watch import EngineWatch, stop_task
-from orchestrator.core.final_request import Finals
-from orchestrator.core.gate import WarmupGate
-from orchestrator.core.kv_events import KVEventFeed
-from orchestrator.core.metrics import Metrics
-from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.prompt import PromptRenderer
-from orchestrator.core.registry import SessionRegistry
-from orchestrator.core.salt import routing_key
-from orchestrator.core.state_keeper import StateKeeper
-from orchestrator.core.state_store import MemoryStates, StateStore
-from orchestrator.core.vllm_client import VLLMClient, make_http_client
-from orchestrator.core.warm_scheduler import WarmScheduler
 from orchestrator.errors import ServiceError, error_envelope
-from orchestrator.logs import LogRing
 from orchestrator.settings import Settings
-from orchestrator.text_to_sql.contexts import SqlContexts
-from orchestrator.text_to_sql.postgres import Database
 from orchestrator.web.health import router as health_router
 from orchestrator.web.hosts import TrustedHosts
 from orchestrator.web.middleware import BodySizeLimit, RequestId
-from orchestrator.web.observability import MAX_LOG_LINES
 from orchestrator.web.observability import router as observability_router
 from orchestrator.web.passthrough import router as passthrough_router
-from orchestrator.web.popular import PrefixTraceRuntime
 from orchestrator.web.popular import router as hints_router
-from orchestrator.web.services import Services
+from orchestrator.web.startup import open_services
 from orchestrator.web.state_completions import router as state_completions_router
-from orchestrator.web.state_store_pg import PostgresStates
 from orchestrator.web.states_api import router as states_router
 from orchestrator.web.warm_api import router as warm_router
 from orchestrator.web.ws import router as ws_router
@@ -57,92 +35,10 @@ UI_DIR = Path(__file__).resolve().parent.parent.parent / "ui_static"
 async def lifespan_for(
     app: FastAPI, settings: Settings, transport: httpx.AsyncBaseTransport | None
 ) -> AsyncIterator[None]:
-    renderer = PromptRenderer.load(settings.tokenizer_path) if settings.load_tokenizer else None
-    database = (
-        Database(settings.database_url, settings.data_dir) if settings.enable_database else None
-    )
-    sql = SqlContexts()
-    states: StateStore = MemoryStates() if database is None else PostgresStates(database)
-    if database is not None:
-        await database.start()
-        try:
-            await sql.load(database, settings.datasets_dir)
-            await states.start()
-        except BaseException:
-            await database.stop()
-            raise
-    http = make_http_client(
-        settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s, transport
-    )
-    metrics = Metrics()
-    replicas = [str(url).rstrip("/") for url in settings.vllm_replica_urls]
-    vllm = VLLMClient(http, on_error=metrics.upstream_error, replicas=replicas)
-    gate = WarmupGate(settings.warmups_per_second)
-    engine = EngineWatch(settings.max_warmups_in_flight)
-    scheduler = WarmScheduler.from_settings(settings, metrics.final_waited)
-    prefill_cost = PrefillCost()
-    log_ring = LogRing(MAX_LOG_LINES, settings.log_format)
-    services = Services(
-        settings=settings,
-        vllm=vllm,
-        renderer=renderer,
-        finals=Finals(vllm, scheduler, metrics),
-        dispatcher=WarmDispatcher(
-            vllm,
-            gate,
-            engine,
-            settings.warm_priority,
-            scheduler,
-            metrics=metrics,
-            report_chains=settings.kv_events_url is not None,
-            piece_tokens=settings.warm_piece_tokens,
-            cost=prefill_cost,
-        ),
-        prefill_cost=prefill_cost,
-        contexts=sql,
-        sessions=SessionRegistry(settings.max_sessions, settings.max_sessions_per_tenant),
-        metrics=metrics,
-        http=http,
-        database=database,
-        sql=sql,
-        log_ring=log_ring,
-        states=states,
-    )
-    services.state_keeper = StateKeeper(
-        states, services.dispatcher, services.engine_facts, settings.state_touch_interval_s,
-        functools.partial(routing_key, settings.server_secret),
-    )  # fmt: skip
-    metrics.watch(
-        lambda: len(services.sessions),
-        lambda: engine.in_flight,
-        scheduler.queued,
-        lambda: len(scheduler.running),
-    )
-    app.state.services = services
-    log_ring.install()
-    watcher = asyncio.create_task(services.watch_engine())
-    replica_watcher = asyncio.create_task(services.watch_replicas())
-    keeper = asyncio.create_task(services.state_keeper.run())
-    feed = None
-    if settings.kv_events_url is not None:
-        services.kv_feed = KVEventFeed(
-            settings.kv_events_url, settings.kv_events_replay_url, services.on_eviction
-        )
-        feed = asyncio.create_task(services.kv_feed.run())
-    hot = await PrefixTraceRuntime.start(services, database)  # trace, index, re-warm at start
-    try:
+    """The services, built and running while the application serves (`startup.py`)."""
+    async with AsyncExitStack() as stack:
+        app.state.services = await open_services(settings, transport, stack)
         yield
-    finally:
-        await hot.stop()
-        log_ring.uninstall()
-        if feed is not None:
-            await stop_task(feed)
-        await stop_task(keeper)
-        await stop_task(watcher)
-        await stop_task(replica_watcher)
-        await http.aclose()
-        if database is not None:
-            await database.stop()
 
 
 def create_app(

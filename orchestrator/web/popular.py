@@ -1,10 +1,10 @@
-"""The prefix trace and its re-warm in the application's lifetime, and `GET /v1/hints`.
+"""The prefix trace's policy from the settings, `GET /v1/hints` and `DELETE /v1/trace`.
 
-At start the trace is loaded from the database (or kept in memory without one), its rows are
-saved in the background, and the index's top contexts are re-warmed: in the background while
-the service serves (its progress in `/health` under `rewarm`), or before it serves with
-`PREFILL_REWARM_BEFORE_READY=true`. The engine watch re-warms them again whenever vLLM comes
-back (`SessionServices.on_engine_recovered`).
+At start (`startup.py`) the trace is loaded from the database (or kept in memory without
+one), its rows are saved in the background, and the index's top contexts are re-warmed: in
+the background while the service serves (its progress in `/health` under `rewarm`), or before
+it serves with `PREFILL_REWARM_BEFORE_READY=true`. The engine watch re-warms them again
+whenever vLLM comes back (`SessionServices.on_engine_recovered`).
 
 `GET /v1/hints` lists the caller's own top contexts (its tenant, and the cache namespace it
 names): which context its users are likely to pick next. A hint carries no token and no text;
@@ -17,20 +17,15 @@ tenant's key may name only its own).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from orchestrator.core.engine_watch import stop_task
-from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy, TraceStore
-from orchestrator.core.rewarm import Rewarmer
-from orchestrator.errors import DatabaseError, Forbidden
-from orchestrator.prefix_index.store import PostgresTrace
+from orchestrator.core.prefix_trace import TracePolicy
+from orchestrator.errors import Forbidden
 from orchestrator.settings import Settings
-from orchestrator.text_to_sql.postgres import Database
 from orchestrator.web.dependencies import Reader, Tenant, services_of
 from orchestrator.web.services import Services
 
@@ -49,44 +44,6 @@ def policy_of(settings: Settings) -> TracePolicy:
         min_score=settings.rewarm_min_score,
         budget_tokens=settings.rewarm_budget_tokens,
     )
-
-
-class PrefixTraceRuntime:
-    """What `prefix_trace` adds to the lifespan: started by `start`, ended by `stop`."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.saver: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def start(cls, services: Services, database: Database | None) -> PrefixTraceRuntime:
-        runtime = cls(services)
-        settings = services.settings
-        if not settings.prefix_trace:
-            return runtime
-        store: TraceStore = PostgresTrace(database) if database is not None else MemoryTrace()
-        popularity = Popularity(store, policy_of(settings))
-        try:
-            await popularity.load()
-        except DatabaseError as error:
-            log.warning("prefix trace kept in memory only: %s", error.message)
-            popularity = Popularity(MemoryTrace(), policy_of(settings))
-        services.popularity = popularity
-        services.rewarm = Rewarmer(
-            popularity, services.dispatcher, services.engine_facts, settings.server_secret,
-            settings.rewarm_budget_s,
-        )  # fmt: skip
-        runtime.saver = asyncio.create_task(popularity.run())
-        first = services.rewarm.trigger("start")
-        if settings.rewarm_before_ready:
-            await asyncio.wait({first})
-        return runtime
-
-    async def stop(self) -> None:
-        if self.services.rewarm is not None:
-            await self.services.rewarm.stop()
-        if self.saver is not None:
-            await stop_task(self.saver)
 
 
 class Hint(BaseModel):

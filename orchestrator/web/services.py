@@ -9,22 +9,22 @@ from dataclasses import dataclass, field
 import httpx
 
 from orchestrator.core.services import SessionServices
-from orchestrator.core.state_store import MemoryStates, StateStore
+from orchestrator.core.state_store import StateStore
 from orchestrator.logs import LogRing
 from orchestrator.text_to_sql.contexts import SqlContexts
 from orchestrator.text_to_sql.postgres import Database
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Services(SessionServices):
-    """Built in the lifespan, closed with it; reached through `dependencies.services_of`.
-    `sql` is also the core's `contexts`."""
+    """Built by `startup.open_services`, closed with the application; reached through
+    `dependencies.services_of`. `sql` is also the core's `contexts`."""
 
     http: httpx.AsyncClient  # the passthrough builds its own requests on it
     database: Database | None
     sql: SqlContexts
     log_ring: LogRing  # the orchestrator's recent log records, for GET /logs
-    states: StateStore = field(default_factory=MemoryStates)  # named prefix states
+    states: StateStore  # named prefix states
     state_locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )  # per tenant: a budget check and the state it admits, one at a time

@@ -86,6 +86,33 @@ async def submit(client: SessionClient, text: str, seq: int) -> dict[str, Any]:
     return await client.next("done", within=300)
 
 
+async def test_a_named_state_is_generated_from_on_the_replica_that_holds_it(
+    replicas: tuple[Engine, list[str]], data_dir: Path
+) -> None:
+    """A state's warm-up and each of its generates carry the tenant's routing key: behind
+    the router every generate finds the state's blocks (without the key each would land on
+    either replica)."""
+    router, urls = replicas
+    settings = Settings(
+        vllm_url=router.url, vllm_replica_urls=urls, data_dir=data_dir,
+        enable_database=False, max_tokens=4, api_keys={"key-a": "tenant-a"},
+    )  # fmt: skip
+    with serve_in_thread(create_app(settings)) as url:
+        headers = {"Authorization": "Bearer key-a"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as http:
+            created = await http.post("/v1/states", json={"prompt": SYSTEM})
+            assert created.status_code == 201, created.text
+            state = created.json()
+            hits = []
+            for i in range(10):
+                body = {"prompt": f" Question {i}: which rule comes first?", "max_tokens": 2}
+                reply = await http.post(f"/v1/states/{state['id']}/completions", json=body)
+                assert reply.status_code == 200, reply.text
+                hits.append(reply.json()["usage"]["prompt_tokens_details"]["cached_tokens"])
+            assert all(hit >= 14 * BLOCK for hit in hits), hits
+            await http.delete(f"/v1/states/{state['id']}")
+
+
 async def test_sessions_spread_hit_their_own_replica_and_survive_its_death(
     replicas: tuple[Engine, list[str]], data_dir: Path
 ) -> None:

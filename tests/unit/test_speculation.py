@@ -195,21 +195,12 @@ class RecordingContext:
         return {"sql": answer, "refused": "not run in this test"}
 
 
-class OneContext:
-    def __init__(self, context: RecordingContext) -> None:
-        self.context = context
-
-    def get(self, name: str) -> RecordingContext:
-        return self.context
-
-    def names(self) -> list[str]:
-        return ["shop"]
-
-
-async def test_the_sql_runs_only_after_the_submit(start_app: StartApp, fake: FakeVLLM) -> None:
+async def test_the_sql_runs_only_after_the_submit(
+    start_app: StartApp, fake: FakeVLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = await start_app(fresh=True)
     context = RecordingContext()
-    app.services.contexts = OneContext(context)
+    monkeypatch.setattr(app.services.contexts, "get", lambda name: context)
     client = await started(app, context={"database": "shop"})
     await client.send(type="input", text=QUESTION, seq=1)
     await wait_until(lambda: speculation_ended(app), what="the speculation's budget")
