@@ -80,7 +80,7 @@ class WarmDispatcher:
     def pause_s(self) -> float:
         return self.engine.pause_s()
 
-    async def send(
+    async def send_to_vllm(
         self,
         request: WarmRequest,
         on_sent: Callable[[], None] | None = None,
@@ -152,7 +152,7 @@ class WarmDispatcher:
             hit, own = 0, 0  # cached before this warm-up; cached by its own earlier pieces
             for piece in pieces:
                 request = WarmRequest(model, list(piece), salt, route, owner, tenant, klass)
-                usage = await self.send(request)
+                usage = await self.send_to_vllm(request)
                 hit += max(0, usage.cached_tokens - own)
                 own = usable_blocks(len(piece), block_size or len(piece)) * (block_size or 0)
             verdict = True

@@ -60,7 +60,7 @@ class Warmer:
     def __init__(
         self,
         dispatcher: WarmDispatcher,
-        send: Send,
+        send_frame: Send,
         name: str,
         model: str,
         salt: str,
@@ -72,7 +72,7 @@ class Warmer:
         tenant: str = "",
     ) -> None:
         self.dispatcher = dispatcher
-        self.send = send
+        self.send_frame = send_frame  # a frame to the session's client
         self.name = name
         self.model = model
         self.salt = salt
@@ -245,7 +245,7 @@ class Warmer:
         request_id = f"warm-{self.name}-{warm.seq}-{next(self.numbers)}"
         new_tokens = len(piece) - self.cached_blocks(piece) * self.planner.block_size
         try:
-            usage = await self.dispatcher.send(
+            usage = await self.dispatcher.send_to_vllm(
                 WarmRequest(self.model, list(piece), self.salt, self.route, self.name,
                             self.tenant, self.klass, request_id),
                 on_sent=lambda: self.on_piece_sent(piece, new_tokens),
@@ -269,7 +269,7 @@ class Warmer:
         cached = max(self.planner.believed_cached(self.planner.current), held or 0)
         elapsed_ms = (time.perf_counter() - started) * 1000
         ready = warm.submit_ready and last
-        await self.send(Warm.of(warm.seq, len(piece), cached, elapsed_ms, ready))
+        await self.send_frame(Warm.of(warm.seq, len(piece), cached, elapsed_ms, ready))
         return True
 
     async def piece_failed(self, warm: WarmUp, error: ServiceError) -> None:
@@ -283,4 +283,4 @@ class Warmer:
         self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
         own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
         self.schedule_retry(max(own, self.dispatcher.pause_s()))
-        await self.send(Error.of(error, code="warmup_failed"))
+        await self.send_frame(Error.of(error, code="warmup_failed"))
