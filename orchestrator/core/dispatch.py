@@ -47,6 +47,9 @@ class WarmRequest:
 
 
 class WarmDispatcher:
+    """Admits warm-ups (the engine watch) and sends their pieces to vLLM in the scheduler's
+    turns, through the rate gate, counting each piece's outcome."""
+
     def __init__(
         self,
         vllm: VLLMClient,
@@ -78,6 +81,7 @@ class WarmDispatcher:
         return admitted
 
     def pause_s(self) -> float:
+        """Seconds until warm-ups may go to vLLM again (0: now; the engine watch's back-off)."""
         return self.engine.pause_s()
 
     async def send_to_vllm(
@@ -112,6 +116,7 @@ class WarmDispatcher:
         return usage
 
     def body(self, request: WarmRequest) -> dict[str, object]:
+        """The `max_tokens=1` completion request that warms `request`'s prompt."""
         body: dict[str, object] = {
             "model": request.model,
             "prompt": request.tokens,

@@ -34,6 +34,8 @@ ALMOST_DONE = 0.8  # of a piece's expected cost: past this, a submit lets it fin
 
 @dataclass
 class WarmStats:
+    """What a session's warm-ups did since its last submit (the scorecard's and the answer's)."""
+
     requests: int = 0  # pieces that landed
     sent: int = 0  # pieces sent to vLLM
     cancelled: int = 0  # pieces called off after they were sent
@@ -42,6 +44,7 @@ class WarmStats:
     spans: list[WarmSpan] = field(default_factory=list)  # what each one computed (scorecard)
 
     def add(self, piece: Sequence[int], usage: Usage, block_size: int, started: float) -> None:
+        """A piece landed: vLLM's usage for it, sent at `started` (`time.perf_counter`)."""
         self.requests += 1
         self.prefill_tokens += max(0, usage.prompt_tokens - usage.cached_tokens)
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -246,6 +249,7 @@ class Warmer:
         return (time.perf_counter() - piece.sent_at) * 1000 >= ALMOST_DONE * expected_ms
 
     def on_piece_sent(self, tokens: Sequence[int], new_tokens: int) -> None:
+        """The dispatcher handed a piece to vLLM: it is the piece in flight now."""
         self.piece = SentPiece(tuple(tokens), new_tokens, time.perf_counter())
         self.stats.sent += 1
 
@@ -268,11 +272,13 @@ class Warmer:
             await asyncio.wait({self.task})
 
     def cancel(self) -> None:
+        """The session ends or starts over: no retry, and the running warm-up is called off."""
         self.cancel_retry()
         if self.task is not None:
             self.task.cancel()
 
     async def run(self, warm: WarmUp) -> None:
+        """The task of one admitted warm-up: its pieces, then its verdict to the engine watch."""
         self.running = warm
         verdict: bool | None = None
         try:
@@ -345,6 +351,8 @@ class Warmer:
         return True
 
     async def piece_failed(self, warm: WarmUp, error: ServiceError) -> None:
+        """A piece failed: count it, back off (longer at each failure in a row), tell the
+        client."""
         self.stats.failures += 1
         log.warning("warm-up failed: %s", error.message)
         self.planner.on_warm_done(warm, ok=False)
