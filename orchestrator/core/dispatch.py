@@ -47,6 +47,9 @@ class WarmRequest:
 
 
 class WarmDispatcher:
+    """Admits warm-ups (the engine watch) and sends their pieces to vLLM in the scheduler's
+    turns, through the rate gate, counting each piece's outcome."""
+
     def __init__(
         self,
         vllm: VLLMClient,
@@ -78,9 +81,10 @@ class WarmDispatcher:
         return admitted
 
     def pause_s(self) -> float:
+        """Seconds until warm-ups may go to vLLM again (0: now; the engine watch's back-off)."""
         return self.engine.pause_s()
 
-    async def send(
+    async def send_to_vllm(
         self,
         request: WarmRequest,
         on_sent: Callable[[], None] | None = None,
@@ -112,6 +116,7 @@ class WarmDispatcher:
         return usage
 
     def body(self, request: WarmRequest) -> dict[str, object]:
+        """The `max_tokens=1` completion request that warms `request`'s prompt."""
         body: dict[str, object] = {
             "model": request.model,
             "prompt": request.tokens,
@@ -152,7 +157,7 @@ class WarmDispatcher:
             hit, own = 0, 0  # cached before this warm-up; cached by its own earlier pieces
             for piece in pieces:
                 request = WarmRequest(model, list(piece), salt, route, owner, tenant, klass)
-                usage = await self.send(request)
+                usage = await self.send_to_vllm(request)
                 hit += max(0, usage.cached_tokens - own)
                 own = usable_blocks(len(piece), block_size or len(piece)) * (block_size or 0)
             verdict = True

@@ -56,7 +56,17 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        self.add_load(self.registry)
+        self.add_warmups(self.registry)
+        self.add_finals(self.registry)
+        self.add_scheduler(self.registry)
+        self.add_upstream(self.registry)
+        self.add_speculation(self.registry)
+
+    # Each group registers its metrics in the order `GET /metrics` lists them.
+
+    def add_load(self, r: CollectorRegistry) -> None:
+        """What the sessions bring: sessions open, warm-ups outstanding, keystrokes."""
         self.sessions_open = Gauge(
             "prefill_ahead_sessions_open", "WebSocket sessions open.", registry=r
         )
@@ -66,6 +76,9 @@ class Metrics:
         self.keystrokes = Counter(
             "prefill_ahead_keystrokes", "Input frames (keystrokes) received.", registry=r
         )
+
+    def add_warmups(self, r: CollectorRegistry) -> None:
+        """Warm-up pieces by outcome, re-warms after an eviction, the prefill they cost."""
         self.warmups = Counter(
             "prefill_ahead_warmups", "Warm-ups by outcome.", ["outcome"], registry=r
         )
@@ -79,6 +92,11 @@ class Metrics:
             "Prompt tokens vLLM computed for warm-ups (prompt minus cached tokens).",
             registry=r,
         )
+        for outcome in WARMUP_OUTCOMES:
+            self.warmups.labels(outcome)
+
+    def add_finals(self, r: CollectorRegistry) -> None:
+        """Final requests: their prompt and cached tokens, their time to first token."""
         self.final_prompt_tokens = Counter(
             "prefill_ahead_final_prompt_tokens", "Prompt tokens of final requests.", registry=r
         )
@@ -95,6 +113,12 @@ class Metrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+        for mode in FINAL_MODES:
+            self.final_ttft.labels(mode)
+
+    def add_scheduler(self, r: CollectorRegistry) -> None:
+        """The warm-up scheduler: waits for a turn, pieces queued and inside vLLM, the time
+        finals shared the engine with warm-ups, pieces called off for finals."""
         self.gate_wait = Histogram(
             "prefill_ahead_warmup_gate_wait_seconds",
             "Time a warm-up piece waited for its turn in the scheduler and the rate gate.",
@@ -118,12 +142,20 @@ class Metrics:
             "Warm-up pieces cancelled for another session's final request (policy hold).",
             registry=r,
         )
+
+    def add_upstream(self, r: CollectorRegistry) -> None:
+        """Failed calls to vLLM, by kind."""
         self.upstream_errors = Counter(
             "prefill_ahead_upstream_errors",
             "Failed calls to vLLM by kind: unavailable, timeout, rejected (4xx), error.",
             ["kind"],
             registry=r,
         )
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(kind)
+
+    def add_speculation(self, r: CollectorRegistry) -> None:
+        """Speculative finals by outcome, and the generated tokens thrown away."""
         self.speculations = Counter(
             "prefill_ahead_speculations",
             "Speculative finals by outcome: sent (to vLLM), attached (to the submit), wasted "
@@ -139,12 +171,6 @@ class Metrics:
         )
         for outcome in SPECULATION_OUTCOMES:
             self.speculations.labels(outcome)
-        for outcome in WARMUP_OUTCOMES:
-            self.warmups.labels(outcome)
-        for mode in FINAL_MODES:
-            self.final_ttft.labels(mode)
-        for kind in UPSTREAM_ERROR_KINDS:
-            self.upstream_errors.labels(kind)
 
     def watch(
         self,

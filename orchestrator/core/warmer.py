@@ -11,6 +11,7 @@ the session's warm strategy wants warmed by then (`replan`).
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import itertools
 import logging
@@ -33,6 +34,8 @@ ALMOST_DONE = 0.8  # of a piece's expected cost: past this, a submit lets it fin
 
 @dataclass
 class WarmStats:
+    """What a session's warm-ups did since its last submit (the scorecard's and the answer's)."""
+
     requests: int = 0  # pieces that landed
     sent: int = 0  # pieces sent to vLLM
     cancelled: int = 0  # pieces called off after they were sent
@@ -41,10 +44,69 @@ class WarmStats:
     spans: list[WarmSpan] = field(default_factory=list)  # what each one computed (scorecard)
 
     def add(self, piece: Sequence[int], usage: Usage, block_size: int, started: float) -> None:
+        """A piece landed: vLLM's usage for it, sent at `started` (`time.perf_counter`)."""
         self.requests += 1
         self.prefill_tokens += max(0, usage.prompt_tokens - usage.cached_tokens)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.spans.append(WarmSpan.of(piece, usage, block_size, elapsed_ms))
+
+
+class WarmerState(enum.Enum):
+    """Whether a session's warmer sends the warm-ups offered to it, and whether the warm-up it
+    runs was called off to give way to another session's final request (it is sent again, after
+    a short back-off, once its run has ended). The two are independent: a submit may begin while
+    a warm-up gives way, and a warm-up still finishing under a submit may be called off.
+
+    ```
+    Warmer's step           transition    moves
+    settle (submit begins)  hold          OPEN -> HELD, GIVING_WAY -> HELD_GIVING_WAY
+    release (submit ended)  release       HELD -> OPEN, HELD_GIVING_WAY -> GIVING_WAY
+    preempt (if running)    give_way      OPEN -> GIVING_WAY, HELD -> HELD_GIVING_WAY
+    run ends (retry due)    run_ended     GIVING_WAY -> OPEN, HELD_GIVING_WAY -> HELD
+    ```
+
+    What runs, what is due and what vLLM is computing are the warmer's handles (`task`,
+    `retry_timer`, `piece`), not its state.
+    """
+
+    OPEN = "open"  # offered warm-ups go out
+    GIVING_WAY = "giving way"  # its running warm-up was called off for another session's final
+    HELD = "held"  # its submit is under way (it caches the prompt): offered warm-ups are dropped
+    HELD_GIVING_WAY = "held, giving way"  # both at once
+
+    @staticmethod
+    def of(holds: bool, gives_way: bool) -> WarmerState:
+        """The state that holds warm-ups or not, and gives way or not."""
+        if holds:
+            return WarmerState.HELD_GIVING_WAY if gives_way else WarmerState.HELD
+        return WarmerState.GIVING_WAY if gives_way else WarmerState.OPEN
+
+    @property
+    def holds(self) -> bool:
+        """A submit is under way: warm-ups offered now are dropped."""
+        return self in (WarmerState.HELD, WarmerState.HELD_GIVING_WAY)
+
+    @property
+    def gives_way(self) -> bool:
+        """The running warm-up was called off for another session's final: when its run ends,
+        a retry is due."""
+        return self in (WarmerState.GIVING_WAY, WarmerState.HELD_GIVING_WAY)
+
+    def hold(self) -> WarmerState:
+        """A submit of this session begins (`settle`)."""
+        return WarmerState.of(True, self.gives_way)
+
+    def release(self) -> WarmerState:
+        """The submit has ended (`release`)."""
+        return WarmerState.of(False, self.gives_way)
+
+    def give_way(self) -> WarmerState:
+        """Another session's final calls off the running warm-up (`preempt`)."""
+        return WarmerState.of(self.holds, True)
+
+    def run_ended(self) -> WarmerState:
+        """The run that gave way has ended (its retry is scheduled)."""
+        return WarmerState.of(self.holds, False)
 
 
 @dataclass(frozen=True)
@@ -57,10 +119,13 @@ class SentPiece:
 
 
 class Warmer:
+    """Sends a session's warm-ups to vLLM, one at a time and piece by piece, retries those
+    turned away or failed, and reports each landed piece to the session's client."""
+
     def __init__(
         self,
         dispatcher: WarmDispatcher,
-        send: Send,
+        send_frame: Send,
         name: str,
         model: str,
         salt: str,
@@ -72,7 +137,7 @@ class Warmer:
         tenant: str = "",
     ) -> None:
         self.dispatcher = dispatcher
-        self.send = send
+        self.send_frame = send_frame  # a frame to the session's client
         self.name = name
         self.model = model
         self.salt = salt
@@ -86,16 +151,15 @@ class Warmer:
         self.stats = WarmStats()
         self.task: asyncio.Task[None] | None = None
         self.piece: SentPiece | None = None  # the piece vLLM is computing now
-        self.held = False  # a submit is under way: its own request caches the prompt
+        self.state = WarmerState.OPEN
         self.retry_timer: asyncio.TimerHandle | None = None
         self.numbers = itertools.count()
         self.failures = 0  # warm-ups of this session that failed in a row
-        self.preempted = False  # the current warm-up gave way to another session's final
         self.running: WarmUp | None = None  # the warm-up whose task has started
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
-        while warm is not None and self.held:
+        while warm is not None and self.state.holds:
             warm = self.planner.on_warm_done(warm, ok=False)
         if warm is None:
             return
@@ -113,12 +177,29 @@ class Warmer:
             self.dispatcher.finish(None)
             self.planner.on_warm_done(warm, ok=False)
 
+    def warming(self) -> bool:
+        """A warm-up of this session is running (its task has not ended)."""
+        return self.task is not None and not self.task.done()
+
+    def retry_due(self) -> bool:
+        """A retry waits for its back-off to end."""
+        return self.retry_timer is not None
+
     def schedule_retry(self, delay_s: float) -> None:
-        if self.retry_timer is None:
+        """Offer what the session wants warmed once `delay_s` has passed (unless a retry is
+        already due)."""
+        if not self.retry_due():
             loop = asyncio.get_running_loop()
             self.retry_timer = loop.call_later(delay_s, self.retry)
 
+    def cancel_retry(self) -> None:
+        """No retry is due any more."""
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+
     def retry(self) -> None:
+        """The back-off has ended: offer what the session wants warmed now."""
         self.retry_timer = None
         self.offer(self.replan())
 
@@ -126,19 +207,15 @@ class Warmer:
         """vLLM is back (restarted, its cache empty): warm again now, not after a back-off."""
         self.failures = 0
         self.planner.forget_cache()
-        if self.retry_timer is not None:
-            self.retry_timer.cancel()
-            self.retry_timer = None
-        if self.task is None or self.task.done():
+        self.cancel_retry()
+        if not self.warming():
             self.retry()
 
     def rewarm(self) -> bool:
         """vLLM evicted warmed blocks: warm what the session wants warmed now, unless a
         warm-up is already on its way (it recomputes them) or a submit holds warm-ups.
         True if one was sent."""
-        if self.held or self.retry_timer is not None:
-            return False
-        if self.task is not None and not self.task.done():
+        if self.state.holds or self.retry_due() or self.warming():
             return False
         before = self.task
         self.offer(self.replan())
@@ -152,10 +229,8 @@ class Warmer:
         otherwise vLLM would compute the same blocks twice, once for it and once for the
         final beside it (the blocks it finished before the cancel stay cached).
         """
-        self.held = True
-        if self.retry_timer is not None:
-            self.retry_timer.cancel()
-            self.retry_timer = None
+        self.state = self.state.hold()
+        self.cancel_retry()
         task, piece = self.task, self.piece
         if task is None or task.done():
             return
@@ -174,18 +249,21 @@ class Warmer:
         return (time.perf_counter() - piece.sent_at) * 1000 >= ALMOST_DONE * expected_ms
 
     def on_piece_sent(self, tokens: Sequence[int], new_tokens: int) -> None:
+        """The dispatcher handed a piece to vLLM: it is the piece in flight now."""
         self.piece = SentPiece(tuple(tokens), new_tokens, time.perf_counter())
         self.stats.sent += 1
 
     def preempt(self) -> None:
         """Another session's final request starts (policy `hold`): give way, and send this
         again later."""
-        if self.task is not None and not self.task.done():
-            self.preempted = True
-            self.task.cancel()
+        task = self.task
+        if task is not None and not task.done():
+            self.state = self.state.give_way()
+            task.cancel()
 
     def release(self) -> None:
-        self.held = False
+        """This session's submit has ended: offered warm-ups go out again."""
+        self.state = self.state.release()
 
     async def idle(self) -> None:
         """Return once no warm-up of this session is running (a retry waiting for its
@@ -194,13 +272,13 @@ class Warmer:
             await asyncio.wait({self.task})
 
     def cancel(self) -> None:
-        if self.retry_timer is not None:
-            self.retry_timer.cancel()
-            self.retry_timer = None
+        """The session ends or starts over: no retry, and the running warm-up is called off."""
+        self.cancel_retry()
         if self.task is not None:
             self.task.cancel()
 
     async def run(self, warm: WarmUp) -> None:
+        """The task of one admitted warm-up: its pieces, then its verdict to the engine watch."""
         self.running = warm
         verdict: bool | None = None
         try:
@@ -210,8 +288,8 @@ class Warmer:
             self.dispatcher.finish(verdict)
             if verdict is None:  # cancelled: the planner must not wait for it
                 self.planner.on_warm_done(warm, ok=False)
-            if self.preempted:  # warm it again once the finals have their first tokens
-                self.preempted = False
+            if self.state.gives_way:  # warm it again once the finals have their first tokens
+                self.state = self.state.run_ended()
                 self.schedule_retry(RETRY_MIN_S)
 
     def cached_blocks(self, tokens: Sequence[int]) -> int:
@@ -245,7 +323,7 @@ class Warmer:
         request_id = f"warm-{self.name}-{warm.seq}-{next(self.numbers)}"
         new_tokens = len(piece) - self.cached_blocks(piece) * self.planner.block_size
         try:
-            usage = await self.dispatcher.send(
+            usage = await self.dispatcher.send_to_vllm(
                 WarmRequest(self.model, list(piece), self.salt, self.route, self.name,
                             self.tenant, self.klass, request_id),
                 on_sent=lambda: self.on_piece_sent(piece, new_tokens),
@@ -269,10 +347,12 @@ class Warmer:
         cached = max(self.planner.believed_cached(self.planner.current), held or 0)
         elapsed_ms = (time.perf_counter() - started) * 1000
         ready = warm.submit_ready and last
-        await self.send(Warm.of(warm.seq, len(piece), cached, elapsed_ms, ready))
+        await self.send_frame(Warm.of(warm.seq, len(piece), cached, elapsed_ms, ready))
         return True
 
     async def piece_failed(self, warm: WarmUp, error: ServiceError) -> None:
+        """A piece failed: count it, back off (longer at each failure in a row), tell the
+        client."""
         self.stats.failures += 1
         log.warning("warm-up failed: %s", error.message)
         self.planner.on_warm_done(warm, ok=False)
@@ -283,4 +363,4 @@ class Warmer:
         self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
         own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
         self.schedule_retry(max(own, self.dispatcher.pause_s()))
-        await self.send(Error.of(error, code="warmup_failed"))
+        await self.send_frame(Error.of(error, code="warmup_failed"))
