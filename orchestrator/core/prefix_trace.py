@@ -31,6 +31,7 @@ from orchestrator.core.popularity import (
     within_budget,
 )
 from orchestrator.errors import ServiceError
+from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
 TraceKind = Literal["final", "warm"]
@@ -101,6 +102,18 @@ class TracePolicy:
     top_k: int = 8
     min_score: float = 0.5
     budget_tokens: int = 60_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> TracePolicy:
+        return cls(
+            half_life_s=settings.popularity_half_life_s,
+            warm_weight=settings.popularity_warm_weight,
+            retention_s=settings.trace_retention_hours * 3600.0,
+            opt_out=frozenset(settings.trace_opt_out_tenants),
+            top_k=settings.rewarm_top_k,
+            min_score=settings.rewarm_min_score,
+            budget_tokens=settings.rewarm_budget_tokens,
+        )
 
 
 class Popularity:

@@ -26,15 +26,14 @@ from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch
 from orchestrator.core.gate import WarmupGate
 from orchestrator.core.popularity import Context
-from orchestrator.core.prefix_trace import MemoryTrace, Popularity
+from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy
 from orchestrator.core.rewarm import Rewarmer
 from orchestrator.core.vllm_client import VLLMClient, make_http_client
 from orchestrator.core.warm_scheduler import WarmScheduler
+from orchestrator.db.server import Database
 from orchestrator.errors import ServiceError, SetupError
 from orchestrator.prefix_index.store import PostgresTrace
 from orchestrator.settings import Settings
-from orchestrator.text_to_sql.postgres import Database
-from orchestrator.web.popular import policy_of
 
 SECRET_ENV = "PREFILL_SERVER_SECRET"
 
@@ -76,7 +75,7 @@ async def loaded(settings: Settings, tenant: str | None, top: int | None) -> Pop
     try:
         store = PostgresTrace(database)
         await store.start()
-        policy = policy_of(settings)
+        policy = TracePolicy.of(settings)
         since = time.time() - policy.retention_s
         rows = await store.load(since, tenant)
     except ServiceError as error:

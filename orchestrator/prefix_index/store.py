@@ -15,8 +15,9 @@ import psycopg
 
 from orchestrator.core.popularity import Scope
 from orchestrator.core.prefix_trace import TraceRow
+from orchestrator.db.server import Database
+from orchestrator.db.urls import reason
 from orchestrator.errors import DatabaseError, SetupError
-from orchestrator.text_to_sql.postgres import Database, reason
 
 TABLE = "prefill_prefix_trace"
 SCHEMA = f"""

@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestrator.db.server import Database
+from orchestrator.db.urls import mask_url
 from orchestrator.errors import SetupError
 from orchestrator.settings import Settings
-from orchestrator.text_to_sql.postgres import Database, mask_url
 from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT, ensure_dataset, list_datasets
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.contexts import Ending
+from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError, InvalidRequest
 from orchestrator.text_to_sql.extract import extract_sql, statement_complete
 from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
-from orchestrator.text_to_sql.postgres import Database
 from orchestrator.text_to_sql.prompt import (
     ANSWER_OPENING,
     QUESTION_OPENING,

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from orchestrator.db.roles import reader_password, reader_role
+from orchestrator.db.server import Connection, Database
+from orchestrator.db.urls import mask_url, reason
 from orchestrator.errors import SetupError
-from orchestrator.text_to_sql.passwords import reader_password
-from orchestrator.text_to_sql.postgres import Connection, Database, mask_url, reader_role, reason
 
 OURS = "prefill-ahead seed "  # how the comment on every database we create begins
 DEFAULT_DATASET_ROOT = Path(__file__).resolve().parent.parent.parent / "eval" / "datasets"

@@ -23,27 +23,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from orchestrator.core.prefix_trace import TracePolicy
 from orchestrator.errors import Forbidden
-from orchestrator.settings import Settings
 from orchestrator.web.dependencies import Reader, Tenant, services_of
 from orchestrator.web.services import Services
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["warm-ups"])
 MAX_HINTS = 100
-
-
-def policy_of(settings: Settings) -> TracePolicy:
-    return TracePolicy(
-        half_life_s=settings.popularity_half_life_s,
-        warm_weight=settings.popularity_warm_weight,
-        retention_s=settings.trace_retention_hours * 3600.0,
-        opt_out=frozenset(settings.trace_opt_out_tenants),
-        top_k=settings.rewarm_top_k,
-        min_score=settings.rewarm_min_score,
-        budget_tokens=settings.rewarm_budget_tokens,
-    )
 
 
 class Hint(BaseModel):

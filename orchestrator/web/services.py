@@ -10,9 +10,9 @@ import httpx
 
 from orchestrator.core.services import SessionServices
 from orchestrator.core.state_store import StateStore
+from orchestrator.db.server import Database
 from orchestrator.logs import LogRing
 from orchestrator.text_to_sql.contexts import SqlContexts
-from orchestrator.text_to_sql.postgres import Database
 
 
 @dataclass(frozen=True, kw_only=True)

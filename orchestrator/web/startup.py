@@ -26,7 +26,7 @@ from orchestrator.core.gate import WarmupGate
 from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TraceStore
+from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy, TraceStore
 from orchestrator.core.prompt import PromptRenderer
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.resident import ResidentBlocks
@@ -37,14 +37,13 @@ from orchestrator.core.state_keeper import StateKeeper
 from orchestrator.core.state_store import MemoryStates, StateStore
 from orchestrator.core.vllm_client import VLLMClient, make_http_client
 from orchestrator.core.warm_scheduler import WarmScheduler
+from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError
 from orchestrator.logs import LogRing
 from orchestrator.prefix_index.store import PostgresTrace
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.contexts import SqlContexts
-from orchestrator.text_to_sql.postgres import Database
 from orchestrator.web.observability import MAX_LOG_LINES
-from orchestrator.web.popular import policy_of
 from orchestrator.web.services import Services
 from orchestrator.web.state_store_pg import PostgresStates
 
@@ -169,12 +168,12 @@ async def open_popularity(
     if not settings.prefix_trace:
         return None
     store: TraceStore = PostgresTrace(database) if database is not None else MemoryTrace()
-    popularity = Popularity(store, policy_of(settings))
+    popularity = Popularity(store, TracePolicy.of(settings))
     try:
         await popularity.load()
     except DatabaseError as error:
         log.warning("prefix trace kept in memory only: %s", error.message)
-        popularity = Popularity(MemoryTrace(), policy_of(settings))
+        popularity = Popularity(MemoryTrace(), TracePolicy.of(settings))
     start_task(popularity.run(), stack)
     return popularity
 

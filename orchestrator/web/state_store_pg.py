@@ -12,8 +12,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from orchestrator.core.states import State
+from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError, SetupError
-from orchestrator.text_to_sql.postgres import Database
 
 COLUMNS = "id, tenant, salt, tokens, created_at, expires_at, parent, roles, source, cached_tokens"
 CREATE = """

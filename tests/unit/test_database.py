@@ -16,9 +16,10 @@ import pytest
 import pytest_asyncio
 from psycopg import errors
 
+from orchestrator.db.server import Database
+from orchestrator.db.urls import mask_url
 from orchestrator.errors import SetupError
 from orchestrator.text_to_sql.cli import main
-from orchestrator.text_to_sql.postgres import Database, mask_url
 from orchestrator.text_to_sql.seed import (
     DEFAULT_DATASET_ROOT,
     DatasetDatabase,

@@ -15,9 +15,9 @@ import pytest_asyncio
 from eval.fake_vllm import FakeVLLM
 from orchestrator.core.popularity import Scope, block_chain, reusable_prefix
 from orchestrator.core.prefix_trace import TraceRow
+from orchestrator.db.server import Database
 from orchestrator.prefix_index.cli import main
 from orchestrator.prefix_index.store import PostgresTrace
-from orchestrator.text_to_sql.postgres import Database
 from orchestrator.web.app import create_app
 from tests.fakes import fake_on_a_port, serve, wait_until
 from tests.helpers import BLOCK, QUESTION, SYSTEM, settings_against

@@ -16,11 +16,11 @@ import pytest_asyncio
 
 from eval.scoring import gold_orders, results_match
 from orchestrator.core.frames import Error
+from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError, InvalidRequest
 from orchestrator.text_to_sql.extract import extract_sql, statement_complete
 from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
 from orchestrator.text_to_sql.lexing import statement_end
-from orchestrator.text_to_sql.postgres import Database
 from orchestrator.text_to_sql.prompt import schema_prompt
 from orchestrator.text_to_sql.runner import QueryResult, run_query
 from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT, ensure_dataset

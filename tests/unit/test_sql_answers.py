@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from eval.fake_vllm import FakeVLLM
-from orchestrator.text_to_sql.postgres import Database
+from orchestrator.db.server import Database
 from orchestrator.text_to_sql.prompt import ANSWER_OPENING, STOP_SEQUENCES
 from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT
 from tests.fakes import SessionClient, wait_until

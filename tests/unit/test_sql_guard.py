@@ -22,11 +22,11 @@ import pytest
 import pytest_asyncio
 import sqlglot
 
+from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError
 from orchestrator.text_to_sql.allowed import FUNCTIONS
 from orchestrator.text_to_sql.contexts import SqlContext, answer_query
 from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
-from orchestrator.text_to_sql.postgres import Database
 from orchestrator.text_to_sql.runner import run_query
 from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT, ensure_dataset
 from tests.unit.test_sql import VALID, checksum

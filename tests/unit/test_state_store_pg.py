@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from eval.fake_vllm import FakeVLLM
 from orchestrator.core.states import State, new_state_id
-from orchestrator.text_to_sql.postgres import Database
+from orchestrator.db.server import Database
 from orchestrator.web.app import create_app
 from orchestrator.web.state_store_pg import PostgresStates
 from tests.fakes import serve, wait_until

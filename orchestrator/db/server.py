@@ -1,5 +1,4 @@
-"""The PostgreSQL server for text-to-SQL: the one at `DATABASE_URL`, or an embedded one in the
-data folder; its URLs (passwords masked whenever shown) and the dataset readers' roles."""
+"""The PostgreSQL server: the one at `DATABASE_URL`, or an embedded one in the data folder."""
 
 from __future__ import annotations
 
@@ -7,21 +6,16 @@ import asyncio
 import json
 import math
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
+from orchestrator.db.roles import reader_password, reader_role
+from orchestrator.db.urls import error_lines, mask_url, parse_url, reason, url_of
 from orchestrator.errors import SetupError
-from orchestrator.text_to_sql.passwords import reader_password
-
-DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-READER_SUFFIX = "_reader"
-MAX_NAME = 63 - len(READER_SUFFIX)  # PostgreSQL silently truncates names beyond 63 bytes
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -114,61 +108,10 @@ class Database:
             self._server = get_server(pgdata, cleanup_mode="stop")
             return str(self._server.get_uri())
         except Exception as exc:
-            why = f"{type(exc).__name__}: {_lines(exc)[0]}"
+            why = f"{type(exc).__name__}: {error_lines(exc)[0]}"
             raise SetupError(
                 f"embedded PostgreSQL failed to start ({why}); see {pgdata}/log"
             ) from exc
-
-
-def mask_url(url: str) -> str:
-    """`url` as a URL with its password replaced by `***`."""
-    try:
-        return url_of(parse_url(url), mask=True)
-    except psycopg.Error:
-        return "<unparsable database URL>"
-
-
-def parse_url(url: str) -> dict[str, str]:
-    return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
-
-
-def url_of(params: dict[str, str], *, mask: bool = False) -> str:
-    rest = dict(params)
-    user, password = quote(rest.pop("user", ""), safe=""), rest.pop("password", None)
-    host, port, dbname = rest.pop("host", ""), rest.pop("port", ""), rest.pop("dbname", "")
-    if password is not None:
-        user += ":" + ("***" if mask else quote(password, safe=""))
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
-    if host.startswith("/") or "," in host:  # a socket folder, or several hosts
-        rest, netloc = {"host": host, **({"port": port} if port else {}), **rest}, ""
-    query = urlencode(rest, quote_via=quote, safe="/")
-    url = f"postgresql://{user}{'@' if user else ''}{netloc}/{quote(dbname, safe='')}"
-    return f"{url}?{query}" if query else url
-
-
-def reader_role(name: str) -> str:
-    if not DATASET_NAME.fullmatch(name) or len(name) > MAX_NAME:
-        raise SetupError(
-            f"invalid dataset name {name!r}: want a lowercase letter, then up to "
-            f"{MAX_NAME - 1} lowercase letters, digits or _"
-        )
-    return name + READER_SUFFIX
-
-
-def _lines(exc: BaseException) -> list[str]:
-    lines = [line.strip(" \t-") for line in str(exc).splitlines()]
-    return [line for line in lines if line] or [type(exc).__name__]
-
-
-def reason(exc: BaseException) -> str:
-    """One short line saying why `exc` happened (never the URL, so never a password)."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
-        return exc.diag.message_primary
-    line = next((x for x in _lines(exc) if "failed: " in x), _lines(exc)[0])
-    reason = line.rsplit("failed: ", 1)[-1].strip()  # libpq: 'connection to ... failed: why'
-    return reason[0].lower() + reason[1:] if reason[1:2].islower() else reason
 
 
 def _prune_dead_users(path: Path) -> None:

@@ -1,12 +1,18 @@
-"""The dataset readers' passwords: one file each under `<data dir>/db-secrets`, mode 0600."""
+"""Each database's read-only role: its name, and its password (one file each under
+`<data dir>/db-secrets`, mode 0600)."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
 from orchestrator.errors import SetupError
+
+DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+READER_SUFFIX = "_reader"
+MAX_NAME = 63 - len(READER_SUFFIX)  # PostgreSQL silently truncates names beyond 63 bytes
 
 
 def reader_password(data_dir: Path, role: str, *, create: bool) -> str:
@@ -22,3 +28,12 @@ def reader_password(data_dir: Path, role: str, *, create: bool) -> str:
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(password + "\n")
     return password
+
+
+def reader_role(name: str) -> str:
+    if not DATASET_NAME.fullmatch(name) or len(name) > MAX_NAME:
+        raise SetupError(
+            f"invalid dataset name {name!r}: want a lowercase letter, then up to "
+            f"{MAX_NAME - 1} lowercase letters, digits or _"
+        )
+    return name + READER_SUFFIX
