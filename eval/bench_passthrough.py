@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from eval.serving import serve_in_thread
-from orchestrator.core.salt import tenant_salt
+from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 

@@ -38,8 +38,8 @@ import websockets
 from eval.replay import Replay, SubmitPause
 from eval.serving import serve_in_thread
 from eval.workloads import DEFAULT_DATASETS, load_workload
-from orchestrator.core.planner import usable_blocks
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.planner import usable_blocks
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.prompt import schema_prompt
 from orchestrator.web.app import create_app

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from eval.serving import serve_in_thread
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 

@@ -27,14 +27,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from orchestrator.core.kv_events import (
+from orchestrator.core.cache.kv_events import (
     AllBlocksCleared,
     BlockRemoved,
     BlockStored,
     KVEventBatch,
     in_device_cache,
 )
-from orchestrator.core.resident import BlockHash, salt_of
+from orchestrator.core.cache.resident import BlockHash, salt_of
 
 
 @dataclass(frozen=True)

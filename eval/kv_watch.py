@@ -13,7 +13,7 @@ import zmq
 import zmq.asyncio
 
 from eval.kv_count import StoredBlocks
-from orchestrator.core.kv_events import DECODER
+from orchestrator.core.cache.kv_events import DECODER
 
 SUBSCRIBE_SETTLE_S = 0.5  # a SUB socket misses what is published before it has joined
 QUIET_S = 1.0  # the events of a finished request may trail its answer

@@ -104,7 +104,7 @@ def ratio_table(report: dict[str, Any]) -> list[str]:
 
 
 def scorecard_table(report: dict[str, Any]) -> list[str]:
-    """The scorecards summed per mode (`core/scorecard.py` defines each figure)."""
+    """The scorecards summed per mode (`core/warming/scorecard.py` defines each figure)."""
     lines = [
         "Scorecards, summed over the cases of each mode (saved ms: over the cases with a cold "
         "estimate):",

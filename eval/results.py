@@ -25,7 +25,7 @@ class CaseResult:
     refused: str | None = None
     correct: bool | None = None  # None: the workload has no accuracy score
     failure: str | None = None
-    scorecard: dict[str, Any] | None = None  # the done frame's (orchestrator/core/scorecard.py)
+    scorecard: dict[str, Any] | None = None  # the done frame's (core/warming/scorecard.py)
     repeat: int = 0
     completion_tokens: int = 0
     timeline: dict[str, Any] | None = None  # eval/modes.py's Timeline

@@ -19,7 +19,7 @@ from eval.runner import Runner, RunPlan, Upstream
 from eval.scoring import gold_orders, results_match
 from eval.serving import serve_in_thread
 from eval.workloads import Case, Workload
-from orchestrator.core.salt import tenant_salt
+from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.errors import ServiceError
 from orchestrator.launch import launched_vllm, with_kv_events
 from orchestrator.settings import Settings

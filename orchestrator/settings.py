@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         description="A typing pause also lasts this many times the typist's median inter-key "
         "interval (0: the fixed minimum alone).",
     )
-    # -- the warm-up scheduler (`core/warm_scheduler.py`) ---------------------------------
+    # -- the warm-up scheduler (`core/warming/scheduler.py`) ---------------------------------
     warm_piece_tokens: int = Field(
         256,
         ge=16,
@@ -242,7 +242,7 @@ class Settings(BaseSettings):
         "<data_dir>/logs/vllm-<port of vllm_url>.log.",
     )
 
-    # -- answer before Enter (`core/speculation.py`) --------------------------------------
+    # -- answer before Enter (`core/answering/speculation.py`) -------------------------------------
     speculate: Literal["off", "idle", "on"] = Field(
         "off",
         description="Send the submit-ready prompt as a speculative final at the warm-up "

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from eval.serving import free_port, serve_in_thread
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from tests.tokenizer import build_tokenizer_dir

@@ -16,7 +16,12 @@ import zmq
 import zmq.asyncio
 
 from eval.serving import free_port
-from orchestrator.core.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
+from orchestrator.core.cache.kv_events import (
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    KVEventBatch,
+)
 
 Event = BlockStored | BlockRemoved | AllBlocksCleared
 END = (-1).to_bytes(8, "big", signed=True)

@@ -19,7 +19,7 @@ import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from orchestrator.core.salt import tenant_salt
+from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.settings import Settings
 from orchestrator.web.services import Services
 from tests.fakes import SessionClient

@@ -153,7 +153,7 @@ class Token(ServerFrame):
 
 
 class Scorecard(BaseModel):
-    """What the session's warm-ups did for one final request (`core/scorecard.py` says how
+    """What the session's warm-ups did for one final request (`core/warming/scorecard.py` says how
     each figure is counted); in the `done` frame, and as `usage["prefill_ahead"]` over HTTP."""
 
     model_config = ConfigDict(frozen=True)
@@ -213,7 +213,7 @@ class Done(ServerFrame):
     cached_tokens: int
     completion_tokens: int
     finish_reason: str | None
-    stop_reason: str | None  # why generation stopped (`core/stopping.py`)
+    stop_reason: str | None  # why generation stopped (`core/answering/stopping.py`)
     text: str
     warm_requests: int
     warm_prefill_tokens: int

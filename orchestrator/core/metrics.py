@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from orchestrator.core.vllm_client import Usage
+from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.errors import (
     UpstreamError,
     UpstreamRejected,

@@ -7,22 +7,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from orchestrator.core.answering.final_request import Finals
+from orchestrator.core.answering.session_final import SessionFinal
+from orchestrator.core.cache.kv_events import KVEventFeed
+from orchestrator.core.cache.resident import Eviction, ResidentBlocks
+from orchestrator.core.cache.rewarm import Rewarmer
 from orchestrator.core.contexts import ContextSource
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.engine_watch import EngineWatch
-from orchestrator.core.final_request import Finals
+from orchestrator.core.engine.prefill_cost import PrefillCost
+from orchestrator.core.engine.vllm_client import EngineFacts, VLLMClient
+from orchestrator.core.engine.watch import EngineWatch
 from orchestrator.core.frames import Error, Send, ServerFrame
-from orchestrator.core.kv_events import KVEventFeed
 from orchestrator.core.metrics import Metrics
-from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.prefix_trace import Popularity, TraceKind
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.prompt import PromptRenderer
+from orchestrator.core.popularity.trace import Popularity, TraceKind
 from orchestrator.core.registry import SessionRegistry
-from orchestrator.core.resident import Eviction, ResidentBlocks
-from orchestrator.core.rewarm import Rewarmer
-from orchestrator.core.session_final import SessionFinal
-from orchestrator.core.state_keeper import StateKeeper
-from orchestrator.core.vllm_client import EngineFacts, VLLMClient
+from orchestrator.core.states.keeper import StateKeeper
+from orchestrator.core.warming.dispatch import WarmDispatcher
 from orchestrator.settings import Settings
 
 

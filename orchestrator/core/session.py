@@ -17,27 +17,27 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.core import frames
-from orchestrator.core.answer import FinalAnswer
-from orchestrator.core.final_request import FinalRequest
-from orchestrator.core.planner import WarmPlanner, WarmUp
-from orchestrator.core.prefix_trace import TraceKind
-from orchestrator.core.prompt import SessionPrompt
-from orchestrator.core.resident import Eviction, ResidentBlocks
-from orchestrator.core.rhythm import TypingRhythm
-from orchestrator.core.salt import routing_key, tenant_salt
-from orchestrator.core.scorecard import ScoreSheet
-from orchestrator.core.services import SessionServices
-from orchestrator.core.session_final import (
+from orchestrator.core.answering.answer import FinalAnswer
+from orchestrator.core.answering.final_request import FinalRequest
+from orchestrator.core.answering.session_final import (
     SessionFinal,
     final_body,
     submitted_text,
     without_streaming,
 )
-from orchestrator.core.speculation import Speculator
+from orchestrator.core.answering.speculation import Speculator
+from orchestrator.core.cache.resident import Eviction, ResidentBlocks
+from orchestrator.core.engine.salt import routing_key, tenant_salt
+from orchestrator.core.engine.vllm_client import EngineFacts
+from orchestrator.core.planning.planner import WarmPlanner, WarmUp
+from orchestrator.core.planning.prompt import SessionPrompt
+from orchestrator.core.planning.rhythm import TypingRhythm
+from orchestrator.core.popularity.trace import TraceKind
+from orchestrator.core.services import SessionServices
 from orchestrator.core.started import Started
-from orchestrator.core.vllm_client import EngineFacts
-from orchestrator.core.warm_modes import STRATEGIES
-from orchestrator.core.warmer import Warmer, WarmStats
+from orchestrator.core.warming.modes import STRATEGIES
+from orchestrator.core.warming.scorecard import ScoreSheet
+from orchestrator.core.warming.warmer import Warmer, WarmStats
 from orchestrator.errors import InvalidRequest
 
 

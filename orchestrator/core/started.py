@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from orchestrator.core import frames
 from orchestrator.core.contexts import SessionContext
-from orchestrator.core.planner import WarmPlanner
-from orchestrator.core.prompt import SessionPrompt
-from orchestrator.core.vllm_client import EngineFacts
-from orchestrator.core.warm_modes import WarmStrategy
-from orchestrator.core.warmer import Warmer
+from orchestrator.core.engine.vllm_client import EngineFacts
+from orchestrator.core.planning.planner import WarmPlanner
+from orchestrator.core.planning.prompt import SessionPrompt
+from orchestrator.core.warming.modes import WarmStrategy
+from orchestrator.core.warming.warmer import Warmer
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 
 from pydantic import HttpUrl, ValidationError
 
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.engine_watch import EngineWatch
-from orchestrator.core.gate import WarmupGate
-from orchestrator.core.popularity import Context
-from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy
-from orchestrator.core.rewarm import Rewarmer
-from orchestrator.core.vllm_client import VLLMClient, make_http_client
-from orchestrator.core.warm_scheduler import WarmScheduler
+from orchestrator.core.cache.rewarm import Rewarmer
+from orchestrator.core.engine.vllm_client import VLLMClient, make_http_client
+from orchestrator.core.engine.watch import EngineWatch
+from orchestrator.core.popularity.index import Context
+from orchestrator.core.popularity.trace import MemoryTrace, Popularity, TracePolicy
+from orchestrator.core.warming.dispatch import WarmDispatcher
+from orchestrator.core.warming.gate import WarmupGate
+from orchestrator.core.warming.scheduler import WarmScheduler
 from orchestrator.db.server import Database
 from orchestrator.errors import ServiceError, SetupError
 from orchestrator.prefix_index.store import PostgresTrace

@@ -2,7 +2,7 @@
 
     prefill_prefix_trace(id, at, tenant, namespace, kind, label, block_size, chain, tokens)
 
-`chain` is the prompt's block-hash chain (`bytea[]`, our own hashes, `core/popularity.py`),
+`chain` is the prompt's block-hash chain (`bytea[]`, our own hashes, `core/popularity/index.py`),
 `tokens` the token ids of those blocks (`int[]`): what a re-warm sends. No text, no salt.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.core.popularity import Scope
-from orchestrator.core.prefix_trace import TraceRow
+from orchestrator.core.popularity.index import Scope
+from orchestrator.core.popularity.trace import TraceRow
 from orchestrator.db.server import Database
 from orchestrator.db.urls import reason
 from orchestrator.errors import DatabaseError, SetupError

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from orchestrator.core.final_request import FinalReply
+from orchestrator.core.answering.final_request import FinalReply
 from orchestrator.errors import ServiceError
 
 Usage = dict[str, Any]

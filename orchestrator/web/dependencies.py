@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from orchestrator.core.salt import routing_key, tenant_salt
+from orchestrator.core.engine.salt import routing_key, tenant_salt
 from orchestrator.core.services import LiveSession
 from orchestrator.errors import InvalidRequest
 from orchestrator.web.auth import Audience, audience_for, bearer, check_admin, tenant_for_key

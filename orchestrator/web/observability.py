@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from orchestrator.core.engine_metrics import EngineFigures, parse_engine_metrics
+from orchestrator.core.engine.vllm_metrics import EngineFigures, parse_engine_metrics
 from orchestrator.errors import UpstreamError
 from orchestrator.logs import tail_lines
 from orchestrator.web.dependencies import Reader, http_admin, services_of

@@ -1,7 +1,7 @@
 """The OpenAI-compatible passthrough: `/v1/models`, `/v1/completions`, `/v1/chat/completions`.
 
 Existing OpenAI clients point at the orchestrator instead of vLLM. Each completion is relayed as
-a final request (`core/final_request.py`) with the tenant's (or the associated WebSocket
+a final request (`core/answering/final_request.py`) with the tenant's (or the associated WebSocket
 session's) `cache_salt`, routing key and the final-request priority; streams are passed through
 event by event as they arrive, errors always come back in the OpenAI envelope, and a client that
 goes away closes the upstream stream (vLLM aborts).
@@ -15,8 +15,12 @@ import httpx
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from orchestrator.core.final_request import REQUEST_ID_HEADER, FinalRequest, final_priority
-from orchestrator.core.salt import ROUTE_HEADER
+from orchestrator.core.answering.final_request import (
+    REQUEST_ID_HEADER,
+    FinalRequest,
+    final_priority,
+)
+from orchestrator.core.engine.salt import ROUTE_HEADER
 from orchestrator.errors import normalise_error
 from orchestrator.web.dependencies import (
     SESSION_HEADER,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from orchestrator.core.services import SessionServices
-from orchestrator.core.state_store import StateStore
+from orchestrator.core.states.store import StateStore
 from orchestrator.db.server import Database
 from orchestrator.logs import LogRing
 from orchestrator.text_to_sql.contexts import SqlContexts

@@ -3,12 +3,12 @@
 The request's last user message is submitted as the session's text: its prompt is built by
 the session (context, openings, chat template: the same token ids a `submit` sends), so it
 hits every block the session's warm-ups left, and it is sent to vLLM's `/v1/completions` as
-token ids, the way every final goes (`core/final_request.py`). The answer comes back as an
+token ids, the way every final goes (`core/answering/final_request.py`). The answer comes back as an
 ordinary OpenAI chat completion, streamed or not. When the session speculated on that very
 text and the request changes none of the session's generation fields, the answer attaches to
-the speculation as a `submit` would (`core/speculation.py`).
+the speculation as a `submit` would (`core/answering/speculation.py`).
 
-Its usage carries the request's scorecard (`core/scorecard.py`) as an extension the OpenAI
+Its usage carries the request's scorecard (`core/warming/scorecard.py`) as an extension the OpenAI
 SDKs keep (`completion.usage.model_extra["prefill_ahead"]`): `usage["prefill_ahead"]` in a
 non-streamed body and in the streamed answer's usage chunk. A non-streamed answer also has it
 as `X-Prefill-*` headers (`X-Prefill-Hit-Tokens`, ...; a null figure is left out), and its
@@ -23,11 +23,11 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from orchestrator.core.final_request import FinalReply, final_priority
+from orchestrator.core.answering.final_request import FinalReply, final_priority
+from orchestrator.core.answering.session_final import SessionFinal
+from orchestrator.core.engine.prefill_cost import PrefillCost
 from orchestrator.core.frames import Scorecard
-from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.services import LiveSession
-from orchestrator.core.session_final import SessionFinal
 from orchestrator.errors import InvalidRequest
 from orchestrator.web.chat_format import chat_completion, chat_events
 from orchestrator.web.services import Services

@@ -19,24 +19,24 @@ from typing import Any
 
 import httpx
 
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.engine_watch import EngineWatch, stop_task
-from orchestrator.core.final_request import Finals
-from orchestrator.core.gate import WarmupGate
-from orchestrator.core.kv_events import KVEventFeed
+from orchestrator.core.answering.final_request import Finals
+from orchestrator.core.cache.kv_events import KVEventFeed
+from orchestrator.core.cache.resident import ResidentBlocks
+from orchestrator.core.cache.rewarm import Rewarmer
+from orchestrator.core.engine.prefill_cost import PrefillCost
+from orchestrator.core.engine.salt import routing_key
+from orchestrator.core.engine.vllm_client import VLLMClient, make_http_client
+from orchestrator.core.engine.watch import EngineWatch, stop_task
 from orchestrator.core.metrics import Metrics
-from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy, TraceStore
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.prompt import PromptRenderer
+from orchestrator.core.popularity.trace import MemoryTrace, Popularity, TracePolicy, TraceStore
 from orchestrator.core.registry import SessionRegistry
-from orchestrator.core.resident import ResidentBlocks
-from orchestrator.core.rewarm import Rewarmer
-from orchestrator.core.salt import routing_key
 from orchestrator.core.services import EngineFactsCache, EvictionFollower, LiveSession
-from orchestrator.core.state_keeper import StateKeeper
-from orchestrator.core.state_store import MemoryStates, StateStore
-from orchestrator.core.vllm_client import VLLMClient, make_http_client
-from orchestrator.core.warm_scheduler import WarmScheduler
+from orchestrator.core.states.keeper import StateKeeper
+from orchestrator.core.states.store import MemoryStates, StateStore
+from orchestrator.core.warming.dispatch import WarmDispatcher
+from orchestrator.core.warming.gate import WarmupGate
+from orchestrator.core.warming.scheduler import WarmScheduler
 from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError
 from orchestrator.logs import LogRing

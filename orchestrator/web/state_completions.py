@@ -5,10 +5,10 @@ The prompt is the state's tokens followed by the request's suffix (a completion'
 or token ids; a chat's `messages` after the state's turns and the assistant header), sent to
 vLLM's `/v1/completions` as token ids under the state's salt and the tenant's routing key
 (behind a router, the replica its warm-ups went to) at the final-request priority, the way every
-final goes (`core/final_request.py`), so it hits every block the state keeps. Sampling fields
-(`seed`, `temperature`, `top_p`, ...), `logprobs` and `stream` pass through; the usage carries
-vLLM's `cached_tokens`. A chat answer comes back as an OpenAI chat completion, its log-
-probabilities in the chat shape.
+final goes (`core/answering/final_request.py`), so it hits every block the state keeps.
+Sampling fields (`seed`, `temperature`, `top_p`, ...), `logprobs` and `stream` pass through;
+the usage carries vLLM's `cached_tokens`. A chat answer comes back as an OpenAI chat
+completion, its log-probabilities in the chat shape.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
-from orchestrator.core.final_request import FinalRequest, final_priority
-from orchestrator.core.states import State
+from orchestrator.core.answering.final_request import FinalRequest, final_priority
+from orchestrator.core.states.state import State
 from orchestrator.errors import InvalidRequest
 from orchestrator.web.chat_format import chat_completion, chat_events
 from orchestrator.web.dependencies import Tenant, services_of, tenant_route

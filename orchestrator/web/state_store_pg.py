@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from orchestrator.core.states import State
+from orchestrator.core.states.state import State
 from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError, SetupError
 

@@ -2,7 +2,7 @@
 
 A state is a prompt prefilled once (block-aligned, like `POST /v1/warm`) under the tenant's
 salt and kept under an unguessable id until its TTL ends; the state keeper
-(`core/state_keeper.py`) keeps its blocks resident meanwhile. A fork extends its parent's
+(`core/states/keeper.py`) keeps its blocks resident meanwhile. A fork extends its parent's
 tokens, so its warm-up computes only the new blocks. Every lookup is by tenant and id, so
 another tenant's id is answered exactly as a missing one: 404 `state_not_found`.
 Generating from a state: `web/state_completions.py`.
@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.core.state_keeper import StateKeeper
-from orchestrator.core.states import (
+from orchestrator.core.states.keeper import StateKeeper
+from orchestrator.core.states.state import (
     State,
     StateNotFound,
     chat_suffix,

@@ -3,7 +3,7 @@
 The prompt is tokenized by vLLM itself (`/tokenize`, with the served chat template), so a later
 chat or completion request through the passthrough produces the very same token prefix and
 hits every full block warmed here. The warm-up itself takes the sessions' path
-(`core/dispatch.py`): the same bound, back-off, gate and priority.
+(`core/warming/dispatch.py`): the same bound, back-off, gate and priority.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.core.planner import usable_blocks
+from orchestrator.core.planning.planner import usable_blocks
 from orchestrator.web.dependencies import SESSION_HEADER, Tenant, route_for, salt_for, services_of
 from orchestrator.web.openapi_examples import WARM_EXAMPLES
 

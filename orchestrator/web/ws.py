@@ -1,8 +1,8 @@
 """`/ws/session`: admit the client, read frames, hand them to its session.
 
 Follow a keystroke: `receive` → `parse_client_frame` (core/frames.py) → `Session.on_input`
-(core/session.py) → `WarmPlanner.on_input` (core/planner.py) → `Warmer.offer`
-(core/warmer.py) → `WarmDispatcher.send` (core/dispatch.py) → vLLM.
+(core/session.py) → `WarmPlanner.on_input` (core/planning/planner.py) → `Warmer.offer`
+(core/warming/warmer.py) → `WarmDispatcher.send` (core/warming/dispatch.py) → vLLM.
 
 Admission: the Host must be a trusted name (`hosts.py`, before any route), the Origin one of
 those names at the service's port or an allowed origin; with API keys configured the
@@ -26,8 +26,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from orchestrator.core import frames as protocol
 from orchestrator.core.frames import Error, ServerFrame
-from orchestrator.core.gate import TokenBucket
 from orchestrator.core.session import Session
+from orchestrator.core.warming.gate import TokenBucket
 from orchestrator.errors import RateLimited, ServiceError
 from orchestrator.logs import SESSION_ID
 from orchestrator.web.auth import subprotocol_key, tenant_for_key

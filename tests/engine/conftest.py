@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eval.serving import serve_in_thread
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from tests.conftest import Engine

@@ -21,7 +21,7 @@ import websockets
 from websockets.typing import Subprotocol
 
 from eval.serving import serve_in_thread
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.planner import usable_blocks
-from orchestrator.core.prompt import PromptRenderer
-from orchestrator.core.vllm_client import Usage, VLLMClient, make_http_client
+from orchestrator.core.engine.vllm_client import Usage, VLLMClient, make_http_client
+from orchestrator.core.planning.planner import usable_blocks
+from orchestrator.core.planning.prompt import PromptRenderer
 
 pytestmark = pytest.mark.engine
 

@@ -13,8 +13,8 @@ import pytest
 import websockets
 from fastapi import FastAPI
 
-from orchestrator.core.popularity import reusable_prefix
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.prompt import PromptRenderer
+from orchestrator.core.popularity.index import reusable_prefix
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from orchestrator.web.services import Services

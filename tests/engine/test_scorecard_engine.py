@@ -16,8 +16,8 @@ import websockets
 from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection
 
-from orchestrator.core.planner import usable_blocks
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.planner import usable_blocks
+from orchestrator.core.planning.prompt import PromptRenderer
 from tests.engine.test_session_engine import SYSTEM, long_question
 
 pytestmark = pytest.mark.engine

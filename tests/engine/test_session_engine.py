@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from orchestrator.core.vllm_client import parse_block_size
+from orchestrator.core.engine.vllm_client import parse_block_size
 
 pytestmark = pytest.mark.engine
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from orchestrator.core import engine_watch
-from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.engine import watch as engine_watch
+from orchestrator.core.engine.watch import EngineWatch
 from orchestrator.core.frames import ServerFrame
 from orchestrator.errors import UpstreamUnavailable
 

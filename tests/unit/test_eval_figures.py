@@ -11,7 +11,12 @@ from eval.intervals import bootstrap_ratio, quantile
 from eval.kv_count import Final, StoredBlocks, final_blocks
 from eval.rounds import MIXED, Arm, rounds
 from eval.workloads import database_name, load_workload
-from orchestrator.core.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
+from orchestrator.core.cache.kv_events import (
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    KVEventBatch,
+)
 from orchestrator.errors import SetupError
 
 

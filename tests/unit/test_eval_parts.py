@@ -16,7 +16,7 @@ from eval.replay import DICTATION, TYPING, Replay, SubmitPause, keystrokes
 from eval.report import build_report, write_reports
 from eval.results import CaseResult
 from eval.workloads import DATASETS, DEFAULT_DATASETS, load_workload
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.errors import SetupError
 
 QUESTION = "which customers placed more than three orders in the spring, by region and tier"

@@ -12,15 +12,15 @@ import httpx
 import pytest
 
 from eval.fake_vllm import FakeVLLM
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.engine_watch import EngineWatch
+from orchestrator.core.cache.kv_events import BlockRemoved
+from orchestrator.core.engine.salt import routing_key
+from orchestrator.core.engine.vllm_client import VLLMClient
+from orchestrator.core.engine.watch import EngineWatch
 from orchestrator.core.frames import ServerFrame
-from orchestrator.core.gate import WarmupGate
-from orchestrator.core.kv_events import BlockRemoved
-from orchestrator.core.planner import WarmPlanner, usable_blocks
-from orchestrator.core.salt import routing_key
-from orchestrator.core.vllm_client import VLLMClient
-from orchestrator.core.warmer import Warmer
+from orchestrator.core.planning.planner import WarmPlanner, usable_blocks
+from orchestrator.core.warming.dispatch import WarmDispatcher
+from orchestrator.core.warming.gate import WarmupGate
+from orchestrator.core.warming.warmer import Warmer
 from tests.fakes import SessionClient, wait_until
 from tests.helpers import BLOCK, SETTLE_S, SYSTEM
 from tests.kv_publisher import FakeKVPublisher, chain_of

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from websockets.exceptions import InvalidStatus
 
 from eval.fake_vllm import FakeVLLM
-from orchestrator.core.salt import tenant_salt
+from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.settings import Settings
 from tests.fakes import (
     CountingTransport,

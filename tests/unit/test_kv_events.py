@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from orchestrator.core.kv_events import (
+from orchestrator.core.cache.kv_events import (
     AllBlocksCleared,
     BlockRemoved,
     BlockStored,
@@ -16,7 +16,7 @@ from orchestrator.core.kv_events import (
     KVEventFeed,
     apply_batch,
 )
-from orchestrator.core.resident import Eviction, ResidentBlocks
+from orchestrator.core.cache.resident import Eviction, ResidentBlocks
 from tests.fakes import wait_until as wait_for
 from tests.kv_publisher import FakeKVPublisher, stored
 

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eval.fake_vllm import FakeVLLM
 from eval.serving import free_port
-from orchestrator.core.engine_metrics import parse_engine_metrics
+from orchestrator.core.engine.vllm_metrics import parse_engine_metrics
 from orchestrator.core.metrics import Metrics
 from tests.fakes import serve, session_tasks, wait_until
 from tests.helpers import BLOCK, QUESTION

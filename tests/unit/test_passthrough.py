@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestrator.core.salt import routing_key, tenant_salt
+from orchestrator.core.engine.salt import routing_key, tenant_salt
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 

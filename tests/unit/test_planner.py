@@ -1,4 +1,5 @@
-"""The pure warm-up planner (core/planner.py), with a fake one-token-per-character tokenizer."""
+"""The pure warm-up planner (core/planning/planner.py), with a fake tokenizer of one token per
+character."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import random
 
 import pytest
 
-from orchestrator.core.planner import (
+from orchestrator.core.planning.planner import (
     WarmPlanner,
     WarmUp,
     common_prefix_len,
     usable_blocks,
     valid_blocks,
 )
-from orchestrator.core.stable import before_last_word
+from orchestrator.core.planning.stable import before_last_word
 
 B = 4
 TEMPLATE = "<u>"  # what the fake chat template puts before the user's text

@@ -1,5 +1,6 @@
-"""The popularity index (`core/popularity.py`), the trace it is built from
-(`core/prefix_trace.py`) and the re-warm that uses it (`core/rewarm.py`), without an engine."""
+"""The popularity index (`core/popularity/index.py`), the trace it is built from
+(`core/popularity/trace.py`) and the re-warm that uses it (`core/cache/rewarm.py`), without an
+engine."""
 
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.core.popularity import (
+from orchestrator.core.cache.rewarm import Rewarmer
+from orchestrator.core.engine.salt import tenant_salt
+from orchestrator.core.engine.vllm_client import EngineFacts, Usage
+from orchestrator.core.popularity.index import (
     PopularityIndex,
     Scope,
     block_chain,
     reusable_prefix,
     within_budget,
 )
-from orchestrator.core.prefix_trace import MemoryTrace, Popularity, TracePolicy, TraceRow
-from orchestrator.core.rewarm import Rewarmer
-from orchestrator.core.salt import tenant_salt
-from orchestrator.core.vllm_client import EngineFacts, Usage
-from orchestrator.core.warm_scheduler import WarmClass
+from orchestrator.core.popularity.trace import MemoryTrace, Popularity, TracePolicy, TraceRow
+from orchestrator.core.warming.scheduler import WarmClass
 from orchestrator.errors import RateLimited, UpstreamUnavailable
 
 B = 4  # a small block size keeps the token lists readable

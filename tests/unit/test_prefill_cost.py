@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.prefill_cost import PrefillCost
+from orchestrator.core.engine.prefill_cost import PrefillCost
 
 
 def test_points_on_a_line_give_that_line_exactly() -> None:

@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 
 from eval.fake_vllm import FakeVLLM
-from orchestrator.core.popularity import Scope, block_chain, reusable_prefix
-from orchestrator.core.prefix_trace import TraceRow
+from orchestrator.core.popularity.index import Scope, block_chain, reusable_prefix
+from orchestrator.core.popularity.trace import TraceRow
 from orchestrator.db.server import Database
 from orchestrator.prefix_index.cli import main
 from orchestrator.prefix_index.store import PostgresTrace

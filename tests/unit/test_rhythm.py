@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.rhythm import MIN_INTERVALS, TypingRhythm
+from orchestrator.core.planning.rhythm import MIN_INTERVALS, TypingRhythm
 
 
 def typed(rhythm: TypingRhythm, intervals: list[float], start: float = 100.0) -> None:

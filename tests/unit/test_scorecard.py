@@ -11,11 +11,16 @@ import pytest
 from openai import AsyncOpenAI
 
 from eval.fake_vllm import FakeVLLM, Recorded
-from orchestrator.core.planner import WarmPlanner, common_prefix_len, usable_blocks, valid_blocks
-from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.prompt import PromptRenderer
-from orchestrator.core.scorecard import ScoreSheet, WarmSpan, useful_tokens
-from orchestrator.core.vllm_client import Usage
+from orchestrator.core.engine.prefill_cost import PrefillCost
+from orchestrator.core.engine.vllm_client import Usage
+from orchestrator.core.planning.planner import (
+    WarmPlanner,
+    common_prefix_len,
+    usable_blocks,
+    valid_blocks,
+)
+from orchestrator.core.planning.prompt import PromptRenderer
+from orchestrator.core.warming.scorecard import ScoreSheet, WarmSpan, useful_tokens
 from tests.helpers import BLOCK, QUESTION
 from tests.sessions import App, StartApp, started
 from tests.unit.test_session import system_where

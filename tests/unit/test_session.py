@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from eval.fake_vllm import FakeVLLM
-from orchestrator.core.planner import usable_blocks
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.planner import usable_blocks
+from orchestrator.core.planning.prompt import PromptRenderer
 from tests.fakes import SessionClient, session_tasks, wait_until
 from tests.helpers import BLOCK, QUESTION, SETTLE_S, SYSTEM
 from tests.sessions import App, Defaults, StartApp, salt, started

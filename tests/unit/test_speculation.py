@@ -1,5 +1,5 @@
-"""Answer before Enter (`core/speculation.py`) against the fake vLLM: a typed question that ends
-a sentence is sent as a speculative final, attached at submit when the final is the same.
+"""Answer before Enter (`core/answering/speculation.py`) against the fake vLLM: a typed question
+that ends a sentence is sent as a speculative final, attached at submit when the final is the same.
 
 The fake answers `reply` one token a chunk with its token ids, stops at `max_tokens`, and goes
 on from a prompt that ends with the first ids of its reply, so an attached answer (two
@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from eval.fake_vllm import REPLY_ID_BASE, FakeVLLM, Recorded
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.engine_watch import EngineWatch
-from orchestrator.core.gate import WarmupGate
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.answering.speculation import Speculation, Speculator
+from orchestrator.core.engine.vllm_client import VLLMClient
+from orchestrator.core.engine.watch import EngineWatch
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.core.session import Session
-from orchestrator.core.speculation import Speculation, Speculator
-from orchestrator.core.vllm_client import VLLMClient
+from orchestrator.core.warming.dispatch import WarmDispatcher
+from orchestrator.core.warming.gate import WarmupGate
 from orchestrator.settings import Settings
 from tests.fakes import SessionClient, session_tasks, wait_until
 from tests.helpers import QUESTION, SYSTEM

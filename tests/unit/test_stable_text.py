@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.core.planner import common_prefix_len, valid_blocks
-from orchestrator.core.prompt import PromptRenderer
-from orchestrator.core.stable import StableText, before_last_word
+from orchestrator.core.planning.planner import common_prefix_len, valid_blocks
+from orchestrator.core.planning.prompt import PromptRenderer
+from orchestrator.core.planning.stable import StableText, before_last_word
 
 PIECES = [
     "show", "me", "the", "orders", "Don", "'", "'t", "'s", "'ll", "it", "I", "silver", ")",

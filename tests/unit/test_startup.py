@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from orchestrator.core.rewarm import Rewarmer
+from orchestrator.core.cache.rewarm import Rewarmer
 from orchestrator.logs import LOGGER, LogRing
 from orchestrator.settings import Settings
 from orchestrator.web import startup

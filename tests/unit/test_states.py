@@ -1,13 +1,12 @@
-"""The rules of named prefix states (`core/states.py`), the in-memory store, and how a state's
+"""The rules of named prefix states (`core/states/state.py`), the in-memory store, and how a state's
 chat turns continue, with the real tokenizer."""
 
 from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.prompt import PromptRenderer
-from orchestrator.core.state_store import MemoryStates
-from orchestrator.core.states import (
+from orchestrator.core.planning.prompt import PromptRenderer
+from orchestrator.core.states.state import (
     State,
     StateBudgetExceeded,
     chat_suffix,
@@ -20,6 +19,7 @@ from orchestrator.core.states import (
     ttl_for,
     warm_prefix,
 )
+from orchestrator.core.states.store import MemoryStates
 from orchestrator.errors import InvalidRequest
 
 B = 4

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from eval.fake_vllm import FakeVLLM
-from orchestrator.core.prompt import PromptRenderer
-from orchestrator.core.resident import Eviction, ResidentBlocks
-from orchestrator.core.salt import routing_key
+from orchestrator.core.cache.resident import Eviction, ResidentBlocks
+from orchestrator.core.engine.salt import routing_key
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.web.chat_format import chat_logprobs
 from tests.fakes import wait_until
 from tests.helpers import BLOCK

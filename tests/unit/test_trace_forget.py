@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from eval.fake_vllm import FakeVLLM
-from orchestrator.core.prefix_trace import MemoryTrace, Popularity
+from orchestrator.core.popularity.trace import MemoryTrace, Popularity
 from tests.fakes import wait_until
 from tests.helpers import QUESTION, SYSTEM
 from tests.sessions import App, Defaults, StartApp

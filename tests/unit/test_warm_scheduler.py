@@ -1,4 +1,4 @@
-"""The warm-up scheduler (`core/warm_scheduler.py`) and the pieces a warm-up is cut into
+"""The warm-up scheduler (`core/warming/scheduler.py`) and the pieces a warm-up is cut into
 (`planner.split_pieces`), without a network: pieces are held open by the test."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from orchestrator.core.planner import split_pieces, usable_blocks
-from orchestrator.core.warm_scheduler import WarmClass, WarmScheduler, pieces_in_flight
+from orchestrator.core.planning.planner import split_pieces, usable_blocks
+from orchestrator.core.warming.scheduler import WarmClass, WarmScheduler, pieces_in_flight
 from orchestrator.errors import RateLimited
 
 B = 4

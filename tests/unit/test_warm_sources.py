@@ -9,12 +9,12 @@ import asyncio
 import httpx
 
 from eval.fake_vllm import FakeVLLM
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.engine_watch import EngineWatch
-from orchestrator.core.gate import WarmupGate
-from orchestrator.core.planner import usable_blocks
-from orchestrator.core.vllm_client import VLLMClient
-from orchestrator.core.warm_scheduler import WarmClass, WarmScheduler
+from orchestrator.core.engine.vllm_client import VLLMClient
+from orchestrator.core.engine.watch import EngineWatch
+from orchestrator.core.planning.planner import usable_blocks
+from orchestrator.core.warming.dispatch import WarmDispatcher
+from orchestrator.core.warming.gate import WarmupGate
+from orchestrator.core.warming.scheduler import WarmClass, WarmScheduler
 from tests.fakes import wait_until
 from tests.helpers import BLOCK
 from tests.sessions import StartApp, started

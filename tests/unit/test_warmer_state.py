@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.warmer import WarmerState
+from orchestrator.core.warming.warmer import WarmerState
 
 OPEN, HELD = WarmerState.OPEN, WarmerState.HELD
 GIVING_WAY, HELD_GIVING_WAY = WarmerState.GIVING_WAY, WarmerState.HELD_GIVING_WAY

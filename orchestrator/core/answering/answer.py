@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.core.final_request import FinalReply, Finals
+from orchestrator.core.answering.final_request import FinalReply, Finals
+from orchestrator.core.answering.session_final import SessionFinal
+from orchestrator.core.answering.stopping import Stopping
+from orchestrator.core.engine.prefill_cost import PrefillCost
+from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.core.frames import Done, Error, Scorecard, Send, Token, WarmPieces
-from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.session_final import SessionFinal
-from orchestrator.core.stopping import Stopping
-from orchestrator.core.vllm_client import Usage
 from orchestrator.errors import ServiceError
 
 CloseFinal = Callable[[SessionFinal, bool], None]  # (the final, whether it was answered)

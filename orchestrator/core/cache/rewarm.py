@@ -22,11 +22,11 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.prefix_trace import Popularity
-from orchestrator.core.salt import tenant_salt
-from orchestrator.core.vllm_client import EngineFacts, Usage
-from orchestrator.core.warm_scheduler import WarmClass
+from orchestrator.core.engine.salt import tenant_salt
+from orchestrator.core.engine.vllm_client import EngineFacts, Usage
+from orchestrator.core.popularity.trace import Popularity
+from orchestrator.core.warming.dispatch import WarmDispatcher
+from orchestrator.core.warming.scheduler import WarmClass
 from orchestrator.errors import RateLimited, ServiceError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from orchestrator.core.engine.prefill_cost import PrefillCost
+from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.core.frames import Scorecard
-from orchestrator.core.planner import WarmPlanner
-from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.vllm_client import Usage
+from orchestrator.core.planning.planner import WarmPlanner
 
 
 def block_chain(tokens: Sequence[int], block_size: int) -> list[int]:

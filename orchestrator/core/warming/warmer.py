@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.core.dispatch import WarmDispatcher, WarmRequest
+from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.core.frames import Error, Send, Warm
-from orchestrator.core.planner import WarmPlanner, WarmUp, split_pieces, valid_blocks
-from orchestrator.core.scorecard import WarmSpan
-from orchestrator.core.vllm_client import Usage
-from orchestrator.core.warm_scheduler import WarmClass
+from orchestrator.core.planning.planner import WarmPlanner, WarmUp, split_pieces, valid_blocks
+from orchestrator.core.warming.dispatch import WarmDispatcher, WarmRequest
+from orchestrator.core.warming.scheduler import WarmClass
+from orchestrator.core.warming.scorecard import WarmSpan
 from orchestrator.errors import ServiceError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from orchestrator.core.states import State
+from orchestrator.core.states.state import State
 
 
 class StateStore(Protocol):

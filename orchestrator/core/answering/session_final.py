@@ -11,16 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.core.dispatch import REPORT_FULL_CHAINS
-from orchestrator.core.final_request import FinalReply, FinalRequest
+from orchestrator.core.answering.final_request import FinalReply, FinalRequest
+from orchestrator.core.answering.speculation import Outcome, Speculation
+from orchestrator.core.answering.stopping import stop_fields
+from orchestrator.core.engine.prefill_cost import PrefillCost
+from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.core.frames import Scorecard
-from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.scorecard import ScoreSheet
-from orchestrator.core.speculation import Outcome, Speculation
 from orchestrator.core.started import Started
-from orchestrator.core.stopping import stop_fields
-from orchestrator.core.vllm_client import Usage
-from orchestrator.core.warmer import WarmStats
+from orchestrator.core.warming.dispatch import REPORT_FULL_CHAINS
+from orchestrator.core.warming.scorecard import ScoreSheet
+from orchestrator.core.warming.warmer import WarmStats
 from orchestrator.errors import InvalidRequest
 from orchestrator.settings import Settings
 

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.core.engine_watch import EngineWatch
-from orchestrator.core.gate import WarmupGate
+from orchestrator.core.engine.prefill_cost import PrefillCost
+from orchestrator.core.engine.vllm_client import Usage, VLLMClient
+from orchestrator.core.engine.watch import EngineWatch
 from orchestrator.core.metrics import Metrics
-from orchestrator.core.planner import split_pieces, usable_blocks
-from orchestrator.core.prefill_cost import PrefillCost
-from orchestrator.core.vllm_client import Usage, VLLMClient
-from orchestrator.core.warm_scheduler import WarmClass, WarmScheduler
+from orchestrator.core.planning.planner import split_pieces, usable_blocks
+from orchestrator.core.warming.gate import WarmupGate
+from orchestrator.core.warming.scheduler import WarmClass, WarmScheduler
 from orchestrator.errors import RateLimited, ServiceError, UpstreamUnavailable
 
 # vLLM then publishes a BlockStored event for every block a request reuses, not only for the

@@ -21,12 +21,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.resident import Eviction, ResidentBlocks
-from orchestrator.core.state_store import StateStore
-from orchestrator.core.states import State, full_block_tokens, warm_prefix
-from orchestrator.core.vllm_client import EngineFacts
-from orchestrator.core.warm_scheduler import WarmClass
+from orchestrator.core.cache.resident import Eviction, ResidentBlocks
+from orchestrator.core.engine.vllm_client import EngineFacts
+from orchestrator.core.states.state import State, full_block_tokens, warm_prefix
+from orchestrator.core.states.store import StateStore
+from orchestrator.core.warming.dispatch import WarmDispatcher
+from orchestrator.core.warming.scheduler import WarmClass
 from orchestrator.errors import RateLimited, ServiceError
 
 log = logging.getLogger(__name__)

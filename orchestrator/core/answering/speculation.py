@@ -28,11 +28,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from orchestrator.core.dispatch import WarmDispatcher
-from orchestrator.core.planner import usable_blocks
-from orchestrator.core.vllm_client import Usage, VLLMClient
-from orchestrator.core.warm_scheduler import WarmClass
-from orchestrator.core.warmer import Warmer
+from orchestrator.core.engine.vllm_client import Usage, VLLMClient
+from orchestrator.core.planning.planner import usable_blocks
+from orchestrator.core.warming.dispatch import WarmDispatcher
+from orchestrator.core.warming.scheduler import WarmClass
+from orchestrator.core.warming.warmer import Warmer
 from orchestrator.errors import ServiceError, UpstreamError, UpstreamUnavailable
 from orchestrator.settings import Settings
 

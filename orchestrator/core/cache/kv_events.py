@@ -23,7 +23,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from orchestrator.core.resident import BlockHash, Eviction, ResidentBlocks
+from orchestrator.core.cache.resident import BlockHash, Eviction, ResidentBlocks
 
 log = logging.getLogger(__name__)
 END_SEQ = -1

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.core.planner import usable_blocks
-from orchestrator.core.prompt import PromptRenderer
+from orchestrator.core.planning.planner import usable_blocks
+from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.errors import InvalidRequest, ServiceError
 
 ID_PREFIX = "st_"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.stable import StableText
+from orchestrator.core.planning.stable import StableText
 from orchestrator.errors import SetupError
 
 PROMPT_CACHE_SIZE = 256
@@ -53,7 +53,7 @@ class SessionPrompt:
     renderer: PromptRenderer
 
     def stable_text(self, text: str) -> str:
-        """The part of the typed text whose tokens can no longer change (`core/stable.py`)."""
+        """The part of the typed text whose tokens can no longer change (`stable.py`)."""
         return self.renderer.stable.prefix(text)
 
     def warm_tokens(self, text: str) -> list[int]:

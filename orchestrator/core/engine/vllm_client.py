@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.core.salt import ROUTE_HEADER
+from orchestrator.core.engine.salt import ROUTE_HEADER
 from orchestrator.errors import (
     UpstreamError,
     UpstreamRejected,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from orchestrator.core.popularity import (
+from orchestrator.core.popularity.index import (
     Context,
     PopularityIndex,
     Scope,

@@ -25,11 +25,11 @@ from typing import Any
 
 import httpx
 
+from orchestrator.core.answering.speculation import Speculation, attached_chunks
+from orchestrator.core.engine.salt import ROUTE_HEADER
+from orchestrator.core.engine.vllm_client import Usage, VLLMClient, parse_sse_line
 from orchestrator.core.metrics import Metrics
-from orchestrator.core.salt import ROUTE_HEADER
-from orchestrator.core.speculation import Speculation, attached_chunks
-from orchestrator.core.vllm_client import Usage, VLLMClient, parse_sse_line
-from orchestrator.core.warm_scheduler import FinalTicket, WarmScheduler
+from orchestrator.core.warming.scheduler import FinalTicket, WarmScheduler
 from orchestrator.errors import (
     InvalidRequest,
     UpstreamError,
