@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-from eval.fake_vllm import FakeVLLM, Recorded
+from eval.fake_records import Recorded
+from eval.fake_vllm import FakeVLLM
 from orchestrator.core.planner import WarmPlanner, common_prefix_len, usable_blocks, valid_blocks
 from orchestrator.core.prefill_cost import PrefillCost
 from orchestrator.core.prompt import PromptRenderer

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from eval.fake_vllm import REPLY_ID_BASE, FakeVLLM, Recorded
+from eval.fake_records import Recorded
+from eval.fake_vllm import REPLY_ID_BASE, FakeVLLM
 from orchestrator.core.dispatch import WarmDispatcher
 from orchestrator.core.engine_watch import EngineWatch
 from orchestrator.core.gate import WarmupGate
