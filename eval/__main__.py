@@ -1,4 +1,5 @@
-"""`python -m eval`: TTFT of cold / static / keystroke / oracle requests on a workload.
+"""`python -m eval`: TTFT of cold / static / keystroke / oracle (/ speculate) requests on a
+workload.
 
 Starts (or reuses) vLLM, the database and the orchestrator, replays seeded input through the
 real `/ws/session`, and writes report.json, report.md and ttft.png under the output folder.
@@ -26,7 +27,7 @@ from eval.bench_states import main as states_main
 from eval.compare import compare_main
 from eval.eviction import main as eviction_main
 from eval.hostile import main as hostile_main
-from eval.modes import MODES, EvalError
+from eval.modes import DEFAULT_MODES, MODES, EvalError
 from eval.replay import REPLAYS, Replay, SubmitPause
 from eval.replicas import main as replicas_main
 from eval.restart import main as restart_main
@@ -58,7 +59,12 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", type=Path, default=None, help="dataset folder")
     parser.add_argument("--cases", type=int, default=12, help="first N cases (0: all)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the replay")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    parser.add_argument(
+        "--modes",
+        default=",".join(DEFAULT_MODES),
+        help=f"comma-separated, of {', '.join(MODES)} (speculate: keystroke warm-ups and "
+        "answers before Enter; the orchestrator speculates only for its sessions)",
+    )
     parser.add_argument("--max-tokens", type=int, default=96, help="max_tokens of the answers")
     parser.add_argument("--replay", choices=REPLAYS, default="typing", help="typing or dictation")
     parser.add_argument(
@@ -150,7 +156,7 @@ def run_main(argv: list[str]) -> int:
     parser = run_parser()
     args = parser.parse_args(argv)
     plan = plan_from(args, parser)
-    with launched([plan.workload], args.enforce_eager) as session:
+    with launched([plan.workload], args.enforce_eager, plan.speculates) as session:
         report = asyncio.run(session.evaluate(plan))
     session.write(report, args.out)
     print(args.out.joinpath("report.md").read_text())
@@ -181,8 +187,9 @@ def suite_main(argv: list[str], name: str) -> int:
         if unknown := sorted(set(modes) - set(MODES)):
             parser.error(f"unknown mode {', '.join(unknown)}; modes: {', '.join(MODES)}")
         suite = [spec if spec.mixed else dataclasses.replace(spec, modes=modes) for spec in suite]
-    workloads = [spec.plan().workload for spec in suite]
-    with launched(workloads, args.enforce_eager) as session:
+    plans = [spec.plan() for spec in suite]
+    speculating = any(plan.speculates for plan in plans)
+    with launched([plan.workload for plan in plans], args.enforce_eager, speculating) as session:
         summary = asyncio.run(run_suite(session, suite, args.out))
     print(summary)
     print(f"reports in {args.out}")

@@ -7,6 +7,7 @@
 it receives. `GET /fake/requests` returns the records as JSON (arrival wall time `at`,
 `request_id` from the `X-Request-Id` header, `body_bytes`, `prompt_tokens`, `stream`);
 `POST /fake/reset` clears them.
+The records are `eval/fake_records.py`'s; the raw-ASGI plumbing is `eval/fake_asgi.py`.
 
 Switches (constructor arguments; a test may also turn them between requests):
 
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import MISSING, dataclass, field, fields
@@ -55,58 +55,22 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from eval import fake_checks
+from eval.fake_asgi import (
+    answer,
+    answer_json,
+    client_gone,
+    client_left,
+    lifespan,
+    read_body,
+    send_event,
+)
 from eval.fake_checks import Rejected
+from eval.fake_records import Recorded, include_usage, prompt_length
 
 DEFAULT_MAX_TOKENS = 16
 REPLY_ID_BASE = 40_000  # the token id of the reply's first token; the next ones follow
 TOKEN_TEXT = " tok"  # each token the fast mode answers
 SWITCHES = ("url", "fast", "strict")  # what `reset()` leaves as it is
-
-
-@dataclass
-class Recorded:
-    """One POST /v1/completions the fake received, and the usage it answered with."""
-
-    body: dict[str, Any]  # empty in the fast mode
-    at: float  # time.monotonic() once the body is read
-    wall: float  # time.time() on arrival, before the body is read
-    request_id: str | None
-    body_bytes: int
-    prompt_tokens: int
-    stream: bool
-    max_tokens: Any
-    include_usage: bool  # stream_options.include_usage (the fast mode sends usage only then)
-    route: str | None = None  # the X-Session-ID header: the routing key a router hashes on
-    usage: dict[str, Any] | None = None
-    disconnected: bool = False  # the client went away before the end (a held warm-up, a stream)
-
-    @property
-    def prompt(self) -> list[int]:
-        prompt: list[int] = self.body["prompt"]
-        return prompt
-
-    @property
-    def is_warmup(self) -> bool:
-        return not self.stream and self.max_tokens == 1
-
-    def summary(self) -> dict[str, Any]:
-        """What `GET /fake/requests` answers for it."""
-        return {
-            "at": self.wall,
-            "request_id": self.request_id,
-            "body_bytes": self.body_bytes,
-            "prompt_tokens": self.prompt_tokens,
-            "stream": self.stream,
-        }
-
-
-def prompt_length(prompt: Any) -> int:
-    """Token ids count one each, text one per character; a batch counts its first prompt."""
-    if isinstance(prompt, str):
-        return len(prompt)
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
-        return prompt_length(prompt[0])
-    return len(prompt) if isinstance(prompt, list) else 0
 
 
 @dataclass
@@ -248,11 +212,11 @@ class FakeVLLM:
     # -- ASGI --
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         assert scope["type"] == "http"
         arrived = time.time()
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         method, path = scope["method"], scope["path"]
         try:
             if method == "POST" and path == "/v1/completions":
@@ -273,18 +237,18 @@ class FakeVLLM:
             elif self.strict and method == "POST" and path == "/tokenize":
                 limits = {"vocab_size": self.vocab_size, "max_model_len": self.max_model_len}
                 body = fake_checks.json_object(raw)
-                await _json(send, 200, fake_checks.tokenize(body, model=self.model, **limits))
+                await answer_json(send, 200, fake_checks.tokenize(body, model=self.model, **limits))
             elif self.strict and method == "POST" and path == "/v1/chat/completions":
                 body = fake_checks.json_object(raw)
                 answer = fake_checks.chat(body, model=self.model, reply=self.reply)
-                await _json(send, 200, answer)
+                await answer_json(send, 200, answer)
             else:
                 await self._other(method, path, send)
         except Rejected as rejected:
             self.rejected.append((path, rejected.status, rejected.message))
             kind = "NotFoundError" if rejected.status == 404 else "BadRequestError"
             error = {"message": rejected.message, "type": kind, "param": None}
-            await _json(send, rejected.status, {"error": {**error, "code": rejected.status}})
+            await answer_json(send, rejected.status, {"error": {**error, "code": rejected.status}})
 
     def _record(self, body: dict[str, Any], raw: bytes, scope: Scope, arrived: float) -> Recorded:
         headers = dict(scope["headers"])
@@ -298,7 +262,7 @@ class FakeVLLM:
             prompt_tokens=prompt_length(body.get("prompt")),
             stream=bool(body.get("stream")),
             max_tokens=body.get("max_tokens"),
-            include_usage=_include_usage(body),
+            include_usage=include_usage(body),
             route=route.decode("latin-1") if route is not None else None,
         )
         self.completions.append(record)
@@ -308,7 +272,7 @@ class FakeVLLM:
         if method == "GET" and path == "/v1/models":
             self.gets.append(path)
             model = {"id": self.model, "object": "model", "max_model_len": self.max_model_len}
-            await _json(send, 200, {"object": "list", "data": [model]})
+            await answer_json(send, 200, {"object": "list", "data": [model]})
         elif method == "GET" and path == "/metrics":
             self.gets.append(path)
             text = (
@@ -320,46 +284,46 @@ class FakeVLLM:
                 "# TYPE vllm:num_requests_running gauge\n"
                 f'vllm:num_requests_running{{engine="0"}} {self.streams_open:.1f}\n'
             )
-            await _respond(send, 200, text.encode(), b"text/plain; version=0.0.4")
+            await answer(send, 200, text.encode(), b"text/plain; version=0.0.4")
         elif method == "GET" and path == "/fake/requests":
-            await _json(send, 200, [record.summary() for record in self.completions])
+            await answer_json(send, 200, [record.summary() for record in self.completions])
         elif method == "POST" and path == "/fake/reset":
             self.completions.clear()
-            await _json(send, 200, {"ok": True})
+            await answer_json(send, 200, {"ok": True})
         else:
-            await _json(send, 404, {"error": {"message": f"no route {method} {path}"}})
+            await answer_json(send, 404, {"error": {"message": f"no route {method} {path}"}})
 
     async def _warm(self, record: Recorded, receive: Receive, send: Send) -> None:
         self.warm_in_flight += 1
         self.max_warm_in_flight = max(self.max_warm_in_flight, self.warm_in_flight)
         try:
             hold = self._release if record.is_warmup else self._answers_release
-            if hold is not None and await _client_left(hold, receive):
+            if hold is not None and await client_left(hold, receive):
                 record.disconnected = True  # vLLM would abort it here
                 return
             if self.warm_status != 200:
                 error = {"error": {"message": "warm-up exploded", "code": self.warm_status}}
-                await _json(send, self.warm_status, error)
+                await answer_json(send, self.warm_status, error)
                 return
             tokens = self._tokens(record)
             record.usage = self._usage(record.body, record.prompt_tokens, len(tokens))
             choice = self._choice("".join(tokens), "length")
             answer = {**self._base(record), "choices": [choice], "usage": record.usage}
-            await _json(send, 200, answer)
+            await answer_json(send, 200, answer)
         finally:
             self.warm_in_flight -= 1
 
     async def _stream(self, record: Recorded, receive: Receive, send: Send) -> None:
         if self.final_status != 200:
             error = {"error": {"message": "final request exploded", "code": self.final_status}}
-            await _json(send, self.final_status, error)
+            await answer_json(send, self.final_status, error)
             return
         self.streams_open += 1
         try:
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             hold = self._streams_release
-            if hold is not None and await _client_left(hold, receive):
+            if hold is not None and await client_left(hold, receive):
                 record.disconnected = True  # vLLM would abort it here
                 return
             tokens, matched = stopped(self._tokens(record), record.body)
@@ -376,18 +340,18 @@ class FakeVLLM:
                     choice["stop_reason"] = matched if last else None
                 if record.body.get("return_token_ids"):
                     choice["token_ids"] = [REPLY_ID_BASE + first + i]
-                await _event(send, {**base, "choices": [choice]})
+                await send_event(send, {**base, "choices": [choice]})
                 if self.stream_hang:
                     # Wait for the client to go away: uvicorn's receive() answers
                     # http.disconnect only once the connection is closed.
                     message = await receive()
                     record.disconnected = message["type"] == "http.disconnect"
                     return
-                if await _client_gone(receive, self.token_delay_s if not last else 0.0):
+                if await client_gone(receive, self.token_delay_s if not last else 0.0):
                     record.disconnected = True
                     return
             if not self.fast or record.include_usage:
-                await _event(send, {**base, "choices": [], "usage": record.usage})
+                await send_event(send, {**base, "choices": [], "usage": record.usage})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         finally:
             self.streams_open -= 1
@@ -408,69 +372,6 @@ def stopped(tokens: tuple[str, ...], body: dict[str, Any]) -> tuple[tuple[str, .
             return (*tokens[:i], *([cut] if cut else [])), stop
         text += token
     return tokens, None
-
-
-async def _client_gone(receive: Receive, delay_s: float) -> bool:
-    """Wait `delay_s` (at least one turn of the loop); True if the client went away meanwhile."""
-    if delay_s <= 0:
-        await asyncio.sleep(0)
-        return False
-    message = asyncio.ensure_future(receive())
-    done, _ = await asyncio.wait({message}, timeout=delay_s)
-    if not done:
-        message.cancel()
-        return False
-    return bool(message.result()["type"] == "http.disconnect")
-
-
-def _include_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options") or {}
-    return isinstance(options, dict) and bool(options.get("include_usage"))
-
-
-async def _client_left(release: asyncio.Event, receive: Receive) -> bool:
-    """Wait for `release`; True if the client disconnected first."""
-    released = asyncio.ensure_future(release.wait())
-    left = asyncio.ensure_future(receive())
-    done, _ = await asyncio.wait({released, left}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (released, left):
-        task.cancel()
-    return left in done and left.result()["type"] == "http.disconnect"
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-async def _read_body(receive: Receive) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        chunk: bytes = message.get("body", b"")
-        body += chunk
-        if not message.get("more_body"):
-            return body
-
-
-async def _json(send: Send, status: int, data: Any) -> None:
-    await _respond(send, status, json.dumps(data).encode(), b"application/json")
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _event(send: Send, data: dict[str, Any]) -> None:
-    payload = f"data: {json.dumps(data)}\n\n".encode()
-    await send({"type": "http.response.body", "body": payload, "more_body": True})
 
 
 def main(argv: list[str] | None = None) -> int:

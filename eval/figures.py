@@ -15,6 +15,9 @@ RATIO_PAIRS = (
     ("static", "oracle"),
     ("cold", "keystroke"),
     ("mixed:cold", "cold"),  # the mixed-load scenario: warm-ups-off users, beside warm-ups
+    ("speculate", "keystroke"),  # what answering before Enter adds to the warm-ups
+    ("speculate", "static"),
+    ("mixed-speculate:cold", "cold"),  # warm-ups-off users, beside speculating ones
 )
 
 

@@ -36,8 +36,9 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from eval.bench_keystrokes import percentile, stop, wait_for
+from eval.bench_processes import stop, wait_for
 from eval.hostile_frames import SYSTEM, FrameMaker, http_request
+from eval.keystroke_load import percentile
 from eval.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

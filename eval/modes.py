@@ -1,10 +1,14 @@
-"""The four modes, each driven through the real `/ws/session` like any client would.
+"""The five modes, each driven through the real `/ws/session` like any client would.
 
 - cold: no warm-up at all;
 - static: only the context (system prompt, schema) warmed at session start: the common practice;
 - keystroke: the full planner, fed by the replay in real time;
 - oracle: the final prompt sent twice under one salt, the first at the submit, the second
-  right after it (or after the idle gap): its TTFT is the floor (fully cached).
+  right after it (or after the idle gap): its TTFT is the floor (fully cached);
+- speculate: keystroke's warm-ups plus speculative finals (answer before Enter,
+  `core/answering/speculation.py`), driven exactly as keystroke. It is the only mode whose
+  sessions may speculate: every other one says `speculate: false` in its start frame, so a
+  run's orchestrator can speculate for this mode without touching the others' figures.
 
 Equal starts: every mode opens its session(s), and from the moment they are `ready` replays
 the same input on the same schedule (`eval/schedule.py`: each frame at a fixed offset from
@@ -29,9 +33,12 @@ import websockets
 from eval.engine_state import EngineState
 from eval.schedule import Schedule
 
-MODES = ("cold", "static", "keystroke", "oracle")
+SPECULATE = "speculate"
+MODES = ("cold", "static", "keystroke", "oracle", SPECULATE)
+DEFAULT_MODES = ("cold", "static", "keystroke", "oracle")  # a run's modes unless it names some
 FRAME_TIMEOUT_S = 600.0
-WARMUPS = {"cold": "off", "static": "context", "keystroke": "keystroke", "oracle": "off"}
+WARMUPS = {"cold": "off", "static": "context", "keystroke": "keystroke", "oracle": "off",
+           SPECULATE: "keystroke"}  # fmt: skip
 
 
 class EvalError(Exception):
@@ -82,20 +89,26 @@ class Client:
                 return frame
 
 
+def start_frame(run: CaseRun, warmups: str, max_tokens: int, speculate: bool) -> dict[str, Any]:
+    return {
+        "type": "start",
+        "context": run.context,
+        "params": {"max_tokens": max_tokens, "temperature": 0.0},
+        "warmups": warmups,
+        "cache_namespace": run.namespace,
+        "speculate": speculate,
+    }
+
+
 @contextlib.asynccontextmanager
-async def opened(run: CaseRun, warmups: str, max_tokens: int) -> AsyncIterator[Client]:
-    """A session started with `warmups` and answered `ready`."""
+async def opened(
+    run: CaseRun, warmups: str, max_tokens: int, speculate: bool = False
+) -> AsyncIterator[Client]:
+    """A session started with `warmups` (speculative finals only if `speculate`) and answered
+    `ready`."""
     async with websockets.connect(run.ws_url, max_size=2**24) as connection:
         client = Client(connection)
-        await client.send(
-            {
-                "type": "start",
-                "context": run.context,
-                "params": {"max_tokens": max_tokens, "temperature": 0.0},
-                "warmups": warmups,
-                "cache_namespace": run.namespace,
-            }
-        )
+        await client.send(start_frame(run, warmups, max_tokens, speculate))
         await client.until("ready")
         yield client
 
@@ -110,7 +123,8 @@ async def run_mode(mode: str, run: CaseRun) -> tuple[dict[str, Any], Timeline]:
             await replay_and_submit(primer, run, timeline, time.monotonic(), measured=False)
             done = await submit(floor, run, timeline, seq=1, measured=True)
     else:
-        async with opened(run, WARMUPS[mode], run.max_tokens) as client:
+        speculate = mode == SPECULATE
+        async with opened(run, WARMUPS[mode], run.max_tokens, speculate) as client:
             done = await replay_and_submit(client, run, timeline, time.monotonic(), measured=True)
     return done, timeline
 

@@ -8,6 +8,7 @@ bootstrap intervals (`eval/figures.py`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def mode_summary(results: list[CaseResult], cold: list[CaseResult]) -> dict[str,
         "warm_prefill_tokens_per_final": mean([r.warm_prefill_tokens for r in ok]),
         "ex": round(sum(scored) / len(scored), 4) if scored else None,
         "identical_outputs": identical_outputs(ok, cold),
+        **speculation_summary(ok),
         "failures": [failure(r) for r in results if r not in ok],
         "scorecard": scorecard_sums(ok),
         "warm_pieces": piece_sums(ok),
@@ -79,20 +81,50 @@ def mode_summary(results: list[CaseResult], cold: list[CaseResult]) -> dict[str,
     }
 
 
+def speculation_summary(ok: list[CaseResult]) -> dict[str, Any]:
+    """Answers attached to a speculative final, their share of the answered cases (attach
+    rate), and the generated tokens of the speculations thrown away."""
+    attached = sum(r.speculative for r in ok)
+    return {
+        "speculative_answers": attached,
+        "attach_rate": round(attached / len(ok), 4) if ok else None,
+        "speculation_wasted_tokens": sum(r.speculation_wasted_tokens for r in ok),
+    }
+
+
 def failure(result: CaseResult) -> dict[str, Any]:
     return {"case": result.case, "repeat": result.repeat, "reason": result.failure}
 
 
-def identical_outputs(results: list[CaseResult], cold: list[CaseResult]) -> float | None:
-    """Fraction of cases whose greedy output equals cold's (of the same repeat when it ran)."""
+def same_as_cold(cold: list[CaseResult]) -> Callable[[CaseResult], bool | None]:
+    """Whether a result's greedy output equals cold's for its case (of the same repeat when it
+    ran); None when cold has no answer for the case."""
     by_unit = {(r.case, r.repeat): r.text for r in cold if r.failure is None}
     by_case = {r.case: r.text for r in cold if r.failure is None}
-    same = [
-        r.text == by_unit.get((r.case, r.repeat), by_case[r.case])
-        for r in results
-        if r.case in by_case
-    ]
+
+    def same(result: CaseResult) -> bool | None:
+        if result.case not in by_case:
+            return None
+        return result.text == by_unit.get((result.case, result.repeat), by_case[result.case])
+
+    return same
+
+
+def identical_outputs(results: list[CaseResult], cold: list[CaseResult]) -> float | None:
+    """Fraction of cases whose greedy output equals cold's (of the same repeat when it ran)."""
+    same_as = same_as_cold(cold)
+    same = [found for r in results if (found := same_as(r)) is not None]
     return round(sum(same) / len(same), 4) if same else None
+
+
+def case_rows(results: list[CaseResult], cold: list[CaseResult]) -> list[dict[str, Any]]:
+    """Every case result, with `identical_to_cold` (None: cold did not answer the case, or
+    the case failed)."""
+    same_as = same_as_cold(cold)
+    return [
+        {**asdict(r), "identical_to_cold": same_as(r) if r.failure is None else None}
+        for r in results
+    ]
 
 
 def build_report(
@@ -122,7 +154,7 @@ def build_report(
     report["failures"] = [
         {"mode": mode, **failure} for mode, row in summaries.items() for failure in row["failures"]
     ]
-    report["results"] = [asdict(result) for result in results]
+    report["results"] = case_rows(results, cold)
     return report
 
 

@@ -15,7 +15,7 @@ FIGURE_TARGETS = {
     "context_warm_prefill_tokens_per_case": "",
     "typed_text_warm_prefill_per_typed_token": "≤ 2",
 }
-ORDER = ("keystroke", "static", "oracle", "cold")
+ORDER = ("keystroke", "speculate", "static", "oracle", "cold")
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -50,6 +50,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *scorecard_table(report),
         "",
+        *speculation_table(report),
         "| figure | measured | target |",
         "|---|---:|---:|",
     ]
@@ -121,6 +122,38 @@ def scorecard_table(report: dict[str, Any]) -> list[str]:
         saved = f"{fmt(sums.get('saved_ms'))} ({sums.get('saved_ms_cases', 0)})"
         lines.append(f"| {mode} | {' | '.join(cells)} | {saved} |")
     return lines
+
+
+def speculation_table(report: dict[str, Any]) -> list[str]:
+    """Speculative finals per mode, when some mode speculated (nothing otherwise)."""
+    rows = report["modes"]
+    modes = [m for m in ordered_modes(report) if speculated(m, rows[m])]
+    if not modes:
+        return []
+    lines = [
+        "Answers before Enter (speculative finals), over the answered cases of each mode:",
+        "",
+        "| mode | speculative answers / finals | attach rate | wasted generated tokens "
+        "| identical to cold |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for mode in modes:
+        row = rows[mode]
+        lines.append(
+            f"| {mode} | {row['speculative_answers']} / {row['finals']} "
+            f"| {fmt(row['attach_rate'], '.2f')} | {row['speculation_wasted_tokens']} "
+            f"| {fmt(row['identical_outputs'], '.2f')} |"
+        )
+    return [*lines, ""]
+
+
+def speculated(mode: str, row: dict[str, Any]) -> bool:
+    """A mode that may speculate (`speculate`, `arm:speculate`), or one that did."""
+    return (
+        mode.rsplit(":", 1)[-1] == "speculate"
+        or bool(row.get("speculative_answers"))
+        or bool(row.get("speculation_wasted_tokens"))
+    )
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -6,8 +6,8 @@ down halfway (these machines are shared) moves every mode alike instead of the o
 last. The whole plan is played `repeats` times, each repeat under fresh cache salts.
 
 An arm says which mode each typist slot uses: one mode for all (`cold`, `static`, ...), or a
-mixture (`mixed`: keystroke and cold typists taking turns) whose results are labelled
-`arm:mode` (`mixed:cold`).
+mixture (`mixed`: keystroke and cold typists taking turns; `mixed-speculate`: speculate and
+cold) whose results are labelled `arm:mode` (`mixed:cold`, `mixed-speculate:speculate`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Arm:
 
 
 MIXED = Arm("mixed", ("keystroke", "cold"))  # half the typists warm, half do not
+MIXED_SPECULATE = Arm("mixed-speculate", ("speculate", "cold"))  # half also answer before Enter
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from eval.engine import count_tokens
 from eval.engine_state import EngineState, engine_state_label, sampling
 from eval.engine_warm import CaseKey, EngineWarm, engine_warm
 from eval.kv_watch import watching
-from eval.modes import CaseRun, EvalError, Timeline, run_mode
+from eval.modes import SPECULATE, CaseRun, EvalError, Timeline, run_mode
 from eval.replay import Replay
 from eval.results import CaseResult
 from eval.rounds import Arm, Round, rounds
@@ -53,6 +53,11 @@ class RunPlan:
     @property
     def arms(self) -> tuple[Arm, ...]:
         return (*(Arm.of(mode) for mode in self.modes), *self.mixed)
+
+    @property
+    def speculates(self) -> bool:
+        """Whether some typist of the plan runs the `speculate` mode."""
+        return any(SPECULATE in arm.slots for arm in self.arms)
 
     @property
     def labels(self) -> list[str]:
@@ -225,6 +230,8 @@ class Runner:
             completion_tokens=int(done.get("completion_tokens") or 0),
             timeline=vars(timeline).copy(),
             warm_pieces=pieces if isinstance(pieces, dict) else None,
+            speculative=bool(done.get("speculative")),
+            speculation_wasted_tokens=int(done.get("speculation_wasted_tokens") or 0),
         )
 
 

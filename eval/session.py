@@ -170,17 +170,23 @@ def staged(workloads: list[Workload]) -> Iterator[Path]:
         yield Path(folder)
 
 
-def speculation_off_unless_asked() -> dict[str, Any]:
-    """The modes measure warm-ups: a speculative answer would hide them (it has a benchmark of
-    its own, `python -m eval.bench_speculate`). PREFILL_SPECULATE, when set, decides; the
-    report records it either way."""
-    return {} if "PREFILL_SPECULATE" in os.environ else {"speculate": "off"}
+def speculation_for(speculating: bool) -> dict[str, Any]:
+    """Speculative finals (`on`) only for a run with the `speculate` mode, whose sessions alone
+    ask for them: every other mode's sessions opt out in their start frame (`eval/modes.py`),
+    so their figures stay those of warm-ups. PREFILL_SPECULATE, when set, decides; the report
+    records the setting either way."""
+    if "PREFILL_SPECULATE" in os.environ:
+        return {}
+    return {"speculate": "on" if speculating else "off"}
 
 
 @contextlib.contextmanager
-def launched(workloads: list[Workload], enforce_eager: bool = False) -> Iterator[EvalSession]:
+def launched(
+    workloads: list[Workload], enforce_eager: bool = False, speculating: bool = False
+) -> Iterator[EvalSession]:
     """vLLM (compiled, as users run it, unless `enforce_eager`) unless one answers, and the
-    orchestrator on a port, serving the text-to-SQL datasets among `workloads`."""
+    orchestrator on a port, serving the text-to-SQL datasets among `workloads`, speculating
+    when some run has the `speculate` mode (`speculating`)."""
     from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
 
     with staged(workloads) as datasets_dir:
@@ -190,8 +196,10 @@ def launched(workloads: list[Workload], enforce_eager: bool = False) -> Iterator
             datasets_dir=datasets_dir,
             ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
             **eval_timeouts(),
-            **speculation_off_unless_asked(),
+            **speculation_for(speculating),
         )
+        if speculating and settings.speculate == "off":
+            print("note: PREFILL_SPECULATE=off: the speculate mode runs as keystroke", flush=True)
         settings = with_kv_events(settings)  # as `python -m orchestrator --launch-vllm` runs
         extra = tuple(os.environ.get(VLLM_ARGS_ENV, "").split())
         with launched_vllm(settings, enforce_eager=enforce_eager, extra_args=extra) as flags:

@@ -2,9 +2,12 @@
 
 Each run writes its own report folder under the output folder; the suite adds `summary.md`
 and `summary.json` with one row per run and mode, led by keystroke against static (with its
-interval). `load` also runs the mixed-load scenario: half the typists with keystroke warm-ups,
-half with none (`mixed:keystroke`, `mixed:cold`), interleaved with the same rounds where every
-typist has none (`cold`): what warm-ups cost the users who do not warm.
+interval). The suite's text-to-SQL, long-input and paste-then-ask runs (Enter at once and after
+the 0.8 s pause) also run the `speculate` mode: keystroke warm-ups plus answers before Enter.
+`load` also runs the mixed-load scenario: half the typists with keystroke warm-ups, half with
+none (`mixed:keystroke`, `mixed:cold`), and half speculating, half with none
+(`mixed-speculate:speculate`, `mixed-speculate:cold`), interleaved with the same rounds where
+every typist has none (`cold`): what warm-ups and speculation cost the users who do neither.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.modes import MODES
+from eval.figures import ratio_name
+from eval.modes import DEFAULT_MODES, SPECULATE
 from eval.replay import Replay, SubmitPause
-from eval.report_md import fmt, ordered_modes
-from eval.rounds import MIXED, Arm
+from eval.report_md import fmt, ordered_modes, speculated
+from eval.rounds import MIXED, MIXED_SPECULATE, Arm
 from eval.runner import ContextCache, RunPlan
 from eval.session import EvalSession
 from eval.workloads import DATASETS, DEFAULT_DATASETS, WorkloadKind, load_workload
@@ -32,7 +36,7 @@ class RunSpec:
     name: str
     workload: WorkloadKind
     cases: int
-    modes: tuple[str, ...] = MODES
+    modes: tuple[str, ...] = DEFAULT_MODES
     replay: Replay = DEFAULT_REPLAY
     concurrency: int = 1
     context_cache: ContextCache = "own"
@@ -62,18 +66,19 @@ def default_suite(quick: bool, repeats: int = 3) -> list[RunSpec]:
     enter, pause = SubmitPause(None), SubmitPause(PAUSE_PAST_TYPING_PAUSE_S)
     sql, long, paste = (4, 2, 2) if quick else (8, 5, 6)
     some = ("static", "keystroke", "oracle")
+    every, some_and_speculate = (*DEFAULT_MODES, SPECULATE), (*some, SPECULATE)
     return [
-        RunSpec("demo-enter", "text-to-sql", sql, replay=Replay(submit_pause=enter),
+        RunSpec("demo-enter", "text-to-sql", sql, every, Replay(submit_pause=enter),
                 repeats=repeats),
-        RunSpec("demo-pause", "text-to-sql", sql - 2, some, Replay(submit_pause=pause),
-                repeats=repeats),
-        RunSpec("support-enter-x8", "long-input", long, replay=Replay("typing", 8.0, enter),
+        RunSpec("demo-pause", "text-to-sql", sql - 2, some_and_speculate,
+                Replay(submit_pause=pause), repeats=repeats),
+        RunSpec("support-enter-x8", "long-input", long, every, Replay("typing", 8.0, enter),
                 repeats=repeats),
         RunSpec("support-dictation", "long-input", long // 2, some,
                 Replay("dictation", 1.0, enter), repeats=repeats),
-        RunSpec("library-paste-enter", "paste-then-ask", paste, replay=Replay(submit_pause=enter),
-                repeats=repeats),
-        RunSpec("library-context-enter", "long-input", paste, replay=Replay(submit_pause=enter),
+        RunSpec("library-paste-enter", "paste-then-ask", paste, every,
+                Replay(submit_pause=enter), repeats=repeats),
+        RunSpec("library-context-enter", "long-input", paste, every, Replay(submit_pause=enter),
                 repeats=repeats, dataset="library-context"),
     ]  # fmt: skip
 
@@ -90,7 +95,7 @@ def load_suite(quick: bool, repeats: int = 3) -> list[RunSpec]:
     ]  # fmt: skip
     mixed = [
         RunSpec(f"load-mixed-{cache}-n{n}", "text-to-sql", cases, ("cold",), Replay(), n, cache,
-                repeats=repeats, mixed=(MIXED,))
+                repeats=repeats, mixed=(MIXED, MIXED_SPECULATE))
         for cache in ("own", "shared")
         for n in typists
         if n > 1
@@ -117,7 +122,10 @@ async def run_suite(session: EvalSession, specs: list[RunSpec], out: Path) -> st
 COMPARED = {  # the ratios a summary row shows, by mode label
     "keystroke": (("static", "keystroke_over_static_p50"), ("oracle", "keystroke_over_oracle_p50")),
     "mixed:cold": (("all off", "mixed_cold_over_cold_p50"),),
-}
+    SPECULATE: (("keystroke", "speculate_over_keystroke_p50"),
+                ("static", "speculate_over_static_p50")),
+    "mixed-speculate:cold": (("all off", ratio_name("mixed-speculate:cold", "cold")),),
+}  # fmt: skip
 
 
 def summary_rows(name: str, report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,6 +157,9 @@ def summary_rows(name: str, report: dict[str, Any]) -> list[dict[str, Any]]:
                 "warm_source": engine.get("source", "done frames"),
                 "busy": row.get("engine_busy_share"),
                 "identical": row["identical_outputs"],
+                "attach_rate": row.get("attach_rate"),
+                "speculation_wasted_tokens": row.get("speculation_wasted_tokens"),
+                "speculates": speculated(mode, row),
                 "failures": len(row["failures"]),
                 "versus": versus,
             }
@@ -165,17 +176,22 @@ def write_summary(rows: list[dict[str, Any]], out: Path) -> None:
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
         "| run | mode | submit | replay | typists | cache | repeats | TTFT p50 ms | TTFT p95 ms "
-        "| cached / prompt | warm prefill / final | busy | identical | failures "
-        "| ratio of p50s [95% interval] |",
-        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| cached / prompt | warm prefill / final | busy | identical | attached (wasted tokens) "
+        "| failures | ratio of p50s [95% interval] |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         versus = "; ".join(f"vs {name} {interval(v)}" for name, v in r["versus"].items())
+        attached = (
+            f"{fmt(r['attach_rate'], '.2f')} ({r['speculation_wasted_tokens']})"
+            if r.get("speculates")
+            else ""
+        )
         lines.append(
             f"| {r['run']} | {r['mode']} | {r['submit_pause']} | {r['replay']} x{r['speedup']:g} "
             f"| {r['concurrency']} | {r['context_cache']} | {r['repeats']} | {fmt(r['p50'])} "
             f"| {fmt(r['p95'])} | {fmt(r['cached'], '.0f')} / {fmt(r['prompt'], '.0f')} "
             f"| {fmt(r['warm_per_final'], '.0f')} | {fmt(r['busy'], '.2f')} | {r['identical']} "
-            f"| {r['failures']} | {versus} |"
+            f"| {attached} | {r['failures']} | {versus} |"
         )
     (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-from eval.fake_vllm import FakeVLLM, Recorded
+from eval.fake_records import Recorded
+from eval.fake_vllm import FakeVLLM
 from orchestrator.core.engine.prefill_cost import PrefillCost
 from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.core.planning.planner import (

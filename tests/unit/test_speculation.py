@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from eval.fake_vllm import REPLY_ID_BASE, FakeVLLM, Recorded
+from eval.fake_records import Recorded
+from eval.fake_vllm import REPLY_ID_BASE, FakeVLLM
 from orchestrator.core.answering.speculation import Speculation, Speculator
 from orchestrator.core.engine.vllm_client import VLLMClient
 from orchestrator.core.engine.watch import EngineWatch
