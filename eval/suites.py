@@ -66,12 +66,12 @@ def default_suite(quick: bool, repeats: int = 3) -> list[RunSpec]:
     enter, pause = SubmitPause(None), SubmitPause(PAUSE_PAST_TYPING_PAUSE_S)
     sql, long, paste = (4, 2, 2) if quick else (8, 5, 6)
     some = ("static", "keystroke", "oracle")
-    every, some_and_speculate = (*DEFAULT_MODES, SPECULATE), (*some, SPECULATE)
+    every = (*DEFAULT_MODES, SPECULATE)
     return [
         RunSpec("demo-enter", "text-to-sql", sql, every, Replay(submit_pause=enter),
                 repeats=repeats),
-        RunSpec("demo-pause", "text-to-sql", sql - 2, some_and_speculate,
-                Replay(submit_pause=pause), repeats=repeats),
+        RunSpec("demo-pause", "text-to-sql", sql - 2, every, Replay(submit_pause=pause),
+                repeats=repeats),
         RunSpec("support-enter-x8", "long-input", long, every, Replay("typing", 8.0, enter),
                 repeats=repeats),
         RunSpec("support-dictation", "long-input", long // 2, some,
