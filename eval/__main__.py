@@ -39,6 +39,7 @@ from eval.suites import SUITES, run_suite
 from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
 from orchestrator.errors import ServiceError, SetupError
 from vllm_launch.errors import LaunchError
+from vllm_launch.signals import exits_on_signals
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "data" / "reports" / "latest"
@@ -196,6 +197,7 @@ def suite_main(argv: list[str], name: str) -> int:
     return 0
 
 
+@exits_on_signals
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""

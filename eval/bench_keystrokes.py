@@ -46,6 +46,7 @@ from eval.keystroke_load import Result, percentile, run_async, run_sessions
 from eval.keystroke_texts import aligned_system_prompt
 from orchestrator.errors import SetupError
 from orchestrator.settings import Settings
+from vllm_launch.signals import exits_on_signals
 
 
 def report(results: list[Result]) -> None:
@@ -79,6 +80,7 @@ def report(results: list[Result]) -> None:
         )
 
 
+@exits_on_signals
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench_keystrokes", description=__doc__)
     parser.add_argument("--sessions", type=int, nargs="+", default=[50, 500])

@@ -20,6 +20,7 @@ from eval.serving import serve_in_thread
 from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from vllm_launch.signals import exits_on_signals
 
 
 async def ttft_ms(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> float:
@@ -75,6 +76,7 @@ def report(direct: list[float], proxied: list[float]) -> None:
     print(f"added at p50: {added:.2f} ms (median of paired differences: {pairs:.2f} ms)")
 
 
+@exits_on_signals
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench_passthrough")
     parser.add_argument("--vllm-url", default="http://127.0.0.1:8001")

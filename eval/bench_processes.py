@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from eval.serving import free_port
+from vllm_launch.signals import spawn_group
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUPS_PER_SECOND = 100_000  # so the global gate never holds a warm-up back
@@ -112,14 +113,12 @@ def started(sessions: int, logs: Path, profile: Path | None) -> Iterator[Process
         out = profile / f"orchestrator-N{sessions}.prof"
         app_cmd = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "orchestrator"]
     with fake_log.open("wb") as fake_out, app_log.open("wb") as app_out:
-        fake = subprocess.Popen(fake_cmd, cwd=ROOT, stdout=fake_out, stderr=subprocess.STDOUT)
+        fake = spawn_group(fake_cmd, fake_out, cwd=ROOT)
         orchestrator: subprocess.Popen[bytes] | None = None
         try:
             fake_url = f"http://127.0.0.1:{fake_port}"
             wait_for(f"{fake_url}/v1/models", fake, fake_log, 60)
-            orchestrator = subprocess.Popen(
-                app_cmd, cwd=ROOT, env=env, stdout=app_out, stderr=subprocess.STDOUT
-            )
+            orchestrator = spawn_group(app_cmd, app_out, env, ROOT)
             app_url = f"http://127.0.0.1:{app_port}"
             wait_for(f"{app_url}/health", orchestrator, app_log, 120)
             yield Processes(fake, orchestrator, fake_url, app_url, logs)

@@ -43,6 +43,7 @@ from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.prompt import schema_prompt
 from orchestrator.web.app import create_app
+from vllm_launch.signals import exits_on_signals
 
 PAUSES = (SubmitPause(None), SubmitPause(0.8))
 MODES = ("speculate", "keystroke")
@@ -191,6 +192,7 @@ def settings(args: argparse.Namespace) -> Settings:
     )
 
 
+@exits_on_signals
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench_speculate", description=__doc__)
     parser.add_argument(

