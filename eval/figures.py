@@ -17,6 +17,7 @@ RATIO_PAIRS = (
     ("mixed:cold", "cold"),  # the mixed-load scenario: warm-ups-off users, beside warm-ups
     ("speculate", "keystroke"),  # what answering before Enter adds to the warm-ups
     ("speculate", "static"),
+    ("speculate", "oracle"),  # below the floor of a fully cached prompt?
     ("mixed-speculate:cold", "cold"),  # warm-ups-off users, beside speculating ones
 )
 

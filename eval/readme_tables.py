@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eval.intervals import Unit, bootstrap_ratio
 from eval.report_md import fmt, ordered_modes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,9 +66,46 @@ def ratios_view(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def speculation_view(report: dict[str, Any]) -> list[str]:
+    """The modes that answered before Enter: TTFT against the oracle's floor (paired, with its
+    interval, as the report computes ratios), answers identical to cold's, speculations
+    attached and generated tokens thrown away."""
+    lines = [
+        "| mode | TTFT p50 ms | p50 over oracle's [95% interval] | identical to cold "
+        "| attached | wasted tokens |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    results = report.get("results") or []
+    floor = ttft_units(results, "oracle")
+    for mode in ordered_modes(report):
+        row = report["modes"][mode]
+        if not row.get("speculative_answers") and mode != "speculate":
+            continue
+        interval = bootstrap_ratio(
+            ttft_units(results, mode), floor, seed=report["settings"]["seed"]
+        )
+        versus = interval.label() if interval else "n/a"
+        answered = len([r for r in results if r["mode"] == mode and r["ttft_ms"] is not None])
+        lines.append(
+            f"| {mode} | {fmt(row['ttft_ms']['p50'], ',.1f')} | {versus} "
+            f"| {row['identical_outputs']} | {row['speculative_answers']} of {answered} "
+            f"| {row['speculation_wasted_tokens']} |"
+        )
+    return lines
+
+
+def ttft_units(results: list[dict[str, Any]], mode: str) -> dict[Unit, float]:
+    return {
+        (r["case"], r["repeat"]): r["ttft_ms"]
+        for r in results
+        if r["mode"] == mode and r["ttft_ms"] is not None
+    }
+
+
 VIEWS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "modes": modes_view,
     "ratios": ratios_view,
+    "speculation": speculation_view,
 }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
-from eval.readme_tables import ROOT, main, regenerate
+from eval.readme_tables import ROOT, main, regenerate, speculation_view
 from tests.unit.test_eval_parts import sample_report
 
 
@@ -37,3 +38,34 @@ def test_a_table_that_differs_from_its_report_fails_and_write_repairs_it(tmp_pat
     assert main(args) == 0  # now consistent
     shutil.rmtree(results / "demo-check")
     assert main(args) == 1  # a table whose report is gone fails too
+
+
+def speculating_report() -> dict[str, Any]:
+    def result(mode: str, case: str, ttft: float, speculative: bool) -> dict[str, Any]:
+        return {"mode": mode, "case": case, "repeat": 0, "ttft_ms": ttft,
+                "speculative": speculative}  # fmt: skip
+
+    def row(p50: float, answers: int, wasted: int) -> dict[str, Any]:
+        return {"ttft_ms": {"p50": p50}, "identical_outputs": 1.0,
+                "speculative_answers": answers, "speculation_wasted_tokens": wasted}  # fmt: skip
+
+    results = [result("oracle", "q1", 100.0, False), result("oracle", "q2", 200.0, False),
+               result("speculate", "q1", 5.0, True), result("speculate", "q2", 300.0, False),
+               result("keystroke", "q1", 150.0, False)]  # fmt: skip
+    return {
+        "settings": {"seed": 7},
+        "results": results,
+        "modes": {
+            "speculate": row(152.5, 1, 12),
+            "oracle": row(150.0, 0, 0),
+            "keystroke": row(150.0, 0, 0),
+        },
+    }
+
+
+def test_the_speculation_view_sets_each_speculating_mode_against_the_oracles_floor() -> None:
+    lines = speculation_view(speculating_report())
+    assert len(lines) == 3  # the header, its rule, and the one mode that speculates
+    mode, p50, versus, identical, attached, wasted = (c.strip() for c in lines[2].split("|")[1:-1])
+    assert (mode, p50, identical, attached, wasted) == ("speculate", "152.5", "1.0", "1 of 2", "12")
+    assert versus.startswith("1.017 [")  # median(5, 300) / median(100, 200), paired by case
