@@ -15,7 +15,7 @@ from types import FrameType
 
 import pytest
 
-from vllm_launch.signals import exits_on_signals, signals_held
+from vllm_launch.signals import Handler, exits_on_signals, signals_held
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,13 +83,18 @@ def command(tmp_path: Path) -> Iterator[tuple[Path, list[subprocess.Popen[bytes]
         process.wait()
 
 
-def start(pid_file: Path, child: str, grace_s: float) -> subprocess.Popen[bytes]:
+def start(
+    pid_file: Path, child: str, grace_s: float, sighup: Handler = signal.SIG_DFL
+) -> subprocess.Popen[bytes]:
+    """The command, started with SIGHUP as `sighup` whatever this run inherited (a test run
+    under nohup inherits it ignored): SIG_DFL as from a terminal, SIG_IGN as under nohup."""
     script = textwrap.dedent(COMMAND)
     process = subprocess.Popen(
         [sys.executable, "-c", script, str(pid_file), child, str(grace_s)],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         restore_signals=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, sighup),
     )
     assert wait_for(pid_file.exists, 20), "the command did not start its child"
     time.sleep(0.2)  # the pid is written just before the command settles into its wait
@@ -111,6 +116,22 @@ def test_a_signal_ends_the_command_and_its_child_group(
     assert f"interrupted ({signum.name})" in process.stderr.read().decode()
     assert wait_for(lambda: gone(child), 5), "the child outlived the command"
     assert group_members(child) == []
+
+
+def test_under_nohup_a_hangup_is_ignored(
+    command: tuple[Path, list[subprocess.Popen[bytes]]],
+) -> None:
+    pid_file, started = command
+    process = start(pid_file, SLEEP, grace_s=20, sighup=signal.SIG_IGN)
+    started.append(process)
+    child = int(pid_file.read_text())
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert process.poll() is None
+    assert not gone(child)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 130
+    assert wait_for(lambda: gone(child), 5), "the child outlived the command"
 
 
 def test_a_second_signal_during_the_stop_kills_at_once(
