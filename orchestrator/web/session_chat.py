@@ -17,6 +17,7 @@ as `X-Prefill-*` headers (`X-Prefill-Hit-Tokens`, ...; a null figure is left out
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,10 +62,11 @@ def with_scorecard(usage: dict[str, Any], card: Scorecard) -> dict[str, Any]:
 
 
 def scorecard_headers(card: Scorecard) -> dict[str, str]:
-    """`hit_tokens` as `X-Prefill-Hit-Tokens`, and so on; null figures left out."""
+    """`hit_tokens` as `X-Prefill-Hit-Tokens`, and so on, each value as in JSON (`true`, `12`);
+    null figures left out."""
     figures = card.model_dump(mode="json").items()
     return {
-        "X-Prefill-" + "-".join(part.capitalize() for part in name.split("_")): str(value)
+        "X-Prefill-" + "-".join(part.capitalize() for part in name.split("_")): json.dumps(value)
         for name, value in figures
         if value is not None
     }

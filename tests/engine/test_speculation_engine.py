@@ -1,5 +1,6 @@
 """Answer before Enter on the real vLLM: a question typed key by key that ends with `?` is
-answered speculatively, Enter comes 240 ms later, and the attached answer equals a cold one."""
+answered speculatively, Enter comes 240 ms later (as a `submit`, or as a chat completion over
+HTTP with the session's X-Session-Id), and the attached answer equals a cold one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import websockets
+from openai import AsyncOpenAI
 
 from eval.serving import serve_in_thread
 from orchestrator.settings import Settings
@@ -42,6 +44,13 @@ def speculating_url(engine: Engine, data_dir: Path) -> Iterator[str]:
         yield url
 
 
+async def type_keys(ws: websockets.ClientConnection, text: str) -> None:
+    """Type `text` key by key, 30 ms a key."""
+    for end in range(1, len(text) + 1):
+        await ws.send(json.dumps({"type": "input", "text": text[:end], "seq": end}))
+        await asyncio.sleep(0.03)
+
+
 async def ask(url: str, text: str, *, typed: bool, **start: Any) -> dict[str, Any]:
     """Type `text` key by key (or not), press Enter `ENTER_AFTER_S` later; the `done` frame,
     with the streamed tokens joined as `streamed`."""
@@ -50,9 +59,7 @@ async def ask(url: str, text: str, *, typed: bool, **start: Any) -> dict[str, An
         first = {"type": "start", "context": {"system": SYSTEM}, **start}
         await ws.send(json.dumps({**first, "cache_namespace": secrets.token_hex(8)}))
         if typed:
-            for end in range(1, len(text) + 1):
-                await ws.send(json.dumps({"type": "input", "text": text[:end], "seq": end}))
-                await asyncio.sleep(0.03)
+            await type_keys(ws, text)
         await asyncio.sleep(ENTER_AFTER_S)
         await ws.send(json.dumps({"type": "submit", "text": text, "seq": len(text) + 1}))
         tokens: list[str] = []
@@ -83,3 +90,40 @@ async def test_an_attached_speculation_answers_as_a_cold_request(
     assert done["text"] == done["streamed"] == cold["text"]
     assert done["completion_tokens"] == cold["completion_tokens"]
     assert done["finish_reason"] == cold["finish_reason"]
+
+
+async def test_a_chat_completion_with_the_session_id_attaches_like_a_submit(
+    speculating_url: str,
+) -> None:
+    """Keystrokes over the socket, Enter as a chat completion from the stock `openai` SDK."""
+    question = "What is the capital of France?"
+    ws_url = speculating_url.replace("http://", "ws://") + "/ws/session"
+    async with websockets.connect(ws_url, max_size=2**22) as ws:
+        start = {"type": "start", "context": {"system": SYSTEM}}
+        await ws.send(json.dumps({**start, "cache_namespace": secrets.token_hex(8)}))
+        ready = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
+        assert ready["type"] == "ready", ready
+        await type_keys(ws, question)
+        await asyncio.sleep(ENTER_AFTER_S)
+        http = AsyncOpenAI(
+            base_url=f"{speculating_url}/v1",
+            api_key="unused",
+            default_headers={"X-Session-Id": ready["session_id"]},
+        )
+        raw = await asyncio.wait_for(
+            http.chat.completions.with_raw_response.create(
+                model="ignored", messages=[{"role": "user", "content": question}]
+            ),
+            timeout=120,
+        )
+    answer = raw.parse()
+    cold = await asyncio.wait_for(
+        ask(speculating_url, question, typed=False, warmups="off", speculate=False), timeout=120
+    )
+    assert answer.usage is not None
+    assert answer.usage.model_extra is not None
+    assert answer.usage.model_extra["prefill_ahead"]["speculative"] is True
+    assert raw.headers["X-Prefill-Speculative"] == "true"
+    assert answer.usage.completion_tokens > BUDGET  # the continuation was needed
+    assert answer.choices[0].message.content == cold["text"]
+    assert answer.usage.completion_tokens == cold["completion_tokens"]

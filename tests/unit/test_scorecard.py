@@ -259,6 +259,7 @@ async def test_a_non_streamed_http_answer_carries_the_scorecard_in_usage_and_hea
     assert card["ttft_ms"] is None  # not streamed: the first token is not seen
     assert raw.headers["X-Prefill-Hit-Tokens"] == str(card["hit_tokens"])
     assert raw.headers["X-Prefill-Wasted-Prefill-Tokens"] == str(card["wasted_prefill_tokens"])
+    assert raw.headers["X-Prefill-Speculative"] == "false"  # as in JSON
     assert "X-Prefill-Ttft-Ms" not in raw.headers
 
     again = await sdk.chat.completions.create(model="m", messages=user)
