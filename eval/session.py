@@ -106,7 +106,7 @@ class EvalSession:
                  "ws_frames_per_second", "request_timeout_s", "warm_policy",
                  "warm_piece_tokens", "warm_pieces_in_flight", "warm_pieces_while_finals",
                  "final_room_s", "engine_step_tokens", "engine_chunk_tokens",
-                 "speculate")  # fmt: skip
+                 "speculate", "rewarm_top_k")  # fmt: skip
         chosen = {name: getattr(settings, name) for name in names}
         scheduler = self.services.dispatcher.scheduler
         bounds = {"warm_pieces_limit": scheduler.limit,
@@ -170,6 +170,21 @@ def staged(workloads: list[Workload]) -> Iterator[Path]:
         yield Path(folder)
 
 
+def eval_settings(datasets_dir: Path, speculating: bool) -> Settings:
+    """The eval's orchestrator: the user's settings (PREFILL_*) but for what a run must fix.
+    A sped-up replay sends more keystrokes a second than a person: they are let through. No
+    re-warm at start: the popular prefixes in the data folder's trace are earlier runs' (salts
+    no case uses again), and warming them would keep the engine busy through this run's first
+    cases. The report records both."""
+    return Settings(
+        datasets_dir=datasets_dir,
+        ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
+        rewarm_top_k=0,
+        **eval_timeouts(),
+        **speculation_for(speculating),
+    )
+
+
 def speculation_for(speculating: bool) -> dict[str, Any]:
     """Speculative finals (`on`) only for a run with the `speculate` mode, whose sessions alone
     ask for them: every other mode's sessions opt out in their start frame (`eval/modes.py`),
@@ -190,14 +205,7 @@ def launched(
     from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
 
     with staged(workloads) as datasets_dir:
-        # A sped-up replay sends more keystrokes a second than a person: the eval's own
-        # orchestrator lets them through (recorded in the report's settings).
-        settings = Settings(
-            datasets_dir=datasets_dir,
-            ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
-            **eval_timeouts(),
-            **speculation_for(speculating),
-        )
+        settings = eval_settings(datasets_dir, speculating)
         if speculating and settings.speculate == "off":
             print("note: PREFILL_SPECULATE=off: the speculate mode runs as keystroke", flush=True)
         settings = with_kv_events(settings)  # as `python -m orchestrator --launch-vllm` runs

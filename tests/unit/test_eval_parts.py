@@ -15,6 +15,7 @@ from eval.compare import compare_main
 from eval.replay import DICTATION, TYPING, Replay, SubmitPause, keystrokes
 from eval.report import build_report, write_reports
 from eval.results import CaseResult
+from eval.session import eval_settings
 from eval.workloads import DATASETS, DEFAULT_DATASETS, load_workload
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.errors import SetupError
@@ -260,3 +261,16 @@ def test_warm_pieces_are_summed_per_mode_when_the_done_frames_carry_them() -> No
     }  # fmt: skip
     assert report["modes"]["static"]["warm_pieces"] is None  # absent: not zero
     assert report["ratios"]["keystroke_over_static_p50"]["units"] == 1  # (a, 0) only is paired
+
+
+def test_the_eval_orchestrator_does_not_rewarm_earlier_runs_prefixes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Earlier runs' popular prefixes are in the data folder's trace; re-warming them at start
+    would keep the engine busy through the first cases. The user's own settings still apply."""
+    monkeypatch.setenv("PREFILL_REWARM_TOP_K", "8")
+    monkeypatch.setenv("PREFILL_TYPING_PAUSE_MS", "321")
+    settings = eval_settings(tmp_path, speculating=False)
+    assert settings.rewarm_top_k == 0
+    assert settings.typing_pause_ms == 321
+    assert settings.datasets_dir == tmp_path
