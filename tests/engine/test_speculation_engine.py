@@ -5,9 +5,10 @@ HTTP with the session's X-Session-Id), and the attached answer equals a cold one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,16 @@ def speculating_url(engine: Engine, data_dir: Path) -> Iterator[str]:
         yield url
 
 
+@contextlib.asynccontextmanager
+async def opened(url: str, **start: Any) -> AsyncIterator[websockets.ClientConnection]:
+    """A session on the app at `url`, its `start` frame sent under a fresh cache namespace."""
+    ws_url = url.replace("http://", "ws://") + "/ws/session"
+    async with websockets.connect(ws_url, max_size=2**22) as ws:
+        first = {"type": "start", "context": {"system": SYSTEM}, **start}
+        await ws.send(json.dumps({**first, "cache_namespace": secrets.token_hex(8)}))
+        yield ws
+
+
 async def type_keys(ws: websockets.ClientConnection, text: str) -> None:
     """Type `text` key by key, 30 ms a key."""
     for end in range(1, len(text) + 1):
@@ -54,10 +65,7 @@ async def type_keys(ws: websockets.ClientConnection, text: str) -> None:
 async def ask(url: str, text: str, *, typed: bool, **start: Any) -> dict[str, Any]:
     """Type `text` key by key (or not), press Enter `ENTER_AFTER_S` later; the `done` frame,
     with the streamed tokens joined as `streamed`."""
-    ws_url = url.replace("http://", "ws://") + "/ws/session"
-    async with websockets.connect(ws_url, max_size=2**22) as ws:
-        first = {"type": "start", "context": {"system": SYSTEM}, **start}
-        await ws.send(json.dumps({**first, "cache_namespace": secrets.token_hex(8)}))
+    async with opened(url, **start) as ws:
         if typed:
             await type_keys(ws, text)
         await asyncio.sleep(ENTER_AFTER_S)
@@ -97,25 +105,22 @@ async def test_a_chat_completion_with_the_session_id_attaches_like_a_submit(
 ) -> None:
     """Keystrokes over the socket, Enter as a chat completion from the stock `openai` SDK."""
     question = "What is the capital of France?"
-    ws_url = speculating_url.replace("http://", "ws://") + "/ws/session"
-    async with websockets.connect(ws_url, max_size=2**22) as ws:
-        start = {"type": "start", "context": {"system": SYSTEM}}
-        await ws.send(json.dumps({**start, "cache_namespace": secrets.token_hex(8)}))
+    async with opened(speculating_url) as ws:
         ready = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
         assert ready["type"] == "ready", ready
         await type_keys(ws, question)
         await asyncio.sleep(ENTER_AFTER_S)
-        http = AsyncOpenAI(
+        async with AsyncOpenAI(
             base_url=f"{speculating_url}/v1",
             api_key="unused",
             default_headers={"X-Session-Id": ready["session_id"]},
-        )
-        raw = await asyncio.wait_for(
-            http.chat.completions.with_raw_response.create(
-                model="ignored", messages=[{"role": "user", "content": question}]
-            ),
-            timeout=120,
-        )
+        ) as http:
+            raw = await asyncio.wait_for(
+                http.chat.completions.with_raw_response.create(
+                    model="ignored", messages=[{"role": "user", "content": question}]
+                ),
+                timeout=120,
+            )
     answer = raw.parse()
     cold = await asyncio.wait_for(
         ask(speculating_url, question, typed=False, warmups="off", speculate=False), timeout=120
