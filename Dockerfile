@@ -4,7 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY orchestrator orchestrator
 COPY vllm_launch vllm_launch
-COPY eval eval
+COPY datasets datasets
 COPY ui_static ui_static
 RUN pip install --no-cache-dir .
 ENV PREFILL_HOST=0.0.0.0

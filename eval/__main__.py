@@ -23,21 +23,21 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from eval.bench_states import main as states_main
-from eval.compare import compare_main
-from eval.eviction import main as eviction_main
-from eval.hostile import main as hostile_main
-from eval.modes import DEFAULT_MODES, MODES, EvalError
-from eval.replay import REPLAYS, Replay, SubmitPause
-from eval.replicas import main as replicas_main
-from eval.restart import main as restart_main
-from eval.rounds import MIXED
-from eval.runner import RunPlan
-from eval.serving import StartupFailed
-from eval.session import EvalSession, launched
-from eval.suites import SUITES, run_suite
-from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
+from eval.benches.hostile import main as hostile_main
+from eval.harness.modes import DEFAULT_MODES, MODES, EvalError
+from eval.harness.rounds import MIXED
+from eval.harness.runner import RunPlan
+from eval.harness.stack import EvalSession, launched
+from eval.reports.compare import compare_main
+from eval.scenarios.eviction import main as eviction_main
+from eval.scenarios.replicas import main as replicas_main
+from eval.scenarios.restart import main as restart_main
+from eval.scenarios.states import main as states_main
+from eval.scenarios.suites import SUITES, run_suite
+from eval.workloads.replay import REPLAYS, Replay, SubmitPause
+from eval.workloads.workload import DEFAULT_DATASETS, WorkloadKind, load_workload
 from orchestrator.errors import ServiceError, SetupError
+from testkit.serving import StartupFailed
 from vllm_launch.errors import LaunchError
 from vllm_launch.signals import exits_on_signals
 

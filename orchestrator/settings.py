@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     )
 
     datasets_dir: Path = Field(
-        Path(__file__).resolve().parent.parent / "eval" / "datasets",
+        Path(__file__).resolve().parent.parent / "datasets",
         description="Text-to-SQL datasets (schema.sql, seed.sql, questions.jsonl per folder).",
     )
     enable_database: bool = Field(

@@ -1,4 +1,4 @@
-"""Raw-ASGI plumbing of the fake vLLM (`eval/fake_vllm.py`): the lifespan handshake, reading a
+"""Raw-ASGI plumbing of the fake vLLM (`testkit/fake_vllm.py`): the lifespan handshake, reading a
 request body, answering JSON, plain bytes or server-sent events, and noticing a client that
 went away while an answer waits."""
 

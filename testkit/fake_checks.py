@@ -1,4 +1,4 @@
-"""vLLM's own input checks, for the strict mode of the fake vLLM (`eval/fake_vllm.py`).
+"""vLLM's own input checks, for the strict mode of the fake vLLM (`testkit/fake_vllm.py`).
 
 Each check raises `Rejected` with the status and message vLLM would answer, so that, against
 a strict fake, every 5xx the orchestrator sends is its own doing, never the fake's.

@@ -1,4 +1,4 @@
-"""What the fake vLLM (`eval/fake_vllm.py`) keeps of each completion request it receives, and
+"""What the fake vLLM (`testkit/fake_vllm.py`) keeps of each completion request it receives, and
 the measures it takes of a request body (prompt length, whether a stream asks for usage)."""
 
 from __future__ import annotations

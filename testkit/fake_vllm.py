@@ -1,13 +1,13 @@
 """A fake of vLLM's OpenAI server, for the orchestrator's tests and its load benchmark.
 
-    python -m eval.fake_vllm --port P [--model NAME] [--block-size 32]
+    python -m testkit.fake_vllm --port P [--model NAME] [--block-size 32]
 
 `FakeVLLM` is a raw-ASGI app that answers what the orchestrator asks of vLLM (`GET /v1/models`,
 `GET /metrics`, `POST /v1/completions`, streaming or not) and records every completion request
 it receives. `GET /fake/requests` returns the records as JSON (arrival wall time `at`,
 `request_id` from the `X-Request-Id` header, `body_bytes`, `prompt_tokens`, `stream`);
 `POST /fake/reset` clears them.
-The records are `eval/fake_records.py`'s; the raw-ASGI plumbing is `eval/fake_asgi.py`.
+The records are `testkit/fake_records.py`'s; the raw-ASGI plumbing is `testkit/fake_asgi.py`.
 
 Switches (constructor arguments; a test may also turn them between requests):
 
@@ -17,7 +17,7 @@ Switches (constructor arguments; a test may also turn them between requests):
 - otherwise the fake simulates automatic prefix caching (per `cache_salt`, full blocks only, the
   last prompt token never a hit), so the `cached_tokens` it reports are what vLLM would report,
   and keeps every request body (`completions`, `warmups`, `finals`).
-- `strict`: vLLM's own input checks (`eval/fake_checks.py`): a 4xx where vLLM would answer one
+- `strict`: vLLM's own input checks (`testkit/fake_checks.py`): a 4xx where vLLM would answer one
   (unknown model, bad prompt, token ids out of the vocabulary, a prompt over `max_model_len`,
   bad chat messages, warm-ups under `refused_salts`), and `/tokenize` and
   `/v1/chat/completions` served too.
@@ -54,8 +54,8 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from eval import fake_checks
-from eval.fake_asgi import (
+from testkit import fake_checks
+from testkit.fake_asgi import (
     answer,
     answer_json,
     client_gone,
@@ -64,8 +64,8 @@ from eval.fake_asgi import (
     read_body,
     send_event,
 )
-from eval.fake_checks import Rejected
-from eval.fake_records import Recorded, include_usage, prompt_length
+from testkit.fake_checks import Rejected
+from testkit.fake_records import Recorded, include_usage, prompt_length
 
 DEFAULT_MAX_TOKENS = 16
 REPLY_ID_BASE = 40_000  # the token id of the reply's first token; the next ones follow
@@ -375,7 +375,7 @@ def stopped(tokens: tuple[str, ...], body: dict[str, Any]) -> tuple[tuple[str, .
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.fake_vllm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testkit.fake_vllm", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default="fake-model")

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.serving import free_port, serve_in_thread
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import free_port, serve_in_thread
 from tests.tokenizer import build_tokenizer_dir
 from vllm_launch.model import default_model_dir
 from vllm_launch.server import answers

@@ -1,5 +1,5 @@
 """What the session tests run against the orchestrator besides the fake vLLM itself
-(`eval/fake_vllm.py`): uvicorn in the test's own event loop (also on a fixed port, killable
+(`testkit/fake_vllm.py`): uvicorn in the test's own event loop (also on a fixed port, killable
 the way a crashed vLLM dies), a WebSocket client that keeps every frame it receives, and an
 upstream transport that records what the orchestrator sends.
 
@@ -25,9 +25,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
 
-from eval.fake_vllm import FakeVLLM
-from eval.serving import free_port
 from orchestrator.web.auth import SUBPROTOCOL_PREFIX
+from testkit.fake_vllm import FakeVLLM
+from testkit.serving import free_port
 
 # --- waiting ------------------------------------------------------------------------------
 

@@ -15,13 +15,13 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from eval.serving import free_port
 from orchestrator.core.cache.kv_events import (
     AllBlocksCleared,
     BlockRemoved,
     BlockStored,
     KVEventBatch,
 )
+from testkit.serving import free_port
 
 Event = BlockStored | BlockRemoved | AllBlocksCleared
 END = (-1).to_bytes(8, "big", signed=True)

@@ -1,11 +1,11 @@
 """Hostile input, bounded: `python -m eval hostile [--frames 10000] [--connections 50]`.
 
 The orchestrator (`python -m orchestrator`, its default settings, no database) runs on
-loopback against the fake vLLM (`eval/fake_vllm.py`, fast mode: it computes nothing, so what
+loopback against the fake vLLM (`testkit/fake_vllm.py`, fast mode: it computes nothing, so what
 is measured is the orchestrator; block size 4, so that the well-behaved session's keystrokes
 send a warm-up every few keys). Of the connections, four in five are WebSockets sending
 malformed, wrong-shaped, out-of-order, fuzzed, deeply nested and oversized frames
-(`eval/hostile_frames.py`), reconnecting when the server closes them; the rest send bad HTTP
+(`eval/benches/hostile_frames.py`), reconnecting when the server closes them; the rest send bad HTTP
 requests. Each connection sends 10 a second, under the per-session frame limit, so frames are
 parsed rather than dropped. Meanwhile one well-behaved session types a question, key by key.
 
@@ -36,13 +36,13 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from eval.bench_processes import stop, wait_for
-from eval.hostile_frames import SYSTEM, FrameMaker, http_request
-from eval.keystroke_load import percentile
-from eval.serving import free_port
+from eval.benches.hostile_frames import SYSTEM, FrameMaker, http_request
+from eval.benches.keystroke_load import percentile
+from eval.benches.processes import stop, wait_for
+from testkit.serving import free_port
 from vllm_launch.signals import spawn_group
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QUESTION = (
     "Which customers placed more than three orders in the last quarter, and what was the total "
     "value of those orders per customer, sorted from the highest to the lowest? Leave out the "
@@ -76,7 +76,7 @@ def started(logs: Path) -> Iterator[tuple[str, str, Path]]:
         "PREFILL_VLLM_URL": f"http://127.0.0.1:{fake_port}",
         "PREFILL_ENABLE_DATABASE": "false",
     }
-    fake_cmd = [sys.executable, "-m", "eval.fake_vllm", "--port", str(fake_port)]
+    fake_cmd = [sys.executable, "-m", "testkit.fake_vllm", "--port", str(fake_port)]
     fake_cmd += ["--block-size", str(BLOCK_SIZE)]
     with fake_log.open("wb") as fake_out, app_log.open("wb") as app_out:
         fake = spawn_group(fake_cmd, fake_out, cwd=ROOT)
@@ -213,7 +213,7 @@ def report(
     print(f"hostile input: {tally.frames} WebSocket frames + {tally.http_requests} HTTP requests "
           f"= {tally.frames + tally.http_requests} in {s:.1f} s")  # fmt: skip
     print(
-        f"upstream: the fake vLLM (eval/fake_vllm.py, fast mode, block size {BLOCK_SIZE}); "
+        f"upstream: the fake vLLM (testkit/fake_vllm.py, fast mode, block size {BLOCK_SIZE}); "
         "the orchestrator's default settings, no database"
     )
     print(f"crashes: {sum(found.values())} ({', '.join(f'{k}: {v}' for k, v in found.items())})")

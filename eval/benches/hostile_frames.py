@@ -1,4 +1,4 @@
-"""What the hostile-input benchmark (`eval/hostile.py`) sends: malformed, oversized,
+"""What the hostile-input benchmark (`eval/benches/hostile.py`) sends: malformed, oversized,
 out-of-order and fuzzed WebSocket frames, and bad HTTP requests. Seeded: the same seed sends
 the same bytes."""
 

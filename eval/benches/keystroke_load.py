@@ -1,4 +1,4 @@
-"""One run of the keystroke load benchmark (`eval/bench_keystrokes.py`): N typing sessions
+"""One run of the keystroke load benchmark (`eval/benches/keystrokes.py`): N typing sessions
 against the orchestrator in front of the fake vLLM, and what it measured (`Result`)."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from eval.bench_processes import Processes, cpu_seconds, rss_kib
-from eval.keystroke_texts import question
-from eval.typing_sessions import TypingSession, close_session, open_session
+from eval.benches.processes import Processes, cpu_seconds, rss_kib
+from eval.benches.typing_sessions import TypingSession, close_session, open_session
+from eval.workloads.keystroke_texts import question
 
 IDLE_S = 3.0
 

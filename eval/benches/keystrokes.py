@@ -1,9 +1,9 @@
 """Keystroke load on the orchestrator: N typing sessions against a fake vLLM.
 
-    python -m eval.bench_keystrokes [--sessions 50 500] [--keys-per-s 8] [--seconds 20]
+    python -m eval bench-keystrokes [--sessions 50 500] [--keys-per-s 8] [--seconds 20]
                                     [--ramp-s 5]
 
-For each N: the fake vLLM (`eval/fake_vllm.py`) and the orchestrator (`python -m orchestrator`,
+For each N: the fake vLLM (`testkit/fake_vllm.py`) and the orchestrator (`python -m orchestrator`,
 default tokenizer, no database) run in two subprocesses on free ports. This process opens N
 `/ws/session` WebSockets; each sends `start` with the same ~1,000-token system prompt (padded
 so that the chat head is a whole number of KV blocks: the first stable word typed, and every
@@ -26,9 +26,10 @@ Measured per N:
 - memory per session: the orchestrator's RSS after all sessions started and typed, minus its
   RSS before they connected, divided by N.
 
-The parts: `eval/bench_processes.py` starts and stops the two processes and reads /proc,
-`eval/keystroke_texts.py` writes the system prompt and questions, `eval/typing_sessions.py` is
-one typing client, `eval/keystroke_load.py` runs one N and measures it; this module prints.
+The parts: `processes.py` starts and stops the two processes and reads /proc,
+`eval/workloads/keystroke_texts.py` writes the system prompt and questions,
+`typing_sessions.py` is one typing client, `keystroke_load.py` runs one N and measures it; this
+module prints.
 
 `--profile DIR` runs the orchestrator under cProfile (slower: its figures are not the ones
 to quote) and writes `DIR/orchestrator-N<n>.prof`.
@@ -41,9 +42,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eval.bench_processes import BLOCK_SIZE, WARMUPS_PER_SECOND, sources_digest, started
-from eval.keystroke_load import Result, percentile, run_async, run_sessions
-from eval.keystroke_texts import aligned_system_prompt
+from eval.benches.keystroke_load import Result, percentile, run_async, run_sessions
+from eval.benches.processes import BLOCK_SIZE, WARMUPS_PER_SECOND, sources_digest, started
+from eval.workloads.keystroke_texts import aligned_system_prompt
 from orchestrator.errors import SetupError
 from orchestrator.settings import Settings
 from vllm_launch.signals import exits_on_signals
@@ -82,7 +83,7 @@ def report(results: list[Result]) -> None:
 
 @exits_on_signals
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.bench_keystrokes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m eval bench-keystrokes", description=__doc__)
     parser.add_argument("--sessions", type=int, nargs="+", default=[50, 500])
     parser.add_argument("--keys-per-s", type=float, default=8.0)
     parser.add_argument("--seconds", type=float, default=20.0, help="each session types this long")

@@ -1,6 +1,6 @@
 """TTFT through the passthrough vs straight to vLLM, side by side in one run.
 
-    python -m eval.bench_passthrough --vllm-url http://127.0.0.1:8001 [--requests 200]
+    python -m eval bench-passthrough --vllm-url http://127.0.0.1:8001 [--requests 200]
 
 Requests alternate between the two paths (same prompt, same salt for both, fully cached after
 the first), so both see the same engine state; prints p50/p95 of each and the added latency.
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from eval.serving import serve_in_thread
 from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import serve_in_thread
 from vllm_launch.signals import exits_on_signals
 
 
@@ -78,7 +78,7 @@ def report(direct: list[float], proxied: list[float]) -> None:
 
 @exits_on_signals
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.bench_passthrough")
+    parser = argparse.ArgumentParser(prog="python -m eval bench-passthrough")
     parser.add_argument("--vllm-url", default="http://127.0.0.1:8001")
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()

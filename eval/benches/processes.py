@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from eval.serving import free_port
+from testkit.serving import free_port
 from vllm_launch.signals import spawn_group
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WARMUPS_PER_SECOND = 100_000  # so the global gate never holds a warm-up back
 MODEL_NAME = "SmolLM2-135M-Instruct"
 BLOCK_SIZE = 32  # what the fake vLLM's /metrics says
@@ -95,7 +95,7 @@ def started(sessions: int, logs: Path, profile: Path | None) -> Iterator[Process
     """The fake vLLM and the orchestrator, each in its own process; both stopped after."""
     fake_port, app_port = free_port(), free_port()
     fake_log, app_log = logs / f"fake-vllm-N{sessions}.log", logs / f"orchestrator-N{sessions}.log"
-    fake_cmd = [sys.executable, "-m", "eval.fake_vllm", "--port", str(fake_port)]
+    fake_cmd = [sys.executable, "-m", "testkit.fake_vllm", "--port", str(fake_port)]
     fake_cmd += ["--model", MODEL_NAME, "--block-size", str(BLOCK_SIZE)]
     env = {
         **os.environ,

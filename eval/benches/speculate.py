@@ -1,12 +1,12 @@
 """Answer before Enter, measured: keystroke warm-ups with and without speculative finals,
 side by side on a real vLLM, modes interleaved case by case.
 
-    python -m eval.bench_speculate [--vllm-url URL] [--kv-events-url tcp://...]
+    python -m eval bench-speculate [--vllm-url URL] [--kv-events-url tcp://...]
         [--sql-cases 6] [--long-cases 2] [--sql-speedup 4] [--long-speedup 8]
 
 Workloads: the demo text-to-SQL questions over its schema prompt (as a chat context: no
 database, the SQL is not run) and the support workload's long inputs over its manual. Each
-case is typed by the seeded replay (`eval/replay.py`, sped up as given) once the session's
+case is typed by the seeded replay (`eval/workloads/replay.py`, sped up as given) once the session's
 context warm-up has landed (both modes wait alike: sped up, typing alone is shorter than
 the context's cold prefill), then submitted at once (Enter: one unscaled inter-key interval
 after the last key, as a real Enter key) and after a 0.8 s pause; in each, the `speculate`
@@ -35,14 +35,14 @@ from typing import Any
 
 import websockets
 
-from eval.replay import Replay, SubmitPause
-from eval.serving import serve_in_thread
-from eval.workloads import DEFAULT_DATASETS, load_workload
+from eval.workloads.replay import Replay, SubmitPause
+from eval.workloads.workload import DEFAULT_DATASETS, load_workload
 from orchestrator.core.planning.planner import usable_blocks
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.prompt import schema_prompt
 from orchestrator.web.app import create_app
+from testkit.serving import serve_in_thread
 from vllm_launch.signals import exits_on_signals
 
 PAUSES = (SubmitPause(None), SubmitPause(0.8))
@@ -194,7 +194,7 @@ def settings(args: argparse.Namespace) -> Settings:
 
 @exits_on_signals
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.bench_speculate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m eval bench-speculate", description=__doc__)
     parser.add_argument(
         "--vllm-url", default=os.environ.get("PREFILL_VLLM_URL", "http://127.0.0.1:8001")
     )

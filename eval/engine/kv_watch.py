@@ -12,7 +12,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from eval.kv_count import StoredBlocks
+from eval.engine.kv_count import StoredBlocks
 from orchestrator.core.cache.kv_events import DECODER
 
 SUBSCRIBE_SETTLE_S = 0.5  # a SUB socket misses what is published before it has joined

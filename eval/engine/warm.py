@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eval.kv_count import Final, StoredBlocks
-from eval.results import CaseResult
+from eval.engine.kv_count import Final, StoredBlocks
+from eval.reports.results import CaseResult
 
 CaseKey = tuple[str, str, int]  # mode label, case id, repeat
 

@@ -11,11 +11,11 @@
   run's orchestrator can speculate for this mode without touching the others' figures.
 
 Equal starts: every mode opens its session(s), and from the moment they are `ready` replays
-the same input on the same schedule (`eval/schedule.py`: each frame at a fixed offset from
+the same input on the same schedule (`eval/harness/schedule.py`: each frame at a fixed offset from
 `ready`) and submits at the same offset. No mode waits for its own warm-up: static's context
 warm-up runs inside the typing time, as after a real page load (the server ignores the
 keystrokes of a session that does not follow typing). Before each measured final the engine's
-idle time is recorded and, with an idle gap, waited for (`eval/engine_state.py`).
+idle time is recorded and, with an idle gap, waited for (`eval/engine/state.py`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 
 import websockets
 
-from eval.engine_state import EngineState
-from eval.schedule import Schedule
+from eval.engine.state import EngineState
+from eval.harness.schedule import Schedule
 
 SPECULATE = "speculate"
 MODES = ("cold", "static", "keystroke", "oracle", SPECULATE)

@@ -8,16 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eval.runner import RunPlan
-from eval.serving import free_port, serve_in_thread
-from eval.session import EVAL_FRAMES_PER_SECOND, EvalSession, eval_timeouts
+from eval.harness.runner import RunPlan
+from eval.harness.stack import EVAL_FRAMES_PER_SECOND, EvalSession, eval_timeouts
 from orchestrator.settings import Settings
 from orchestrator.web.services import Services
+from testkit.serving import free_port, serve_in_thread
 from vllm_launch.engine_env import EngineEnv, detect_device, ensure_engine_env
 from vllm_launch.model import prepare_model, served_name
 from vllm_launch.server import ServeOptions
 
-DATASETS = Path(__file__).resolve().parent / "datasets"
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 
 
 def engine_options(data_dir: Path, **overrides: Any) -> tuple[EngineEnv, ServeOptions]:

@@ -1,10 +1,10 @@
-"""One eval run: rounds of N typists (`eval/rounds.py`), modes interleaved, repeated.
+"""One eval run: rounds of N typists (`eval/harness/rounds.py`), modes interleaved, repeated.
 
 In a round, typist ``i`` starts ``i * stagger_s`` seconds after the first, each on its own case
 of the round's group, in the mode its arm gives it; the round ends when every typist is done.
 Every case runs under a fresh cache salt per mode and repeat (`own`), or one per mode and
-repeat (`shared`, one app's users). Every frame goes on the case's schedule (`eval/schedule.py`),
-the same in every mode.
+repeat (`shared`, one app's users). Every frame goes on the case's schedule (`schedule.py`), the
+same in every mode.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from typing import Any, Literal
 
 import httpx
 
-from eval.engine import count_tokens
-from eval.engine_state import EngineState, engine_state_label, sampling
-from eval.engine_warm import CaseKey, EngineWarm, engine_warm
-from eval.kv_watch import watching
-from eval.modes import SPECULATE, CaseRun, EvalError, Timeline, run_mode
-from eval.replay import Replay
-from eval.results import CaseResult
-from eval.rounds import Arm, Round, rounds
-from eval.schedule import Schedule
-from eval.workloads import Case, Workload
+from eval.engine.facts import count_tokens
+from eval.engine.kv_watch import watching
+from eval.engine.state import EngineState, engine_state_label, sampling
+from eval.engine.warm import CaseKey, EngineWarm, engine_warm
+from eval.harness.modes import SPECULATE, CaseRun, EvalError, Timeline, run_mode
+from eval.harness.rounds import Arm, Round, rounds
+from eval.harness.schedule import Schedule
+from eval.reports.results import CaseResult
+from eval.workloads.replay import Replay
+from eval.workloads.workload import Case, Workload
 
 ContextCache = Literal["own", "shared"]
 Scorer = Callable[[Case, dict[str, Any]], Awaitable[bool | None]]

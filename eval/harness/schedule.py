@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from eval.replay import Replay
+from eval.workloads.replay import Replay
 
 PASTE_SEPARATOR = "\n\n"  # between a pasted document and the question typed after it
 

@@ -13,12 +13,11 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from eval.engine import engine_settings
-from eval.report import build_report, write_reports
-from eval.runner import Runner, RunPlan, Upstream
-from eval.scoring import gold_orders, results_match
-from eval.serving import serve_in_thread
-from eval.workloads import Case, Workload
+from eval.engine.facts import engine_settings
+from eval.harness.runner import Runner, RunPlan, Upstream
+from eval.reports.report import build_report, write_reports
+from eval.workloads.scoring import gold_orders, results_match
+from eval.workloads.workload import Case, Workload
 from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.errors import ServiceError
 from orchestrator.launch import launched_vllm, with_kv_events
@@ -26,6 +25,7 @@ from orchestrator.settings import Settings
 from orchestrator.text_to_sql.runner import run_query
 from orchestrator.web.auth import ANONYMOUS_TENANT
 from orchestrator.web.services import Services
+from testkit.serving import serve_in_thread
 from vllm_launch.engine_env import detect_device
 
 VLLM_ARGS_ENV = "PREFILL_EVAL_VLLM_ARGS"  # extra vLLM flags for an engine the eval starts
@@ -187,8 +187,8 @@ def eval_settings(datasets_dir: Path, speculating: bool) -> Settings:
 
 def speculation_for(speculating: bool) -> dict[str, Any]:
     """Speculative finals (`on`) only for a run with the `speculate` mode, whose sessions alone
-    ask for them: every other mode's sessions opt out in their start frame (`eval/modes.py`),
-    so their figures stay those of warm-ups. PREFILL_SPECULATE, when set, decides; the report
+    ask for them: every other mode's sessions opt out in their start frame (`modes.py`), so
+    their figures stay those of warm-ups. PREFILL_SPECULATE, when set, decides; the report
     records the setting either way."""
     if "PREFILL_SPECULATE" in os.environ:
         return {}

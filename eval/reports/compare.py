@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eval.report_md import fmt
+from eval.reports.markdown import fmt
 
 ROWS = (
     ("TTFT p50 ms", lambda m: m["ttft_ms"]["p50"]),

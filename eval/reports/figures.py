@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.intervals import Unit, bootstrap_ratio
-from eval.results import BASELINE, CaseResult
+from eval.reports.intervals import Unit, bootstrap_ratio
+from eval.reports.results import BASELINE, CaseResult
 
 RATIO_PAIRS = (
     ("keystroke", "static"),

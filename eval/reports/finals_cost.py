@@ -1,7 +1,7 @@
 """Finals first, measured: each final's TTFT against what its own uncached tokens cost on the
 idle engine.
 
-`python -m eval.finals_cost IDLE REPORT...` fits `ttft ≈ a + b * uncached` (least squares)
+`python -m eval finals-cost IDLE REPORT...` fits `ttft ≈ a + b * uncached` (least squares)
 through every final of IDLE, a run with one typist (its cold, static and keystroke finals
 span the range from a few dozen to all of the prompt's tokens uncached), then prints, for each
 REPORT and mode, the ratio `ttft / (a + b * uncached)` of its finals: 1.0 is a final that
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eval.results import percentile
+from eval.reports.results import percentile
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def ratios(report: dict[str, Any], a: float, b: float) -> dict[str, list[float]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.finals_cost", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m eval finals-cost", description=__doc__)
     parser.add_argument("idle", type=Path, help="a one-typist report: the idle engine's cost")
     parser.add_argument("reports", type=Path, nargs="+", help="reports to judge")
     args = parser.parse_args(argv)

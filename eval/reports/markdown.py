@@ -1,11 +1,11 @@
-"""`report.md` and `ttft.png` from a report (`eval/report.py` builds it)."""
+"""`report.md` and `ttft.png` from a report (`eval/reports/report.py` builds it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from eval.results import SCORECARD_SUMS
+from eval.reports.results import SCORECARD_SUMS
 
 FIGURE_TARGETS = {
     "keystroke_over_static_p50": "< 1 (long input ≤ 0.5)",

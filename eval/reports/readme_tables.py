@@ -8,8 +8,8 @@ comes from and the view of it:
     <!-- /results -->
 
 `docs/results/<name>/` holds that run's `report.json`, `report.md` and `ttft.png` (as `python -m
-eval --out docs/results/<name>` writes them). `python -m eval.readme_tables` fails, listing the
-tables that differ, when a table is not what its report says; `--write` rewrites them. The
+eval --out docs/results/<name>` writes them). `python -m eval readme-tables` fails, listing
+the tables that differ, when a table is not what its report says; `--write` rewrites them. The
 unit tests run the check, so every figure table in README is one a reader can re-check.
 """
 
@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eval.intervals import Unit, bootstrap_ratio
-from eval.report_md import fmt, ordered_modes
+from eval.reports.intervals import Unit, bootstrap_ratio
+from eval.reports.markdown import fmt, ordered_modes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MARKED = re.compile(
     r"(?P<open><!-- results: (?P<name>[\w.-]+) (?P<view>[\w-]+) -->\n)"
     r"(?P<body>.*?)"
@@ -140,7 +140,7 @@ def regenerate(readme: str, results: Path) -> tuple[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.readme_tables", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m eval readme-tables", description=__doc__)
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--write", action="store_true", help="rewrite the tables that differ")

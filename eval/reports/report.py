@@ -2,7 +2,7 @@
 
 Modes are reported under their labels (`keystroke`, ..., and `mixed:cold` for an arm that mixes
 modes); every percentile is over all cases and repeats of a label; ratios come with their
-bootstrap intervals (`eval/figures.py`).
+bootstrap intervals (`eval/reports/figures.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from eval.results import PIECE_FIELDS, SCORECARD_SUMS, CaseResult, mean, percentile
+from eval.reports.results import PIECE_FIELDS, SCORECARD_SUMS, CaseResult, mean, percentile
 
 
 def scorecard_sums(results: list[CaseResult]) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def build_report(
 ) -> dict[str, Any]:
     """`busy`: per mode, the share of its rounds during which vLLM was running a request;
     `engine`: per mode, the warm prefill counted from vLLM's KV events (absent: not counted)."""
-    from eval.figures import figures, ratios  # figures read the summaries built here
+    from eval.reports.figures import figures, ratios  # figures read the summaries built here
 
     by_mode = {mode: [r for r in results if r.mode == mode] for mode in modes}
     cold = by_mode.get("cold", [])
@@ -159,7 +159,7 @@ def build_report(
 
 
 def write_reports(report: dict[str, Any], out: Path) -> None:
-    from eval.report_md import markdown, plot
+    from eval.reports.markdown import markdown, plot
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -19,18 +19,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from eval.own_engine import engine_options, run_once
-from eval.own_engine import write_summary as write_table
-from eval.replay import Replay, SubmitPause
-from eval.report_md import fmt
-from eval.runner import RunPlan
-from eval.session import EvalSession
-from eval.workloads import DEFAULT_DATASETS, WorkloadKind, load_workload
+from eval.harness.own_engine import engine_options, run_once
+from eval.harness.own_engine import write_summary as write_table
+from eval.harness.runner import RunPlan
+from eval.harness.stack import EvalSession
+from eval.reports.markdown import fmt
+from eval.workloads.replay import Replay, SubmitPause
+from eval.workloads.workload import DEFAULT_DATASETS, WorkloadKind, load_workload
 from orchestrator.settings import Settings
 from orchestrator.web.services import Services
 from vllm_launch.server import EngineProcess, build_command
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "data" / "reports" / "eviction"
 
 

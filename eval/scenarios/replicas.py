@@ -20,20 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.own_engine import engine_options, run_once
-from eval.own_engine import write_summary as write_table
-from eval.replay import Replay, SubmitPause
-from eval.report_md import fmt
-from eval.runner import RunPlan
-from eval.serving import free_port
-from eval.session import EvalSession
-from eval.workloads import DEFAULT_DATASETS, load_workload
+from eval.harness.own_engine import engine_options, run_once
+from eval.harness.own_engine import write_summary as write_table
+from eval.harness.runner import RunPlan
+from eval.harness.stack import EvalSession
+from eval.reports.markdown import fmt
+from eval.workloads.replay import Replay, SubmitPause
+from eval.workloads.workload import DEFAULT_DATASETS, load_workload
 from orchestrator.settings import Settings
 from orchestrator.web.services import Services
+from testkit.serving import free_port
 from vllm_launch.replicas import ReplicaPlan, serving_replicas
 from vllm_launch.server import EngineProcess, build_command
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "reports" / "replicas"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "reports" / "replicas"
 MODES = ("static", "keystroke")
 
 

@@ -28,17 +28,17 @@ import httpx
 import websockets
 from pydantic import SecretStr
 
-from eval.modes import Client
-from eval.serving import free_port, serve_in_thread
-from eval.workloads import read_jsonl
+from eval.harness.modes import Client
+from eval.workloads.workload import read_jsonl
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.prompt import schema_prompt
+from testkit.serving import free_port, serve_in_thread
 from vllm_launch.engine_env import detect_device, ensure_engine_env
 from vllm_launch.model import prepare_model, served_name
 from vllm_launch.server import EngineProcess, ServeOptions, build_command
 
-ROOT = Path(__file__).resolve().parent
-DATASETS = ROOT / "datasets"
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "datasets"
 DEFAULT_OUT = ROOT / "data" / "reports" / "restart"
 ARMS = ("index", "none")  # the orchestrator with the prefix index's re-warm, and without
 REWARM_WAIT_S = 900.0

@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
-from eval.serving import serve_in_thread
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import serve_in_thread
 
 KEYS = {"bench-state": "state-tenant", "bench-cold": "cold-tenant"}
 WIDTHS = (5, 11, 15, 8, 14, 8)

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.figures import ratio_name
-from eval.modes import DEFAULT_MODES, SPECULATE
-from eval.replay import Replay, SubmitPause
-from eval.report_md import fmt, ordered_modes, speculated
-from eval.rounds import MIXED, MIXED_SPECULATE, Arm
-from eval.runner import ContextCache, RunPlan
-from eval.session import EvalSession
-from eval.workloads import DATASETS, DEFAULT_DATASETS, WorkloadKind, load_workload
+from eval.harness.modes import DEFAULT_MODES, SPECULATE
+from eval.harness.rounds import MIXED, MIXED_SPECULATE, Arm
+from eval.harness.runner import ContextCache, RunPlan
+from eval.harness.stack import EvalSession
+from eval.reports.figures import ratio_name
+from eval.reports.markdown import fmt, ordered_modes, speculated
+from eval.workloads.replay import Replay, SubmitPause
+from eval.workloads.workload import DATASETS, DEFAULT_DATASETS, WorkloadKind, load_workload
 
 DEFAULT_REPLAY = Replay()
 PAUSE_PAST_TYPING_PAUSE_S = 0.8  # longer than the orchestrator's 400 ms typing pause
@@ -44,7 +44,7 @@ class RunSpec:
     max_tokens: int = 96
     repeats: int = 3
     mixed: tuple[Arm, ...] = ()
-    dataset: str | None = None  # a folder under eval/datasets (default: the workload's)
+    dataset: str | None = None  # a folder under datasets/ (default: the workload's)
 
     def plan(self) -> RunPlan:
         folder = DATASETS / self.dataset if self.dataset else DEFAULT_DATASETS[self.workload]

@@ -1,4 +1,4 @@
-"""What the keystroke load benchmark (`eval/bench_keystrokes.py`) types: a ~1,000-token schema
+"""What the keystroke load benchmark (`eval/benches/keystrokes.py`) types: a ~1,000-token schema
 description as every session's system prompt, padded to whole KV blocks, and one seeded
 question per session."""
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from orchestrator.errors import SetupError
 
 WorkloadKind = Literal["text-to-sql", "long-input", "paste-then-ask"]
-DATASETS = Path(__file__).resolve().parent / "datasets"
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 DEFAULT_DATASETS: dict[WorkloadKind, Path] = {
     "text-to-sql": DATASETS / "demo",
     "long-input": DATASETS / "support",

@@ -23,7 +23,7 @@ from orchestrator.db.urls import mask_url, reason
 from orchestrator.errors import SetupError
 
 OURS = "prefill-ahead seed "  # how the comment on every database we create begins
-DEFAULT_DATASET_ROOT = Path(__file__).resolve().parent.parent.parent / "eval" / "datasets"
+DEFAULT_DATASET_ROOT = Path(__file__).resolve().parent.parent.parent / "datasets"
 _COMMENT_OF = (
     "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s"
 )

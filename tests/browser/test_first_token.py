@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from eval.fake_vllm import FakeVLLM
-from eval.serving import serve_in_thread
 from orchestrator.web.app import create_app
+from testkit.fake_vllm import FakeVLLM
+from testkit.serving import serve_in_thread
 from tests.browser.test_page import TTFT, browser, open_page, wait_ready
 from tests.helpers import settings_against
 

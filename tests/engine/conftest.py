@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.serving import serve_in_thread
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import serve_in_thread
 from tests.conftest import Engine
 from vllm_launch.model import default_model_dir
 

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from eval.serving import serve_in_thread
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from orchestrator.web.services import Services
+from testkit.serving import serve_in_thread
 from tests.conftest import Engine, serving_vllm
 from tests.engine.conftest import kv_events_of
 from tests.fakes import SessionClient, wait_until
@@ -28,7 +28,7 @@ from tests.fakes import SessionClient, wait_until
 pytestmark = pytest.mark.engine
 
 CACHE_BLOCKS = 96
-MANUAL = (Path(__file__).parents[2] / "eval" / "datasets" / "support" / "system.md").read_text()
+MANUAL = (Path(__file__).parents[2] / "datasets" / "support" / "system.md").read_text()
 QUESTION = (
     "My order arrived yesterday with a cracked screen and a dented corner on the box, and the "
     "charger that should have come with it was missing. I would like a replacement rather than "

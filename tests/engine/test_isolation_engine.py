@@ -20,10 +20,10 @@ import pytest
 import websockets
 from websockets.typing import Subprotocol
 
-from eval.serving import serve_in_thread
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import serve_in_thread
 
 pytestmark = pytest.mark.engine
 

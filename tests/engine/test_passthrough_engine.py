@@ -11,9 +11,9 @@ import httpx
 import openai
 import pytest
 
-from eval.serving import serve_in_thread
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import serve_in_thread
 
 pytestmark = pytest.mark.engine
 

@@ -18,9 +18,9 @@ import httpx
 import psutil
 import pytest
 
-from eval.serving import free_port, serve_in_thread
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import free_port, serve_in_thread
 from tests.conftest import Engine, serving_vllm
 from tests.fakes import SessionClient
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from eval.serving import free_port
+from testkit.serving import free_port
 from tests.conftest import ROOT
 from vllm_launch.server import answers
 

@@ -16,9 +16,9 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
-from eval.serving import serve_in_thread
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import serve_in_thread
 from tests.conftest import Engine
 from tests.engine.conftest import kv_events_of
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 from eval.__main__ import main
-from eval.serving import StartupFailed, serve_in_thread
 from orchestrator.errors import SetupError
+from testkit.serving import StartupFailed, serve_in_thread
 
 
 def test_a_folder_that_is_no_dataset_ends_in_one_line(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.intervals import bootstrap_ratio, quantile
-from eval.kv_count import Final, StoredBlocks, final_blocks
-from eval.rounds import MIXED, Arm, rounds
-from eval.workloads import database_name, load_workload
+from eval.engine.kv_count import Final, StoredBlocks, final_blocks
+from eval.harness.rounds import MIXED, Arm, rounds
+from eval.reports.intervals import bootstrap_ratio, quantile
+from eval.workloads.workload import database_name, load_workload
 from orchestrator.core.cache.kv_events import (
     AllBlocksCleared,
     BlockRemoved,

@@ -1,4 +1,4 @@
-"""`python -m eval.finals_cost`: the idle engine's cost line and each final's ratio to it."""
+"""`python -m eval finals-cost`: the idle engine's cost line and each final's ratio to it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.finals_cost import fit, main, ratios
+from eval.reports.finals_cost import fit, main, ratios
 
 
 def result(mode: str, prompt: int, cached: int, ttft: float | None) -> dict[str, object]:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from eval.compare import compare_main
-from eval.replay import DICTATION, TYPING, Replay, SubmitPause, keystrokes
-from eval.report import build_report, write_reports
-from eval.results import CaseResult
-from eval.session import eval_settings
-from eval.workloads import DATASETS, DEFAULT_DATASETS, load_workload
+from eval.harness.stack import eval_settings
+from eval.reports.compare import compare_main
+from eval.reports.report import build_report, write_reports
+from eval.reports.results import CaseResult
+from eval.workloads.replay import DICTATION, TYPING, Replay, SubmitPause, keystrokes
+from eval.workloads.workload import DATASETS, DEFAULT_DATASETS, load_workload
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.errors import SetupError
 

@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from eval.readme_tables import ROOT, main, regenerate, speculation_view
+from eval.reports.readme_tables import ROOT, main, regenerate, speculation_view
 from tests.unit.test_eval_parts import sample_report
 
 
 def test_every_marked_readme_table_matches_its_committed_report() -> None:
     readme = (ROOT / "README.md").read_text()
     text, differing = regenerate(readme, ROOT / "docs" / "results")
-    assert differing == [], "run `python -m eval.readme_tables --write` after new results"
+    assert differing == [], "run `python -m eval readme-tables --write` after new results"
     assert text == readme
 
 

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from eval import modes
-from eval.fake_vllm import FakeVLLM
-from eval.modes import MODES, SPECULATE, Client
-from eval.replay import Replay, SubmitPause
-from eval.report import build_report, write_reports
-from eval.results import CaseResult
-from eval.rounds import MIXED_SPECULATE
-from eval.runner import Runner, RunPlan, Upstream
-from eval.session import speculation_for
-from eval.suites import default_suite, load_suite, summary_rows, write_summary
-from eval.workloads import Case, Workload
+from eval.harness import modes
+from eval.harness.modes import MODES, SPECULATE, Client
+from eval.harness.rounds import MIXED_SPECULATE
+from eval.harness.runner import Runner, RunPlan, Upstream
+from eval.harness.stack import speculation_for
+from eval.reports.report import build_report, write_reports
+from eval.reports.results import CaseResult
+from eval.scenarios.suites import default_suite, load_suite, summary_rows, write_summary
+from eval.workloads.replay import Replay, SubmitPause
+from eval.workloads.workload import Case, Workload
+from testkit.fake_vllm import FakeVLLM
 from tests.helpers import SYSTEM
 from tests.sessions import Defaults, StartApp, salt
 from tests.unit.test_eval_parts import META, result

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from eval.fake_vllm import FakeVLLM
-from eval.replay import Replay, SubmitPause
-from eval.report import build_report
-from eval.results import CaseResult
-from eval.rounds import MIXED
-from eval.runner import Runner, RunPlan, Upstream
-from eval.schedule import Schedule
-from eval.workloads import Case, Workload
+from eval.harness.rounds import MIXED
+from eval.harness.runner import Runner, RunPlan, Upstream
+from eval.harness.schedule import Schedule
+from eval.reports.report import build_report
+from eval.reports.results import CaseResult
+from eval.workloads.replay import Replay, SubmitPause
+from eval.workloads.workload import Case, Workload
+from testkit.fake_vllm import FakeVLLM
 from tests.helpers import SYSTEM
 from tests.sessions import Defaults, StartApp, salt
 

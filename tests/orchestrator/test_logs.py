@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.logs import SESSION_ID, JsonFormatter, LogRing, TextFormatter, tail_lines
 from orchestrator.settings import Settings
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import wait_until
 from tests.sessions import App, StartApp, started
 

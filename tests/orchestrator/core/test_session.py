@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.planning.planner import usable_blocks
 from orchestrator.core.planning.prompt import PromptRenderer
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import SessionClient, session_tasks, wait_until
 from tests.helpers import BLOCK, QUESTION, SETTLE_S, SYSTEM
 from tests.sessions import App, Defaults, StartApp, salt, started

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.popularity.index import Scope, block_chain, reusable_prefix
 from orchestrator.core.popularity.trace import TraceRow
 from orchestrator.db.server import Database
 from orchestrator.prefix_index.cli import main
 from orchestrator.prefix_index.store import PostgresTrace
 from orchestrator.web.app import create_app
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import fake_on_a_port, serve, wait_until
 from tests.helpers import BLOCK, QUESTION, SYSTEM, settings_against
 from tests.sessions import SECRET, App, salt

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from eval.scoring import gold_orders, results_match
+from eval.workloads.scoring import gold_orders, results_match
 from orchestrator.core.frames import Error
 from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError, InvalidRequest

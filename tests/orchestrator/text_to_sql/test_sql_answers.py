@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.db.server import Database
 from orchestrator.text_to_sql.prompt import ANSWER_OPENING, STOP_SEQUENCES
 from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import SessionClient, wait_until
 from tests.sessions import Defaults, StartApp, started
 

@@ -31,7 +31,7 @@ from orchestrator.text_to_sql.runner import run_query
 from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT, ensure_dataset
 from tests.unit.test_sql import VALID, checksum
 
-CORPUS_PATH = Path(__file__).resolve().parents[1] / "data" / "hostile_sql.jsonl"
+CORPUS_PATH = Path(__file__).resolve().parents[2] / "data" / "hostile_sql.jsonl"
 CATEGORIES = {
     "large objects", "file access", "dblink", "sql as text", "sleep", "copy", "locking", "set",
     "writable CTEs", "stacked", "comment and quoting tricks", "very long", "deeply nested",

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from eval.fake_vllm import FakeVLLM
+from testkit.fake_vllm import FakeVLLM
 from tests.sessions import App, Defaults, StartApp, started
 from tests.unit.test_observability import samples
 

@@ -31,11 +31,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from eval.fake_vllm import FakeVLLM
-from eval.serving import serve_in_thread
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from orchestrator.web.auth import SUBPROTOCOL_PREFIX
+from testkit.fake_vllm import FakeVLLM
+from testkit.serving import serve_in_thread
 
 KEY = "fuzz-key"
 SYSTEM = "You answer questions about a small shop's orders in one short sentence."

@@ -22,9 +22,9 @@ import pytest
 from pydantic import ValidationError
 from websockets.exceptions import InvalidStatus
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.settings import Settings
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import (
     CountingTransport,
     SessionClient,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.fake_vllm import FakeVLLM
+from testkit.fake_vllm import FakeVLLM
 from tests.sessions import StartApp
 
 

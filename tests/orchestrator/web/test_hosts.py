@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.web.hosts import host_name, name_allowed, origin_allowed, trusted_hosts
+from testkit.fake_vllm import FakeVLLM
 from tests.helpers import settings_against
 from tests.sessions import SECRET, App, StartApp, started
 

@@ -12,10 +12,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eval.fake_vllm import FakeVLLM
-from eval.serving import free_port
 from orchestrator.core.engine.vllm_metrics import parse_engine_metrics
 from orchestrator.core.metrics import Metrics
+from testkit.fake_vllm import FakeVLLM
+from testkit.serving import free_port
 from tests.fakes import serve, session_tasks, wait_until
 from tests.helpers import BLOCK, QUESTION
 from tests.sessions import App, StartApp, started

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.popularity.index import reusable_prefix
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import Upstream, wait_until
 from tests.helpers import BLOCK, QUESTION, SYSTEM
 from tests.sessions import App, Defaults, StartApp, salt, started

@@ -11,11 +11,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.states.state import State, new_state_id
 from orchestrator.db.server import Database
 from orchestrator.web.app import create_app
 from orchestrator.web.state_store_pg import PostgresStates
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import serve, wait_until
 from tests.sessions import Defaults, settings_for
 

@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.cache.resident import Eviction, ResidentBlocks
 from orchestrator.core.engine.salt import routing_key
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.web.chat_format import chat_logprobs
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import wait_until
 from tests.helpers import BLOCK
 from tests.sessions import App, Defaults, StartApp, salt

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.popularity.trace import MemoryTrace, Popularity
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import wait_until
 from tests.helpers import QUESTION, SYSTEM
 from tests.sessions import App, Defaults, StartApp

@@ -14,8 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from eval.fake_records import Recorded
-from eval.fake_vllm import REPLY_ID_BASE, FakeVLLM
 from orchestrator.core.answering.speculation import Speculation, Speculator
 from orchestrator.core.engine.vllm_client import VLLMClient
 from orchestrator.core.engine.watch import EngineWatch
@@ -24,6 +22,8 @@ from orchestrator.core.session import Session
 from orchestrator.core.warming.dispatch import WarmDispatcher
 from orchestrator.core.warming.gate import WarmupGate
 from orchestrator.settings import Settings
+from testkit.fake_records import Recorded
+from testkit.fake_vllm import REPLY_ID_BASE, FakeVLLM
 from tests.fakes import SessionClient, session_tasks, wait_until
 from tests.helpers import QUESTION, SYSTEM
 from tests.sessions import App, Defaults, StartApp, started

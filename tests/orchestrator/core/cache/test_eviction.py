@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.cache.kv_events import BlockRemoved
 from orchestrator.core.engine.salt import routing_key
 from orchestrator.core.engine.vllm_client import VLLMClient
@@ -21,6 +20,7 @@ from orchestrator.core.planning.planner import WarmPlanner, usable_blocks
 from orchestrator.core.warming.dispatch import WarmDispatcher
 from orchestrator.core.warming.gate import WarmupGate
 from orchestrator.core.warming.warmer import Warmer
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import SessionClient, wait_until
 from tests.helpers import BLOCK, SETTLE_S, SYSTEM
 from tests.kv_publisher import FakeKVPublisher, chain_of

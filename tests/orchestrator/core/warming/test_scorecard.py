@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-from eval.fake_records import Recorded
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.engine.prefill_cost import PrefillCost
 from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.core.planning.planner import (
@@ -22,6 +20,8 @@ from orchestrator.core.planning.planner import (
 )
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.core.warming.scorecard import ScoreSheet, WarmSpan, useful_tokens
+from testkit.fake_records import Recorded
+from testkit.fake_vllm import FakeVLLM
 from tests.helpers import BLOCK, QUESTION
 from tests.sessions import App, StartApp, started
 from tests.unit.test_session import system_where

@@ -10,7 +10,7 @@ import asyncio
 import httpx
 import pytest
 
-from eval.fake_vllm import FakeVLLM
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import wait_until
 from tests.sessions import Defaults, StartApp, salt, started
 

@@ -8,13 +8,13 @@ import asyncio
 
 import httpx
 
-from eval.fake_vllm import FakeVLLM
 from orchestrator.core.engine.vllm_client import VLLMClient
 from orchestrator.core.engine.watch import EngineWatch
 from orchestrator.core.planning.planner import usable_blocks
 from orchestrator.core.warming.dispatch import WarmDispatcher
 from orchestrator.core.warming.gate import WarmupGate
 from orchestrator.core.warming.scheduler import WarmClass, WarmScheduler
+from testkit.fake_vllm import FakeVLLM
 from tests.fakes import wait_until
 from tests.helpers import BLOCK
 from tests.sessions import StartApp, started
