@@ -27,6 +27,8 @@ from tests.tokenizer import build_tokenizer_dir
 from vllm_launch.model import default_model_dir
 from vllm_launch.server import answers
 
+pytest_plugins = ["tests.session_fixtures"]  # the fake vLLM's and its orchestrator's fixtures
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("PREFILL_DATA_DIR", ROOT / ".data")).resolve()
 ENGINE_START_TIMEOUT_S = 900.0

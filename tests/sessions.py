@@ -1,5 +1,5 @@
-"""The set-up the WebSocket session tests share (`tests/unit/conftest.py` holds the fixtures):
-an orchestrator on uvicorn in the test's own event loop, against the fake vLLM, and the
+"""The set-up the WebSocket session tests share (`tests/orchestrator/conftest.py` holds the
+fixtures): an orchestrator on uvicorn in the test's own event loop, against the fake vLLM, and the
 helpers that start a session on it.
 
 A module says what its orchestrators and its fake are like by overriding the module-scoped

@@ -138,7 +138,3 @@ def main(argv: list[str] | None = None) -> int:
     print()
     report(results)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -77,18 +77,14 @@ def report(direct: list[float], proxied: list[float]) -> None:
 
 
 @exits_on_signals
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval bench-passthrough")
     parser.add_argument("--vllm-url", default="http://127.0.0.1:8001")
     parser.add_argument("--requests", type=int, default=200)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     settings = Settings(
         vllm_url=args.vllm_url, enable_database=False, load_tokenizer=False, data_dir=Path(".data")
     )
     with serve_in_thread(create_app(settings)) as app_url:
         asyncio.run(run(args.vllm_url.rstrip("/"), app_url, settings, args.requests))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -220,7 +220,3 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.monotonic() - began:.0f} s"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

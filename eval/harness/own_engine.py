@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.harness.runner import RunPlan
-from eval.harness.stack import EVAL_FRAMES_PER_SECOND, EvalSession, eval_timeouts
+from eval.harness.stack import EVAL_FRAMES_PER_SECOND, EvalStack, eval_timeouts
 from orchestrator.settings import Settings
 from orchestrator.web.services import Services
 from testkit.serving import free_port, serve_in_thread
@@ -50,7 +50,7 @@ async def run_once(
         )
     )
     with serve_in_thread(app, timeout_s=300) as url:
-        session = EvalSession(app, url, flags)
+        session = EvalStack(app, url, flags)
         report = await session.evaluate(plan)
         report["settings"]["run"] = describe(session.services)
     return report

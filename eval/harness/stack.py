@@ -36,7 +36,7 @@ EVAL_FRAMES_PER_SECOND = 2000.0
 EVAL_REQUEST_TIMEOUT_S = 600.0
 
 
-class EvalSession:
+class EvalStack:
     def __init__(self, app: FastAPI, app_url: str, vllm_flags: list[str] | None) -> None:
         self.app, self.app_url, self.vllm_flags = app, app_url, vllm_flags
         self.services: Services = app.state.services
@@ -198,7 +198,7 @@ def speculation_for(speculating: bool) -> dict[str, Any]:
 @contextlib.contextmanager
 def launched(
     workloads: list[Workload], enforce_eager: bool = False, speculating: bool = False
-) -> Iterator[EvalSession]:
+) -> Iterator[EvalStack]:
     """vLLM (compiled, as users run it, unless `enforce_eager`) unless one answers, and the
     orchestrator on a port, serving the text-to-SQL datasets among `workloads`, speculating
     when some run has the `speculate` mode (`speculating`)."""
@@ -213,4 +213,4 @@ def launched(
         with launched_vllm(settings, enforce_eager=enforce_eager, extra_args=extra) as flags:
             app = create_app(settings)
             with serve_in_thread(app, timeout_s=300) as app_url:
-                yield EvalSession(app, app_url, flags)
+                yield EvalStack(app, app_url, flags)

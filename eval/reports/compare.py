@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +93,10 @@ def ratio_lines(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) ->
 
 
 def compare_main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(
-            "usage: python -m eval compare REPORT_A REPORT_B (folders or report.json files)",
-            file=sys.stderr,
-        )
-        return 2
-    a, b = (Path(arg) for arg in argv)
+    parser = argparse.ArgumentParser(prog="python -m eval compare", description=__doc__)
+    parser.add_argument("a", type=Path, help="report A: a folder or its report.json")
+    parser.add_argument("b", type=Path, help="report B: a folder or its report.json")
+    args = parser.parse_args(argv)
+    a, b = args.a, args.b
     print(render(load(a), load(b), (str(a), str(b))))
     return 0

@@ -77,7 +77,3 @@ def main(argv: list[str] | None = None) -> int:
             p50, p95, top = percentile(values, 50), percentile(values, 95), max(values)
             print(f"| {path} | {mode} | {len(values)} | {p50:.2f} | {p95:.2f} | {top:.2f} |")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

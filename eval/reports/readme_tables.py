@@ -157,7 +157,3 @@ def main(argv: list[str] | None = None) -> int:
     for table in differing:
         print(f"README table {table} differs from its report", file=sys.stderr)
     return 1 if differing else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -22,7 +22,7 @@ from typing import Any, get_args
 from eval.harness.own_engine import engine_options, run_once
 from eval.harness.own_engine import write_summary as write_table
 from eval.harness.runner import RunPlan
-from eval.harness.stack import EvalSession
+from eval.harness.stack import EvalStack
 from eval.reports.markdown import fmt
 from eval.workloads.replay import Replay, SubmitPause
 from eval.workloads.workload import DEFAULT_DATASETS, WorkloadKind, load_workload
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> int:
             order = (False, True) if round_ % 2 == 0 else (True, False)
             for position, events in enumerate(order):
                 report = asyncio.run(one_run(plan, process, flags, events))
-                EvalSession.write(report, out / f"events-{'on' if events else 'off'}-{round_}")
+                EvalStack.write(report, out / f"events-{'on' if events else 'off'}-{round_}")
                 rows.append({**summary_row(report), "round": round_, "first": position == 0})
                 summary = write_summary(rows, plan, out)
     print(summary)

@@ -23,7 +23,7 @@ from typing import Any
 from eval.harness.own_engine import engine_options, run_once
 from eval.harness.own_engine import write_summary as write_table
 from eval.harness.runner import RunPlan
-from eval.harness.stack import EvalSession
+from eval.harness.stack import EvalStack
 from eval.reports.markdown import fmt
 from eval.workloads.replay import Replay, SubmitPause
 from eval.workloads.workload import DEFAULT_DATASETS, load_workload
@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
                             "kv_events": False}  # fmt: skip
 
                 report = asyncio.run(run_once(plan.run_plan(), flags, settings, describe))
-            EvalSession.write(report, args.out / f"replicas-{replicas}-{round_}")
+            EvalStack.write(report, args.out / f"replicas-{replicas}-{round_}")
             rows += [{**row, "round": round_} for row in rows_of(report, replicas)]
             summary = write_summary(rows, plan, args.out)
     print(summary)

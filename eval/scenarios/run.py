@@ -1,17 +1,8 @@
-"""`python -m eval`: TTFT of cold / static / keystroke / oracle (/ speculate) requests on a
-workload.
+"""`python -m eval run` (the default command) and the suites' command (`suite`, `load`).
 
-Starts (or reuses) vLLM, the database and the orchestrator, replays seeded input through the
-real `/ws/session`, and writes report.json, report.md and ttft.png under the output folder.
-
-    python -m eval [run options]            one run, one report
-    python -m eval suite [--quick]          what `make eval` runs: several runs, a summary
-    python -m eval load [--quick]           N typists at once (N = 1, 2, 4, 8), both cache set-ups
-    python -m eval eviction                 a small KV cache: hit rate at submit, KV events on/off
-    python -m eval replicas                 N typists on one vLLM, then on replicas behind a router
-    python -m eval restart                  vLLM restarts: first requests, prefix index on/off
-    python -m eval compare A B              two reports side by side
-    python -m eval states                   TTFT from a named state vs the same prompt cold
+One run starts (or reuses) vLLM, the database and the orchestrator, replays seeded input through
+the real `/ws/session`, and writes report.json, report.md and ttft.png under the output folder:
+TTFT of cold / static / keystroke / oracle (/ speculate) requests on a workload.
 """
 
 from __future__ import annotations
@@ -19,35 +10,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import sys
 from pathlib import Path
 from typing import get_args
 
-from eval.benches.hostile import main as hostile_main
-from eval.harness.modes import DEFAULT_MODES, MODES, EvalError
+from eval.harness.modes import DEFAULT_MODES, MODES
 from eval.harness.rounds import MIXED
 from eval.harness.runner import RunPlan
-from eval.harness.stack import EvalSession, launched
-from eval.reports.compare import compare_main
-from eval.scenarios.eviction import main as eviction_main
-from eval.scenarios.replicas import main as replicas_main
-from eval.scenarios.restart import main as restart_main
-from eval.scenarios.states import main as states_main
+from eval.harness.stack import launched
 from eval.scenarios.suites import SUITES, run_suite
 from eval.workloads.replay import REPLAYS, Replay, SubmitPause
 from eval.workloads.workload import DEFAULT_DATASETS, WorkloadKind, load_workload
-from orchestrator.errors import ServiceError, SetupError
-from testkit.serving import StartupFailed
-from vllm_launch.errors import LaunchError
-from vllm_launch.signals import exits_on_signals
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "data" / "reports" / "latest"
 
 
 def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m eval",
+        prog="python -m eval run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -195,34 +175,3 @@ def suite_main(argv: list[str], name: str) -> int:
     print(summary)
     print(f"reports in {args.out}")
     return 0
-
-
-@exits_on_signals
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv else ""
-    try:
-        if command == "compare":
-            return compare_main(argv[1:])
-        if command == "eviction":
-            return eviction_main(argv[1:])
-        if command == "hostile":
-            return hostile_main(argv[1:])
-        if command == "replicas":
-            return replicas_main(argv[1:])
-        if command == "restart":
-            return restart_main(argv[1:])
-        if command == "states":
-            return states_main(argv[1:])
-        if command in SUITES:
-            return suite_main(argv[1:], command)
-        return run_main(argv)
-    except (SetupError, LaunchError, EvalError, ServiceError, StartupFailed) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
-__all__ = ["EvalSession", "main"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())

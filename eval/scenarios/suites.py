@@ -21,7 +21,7 @@ from typing import Any
 from eval.harness.modes import DEFAULT_MODES, SPECULATE
 from eval.harness.rounds import MIXED, MIXED_SPECULATE, Arm
 from eval.harness.runner import ContextCache, RunPlan
-from eval.harness.stack import EvalSession
+from eval.harness.stack import EvalStack
 from eval.reports.figures import ratio_name
 from eval.reports.markdown import fmt, ordered_modes, speculated
 from eval.workloads.replay import Replay, SubmitPause
@@ -109,7 +109,7 @@ SUITES: dict[str, Callable[[bool, int], list[RunSpec]]] = {
 }
 
 
-async def run_suite(session: EvalSession, specs: list[RunSpec], out: Path) -> str:
+async def run_suite(session: EvalStack, specs: list[RunSpec], out: Path) -> str:
     rows: list[dict[str, Any]] = []
     for spec in specs:
         report = await session.evaluate(spec.plan())

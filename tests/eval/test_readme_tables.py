@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.reports.readme_tables import ROOT, main, regenerate, speculation_view
-from tests.unit.test_eval_parts import sample_report
+from tests.eval.test_parts import sample_report
 
 
 def test_every_marked_readme_table_matches_its_committed_report() -> None:

@@ -21,9 +21,9 @@ from eval.scenarios.suites import default_suite, load_suite, summary_rows, write
 from eval.workloads.replay import Replay, SubmitPause
 from eval.workloads.workload import Case, Workload
 from testkit.fake_vllm import FakeVLLM
+from tests.eval.test_parts import META, result
 from tests.helpers import SYSTEM
 from tests.sessions import Defaults, StartApp, salt
-from tests.unit.test_eval_parts import META, result
 
 QUESTIONS = (
     "Which customers placed more than three orders last month, and in which regions?",

@@ -29,7 +29,7 @@ from orchestrator.text_to_sql.contexts import SqlContext, answer_query
 from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
 from orchestrator.text_to_sql.runner import run_query
 from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT, ensure_dataset
-from tests.unit.test_sql import VALID, checksum
+from tests.orchestrator.text_to_sql.test_sql import VALID, checksum
 
 CORPUS_PATH = Path(__file__).resolve().parents[2] / "data" / "hostile_sql.jsonl"
 CATEGORIES = {

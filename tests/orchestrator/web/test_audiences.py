@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from testkit.fake_vllm import FakeVLLM
+from tests.orchestrator.web.test_observability import samples
 from tests.sessions import App, Defaults, StartApp, started
-from tests.unit.test_observability import samples
 
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 ADMIN_KEY = "admin-key"

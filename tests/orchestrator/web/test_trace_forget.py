@@ -10,8 +10,8 @@ from orchestrator.core.popularity.trace import MemoryTrace, Popularity
 from testkit.fake_vllm import FakeVLLM
 from tests.fakes import wait_until
 from tests.helpers import QUESTION, SYSTEM
+from tests.orchestrator.web.test_prefix_trace_app import OTHER_SYSTEM, auth, final
 from tests.sessions import App, Defaults, StartApp
-from tests.unit.test_prefix_trace_app import OTHER_SYSTEM, auth, final
 
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 ADMIN_KEY = "admin-key"

@@ -26,8 +26,8 @@ from testkit.fake_records import Recorded
 from testkit.fake_vllm import REPLY_ID_BASE, FakeVLLM
 from tests.fakes import SessionClient, session_tasks, wait_until
 from tests.helpers import QUESTION, SYSTEM
+from tests.orchestrator.web.test_observability import scrape
 from tests.sessions import App, Defaults, StartApp, started
-from tests.unit.test_observability import scrape
 
 BUDGET = 2  # tokens a speculation generates before it is attached (the reply has 5)
 WARM_PRIORITY, FINAL_PRIORITY = 7, -3

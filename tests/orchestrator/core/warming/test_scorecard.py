@@ -23,8 +23,8 @@ from orchestrator.core.warming.scorecard import ScoreSheet, WarmSpan, useful_tok
 from testkit.fake_records import Recorded
 from testkit.fake_vllm import FakeVLLM
 from tests.helpers import BLOCK, QUESTION
+from tests.orchestrator.core.test_session import system_where
 from tests.sessions import App, StartApp, started
-from tests.unit.test_session import system_where
 
 FIELDS = {"warmed_tokens", "hit_tokens", "warm_prefill_tokens", "wasted_prefill_tokens",
           "ttft_ms", "cold_ttft_ms", "saved_ms", "speculative",

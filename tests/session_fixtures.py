@@ -1,6 +1,7 @@
-"""Fixtures of the WebSocket session tests (`test_session.py`, `test_hardening.py`): one fake
-vLLM and one orchestrator per module, on uvicorn in the test's own event loop; a test that
-needs other settings (or another upstream) starts its own orchestrator with `start_app`."""
+"""Fixtures of the tests that run sessions against the fake vLLM (the orchestrator's and the
+eval's; `tests/conftest.py` loads them as a plugin): one fake vLLM and one orchestrator per
+module, on uvicorn in the test's own event loop; a test that needs other settings (or another
+upstream) starts its own orchestrator with `start_app`."""
 
 from __future__ import annotations
 
