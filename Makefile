@@ -42,8 +42,8 @@ run-app: setup setup-db ## vLLM + PostgreSQL + the orchestrator, page at http://
 test: setup setup-browser lint ## lint, unit tests, then the suite against a real vLLM (started once for the run)
 	$(PY) -m pytest
 
-test-unit: $(VENV)/.installed ## unit tests only (no engine)
-	$(PY) -m pytest tests/unit
+test-unit: $(VENV)/.installed ## the tests that need no vLLM, no PostgreSQL and no browser
+	$(PY) -m pytest -m "not engine and not browser and not postgres"
 
 lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/ruff check .
