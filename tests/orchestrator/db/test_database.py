@@ -73,12 +73,14 @@ async def fetch(url: str, query: str) -> list[tuple[object, ...]]:
         return await (await conn.execute(query.encode())).fetchall()
 
 
+@pytest.mark.postgres
 async def test_embedded_server_answers(db: Database) -> None:
     assert await db.ping()
     assert db.admin_url.startswith("postgresql://postgres@/postgres?host=/")
     assert "not started" not in repr(db)
 
 
+@pytest.mark.postgres
 async def test_demo_is_seeded(demo: DatasetDatabase) -> None:
     assert demo.name == "demo"
     assert await fetch(demo.admin_url, "SELECT count(*) FROM customers") == [(56,)]
@@ -86,18 +88,21 @@ async def test_demo_is_seeded(demo: DatasetDatabase) -> None:
     assert demo.reader_url.split("@")[0].split(":")[-1] not in repr(demo)
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("question", QUESTIONS, ids=[q["id"] for q in QUESTIONS])
 async def test_gold_sql_runs_as_reader(demo: DatasetDatabase, question: dict[str, str]) -> None:
     assert set(question) == {"id", "question", "gold_sql"}
     assert await fetch(demo.reader_url, question["gold_sql"])
 
 
+@pytest.mark.postgres
 async def test_dataset_url_matches(db: Database, demo: DatasetDatabase) -> None:
     assert db.dataset_url("demo", reader=True) == demo.reader_url
     assert db.dataset_url("demo", reader=False) == demo.admin_url
     assert "demo_reader:" in demo.reader_url
 
 
+@pytest.mark.postgres
 async def test_reseed_only_when_changed(db: Database, tmp_path: Path) -> None:
     folder = tmp_path / "shop"
     shutil.copytree(DEMO, folder)
@@ -125,6 +130,7 @@ async def test_reseed_only_when_changed(db: Database, tmp_path: Path) -> None:
     assert not (await ensure_dataset(db, "shop", folder)).loaded
 
 
+@pytest.mark.postgres
 async def test_broken_seed_reports_file_and_line(db: Database, tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     shutil.copytree(DEMO, folder)
@@ -140,6 +146,7 @@ async def test_broken_seed_reports_file_and_line(db: Database, tmp_path: Path) -
     assert (await ensure_dataset(db, "broken", folder)).loaded
 
 
+@pytest.mark.postgres
 async def test_reader_can_only_select(demo: DatasetDatabase) -> None:
     async with await psycopg.AsyncConnection.connect(demo.reader_url, autocommit=True) as conn:
         assert await (await conn.execute("SELECT count(*) FROM orders")).fetchone() == (284,)
@@ -162,6 +169,7 @@ async def test_reader_can_only_select(demo: DatasetDatabase) -> None:
     assert await fetch(demo.admin_url, "SELECT count(*) FROM orders") == [(284,)]
 
 
+@pytest.mark.postgres
 async def test_other_readers_cannot_connect(db: Database, demo: DatasetDatabase) -> None:
     other = await ensure_dataset(db, "other", DEMO)
     foreign = other.reader_url.replace("/other?", "/demo?")
@@ -169,6 +177,7 @@ async def test_other_readers_cannot_connect(db: Database, demo: DatasetDatabase)
         await fetch(foreign, "SELECT 1")
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize(
     "name", ["Demo", "1demo", "de-mo", "", "demo;drop", "a" * 57, "demo\n", "über"]
 )
@@ -179,6 +188,7 @@ async def test_invalid_dataset_name_rejected(db: Database, name: str) -> None:
         db.dataset_url(name, reader=True)
 
 
+@pytest.mark.postgres
 async def test_foreign_database_is_never_dropped(db: Database) -> None:
     with pytest.raises(SetupError, match="exists but prefill-ahead did not create it"):
         await ensure_dataset(db, "postgres", DEMO)
@@ -224,6 +234,7 @@ def test_list_datasets(tmp_path: Path) -> None:
     assert "demo" in list_datasets(DEFAULT_DATASET_ROOT)
 
 
+@pytest.mark.postgres
 async def test_stop_leaves_no_postgres_behind(tmp_path: Path) -> None:
     database = Database(None, tmp_path)
     await database.start()
@@ -238,6 +249,7 @@ async def test_stop_leaves_no_postgres_behind(tmp_path: Path) -> None:
         _ = database.admin_url
 
 
+@pytest.mark.postgres
 async def test_restart_after_crashed_owner_still_stops(tmp_path: Path) -> None:
     database = Database(None, tmp_path)
     await database.start()
@@ -250,6 +262,7 @@ async def test_restart_after_crashed_owner_still_stops(tmp_path: Path) -> None:
     assert await wait_gone(pid)
 
 
+@pytest.mark.postgres
 def test_cli_seeds_every_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -24,6 +24,8 @@ from tests.helpers import BLOCK, QUESTION, SYSTEM, settings_against
 from tests.orchestrator.web.test_prefix_trace_app import KEYS, final
 from tests.sessions import SECRET, App, salt
 
+pytestmark = pytest.mark.postgres
+
 A, Z = Scope("tenant-a"), Scope("tenant-z", "ns")
 
 

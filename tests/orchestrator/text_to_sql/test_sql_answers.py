@@ -18,6 +18,8 @@ from testkit.fake_vllm import FakeVLLM
 from tests.fakes import SessionClient, wait_until
 from tests.sessions import Defaults, StartApp, started
 
+pytestmark = pytest.mark.postgres
+
 QUERY = ("SELECT", " COUNT(*)", " FROM", " customers", ";")
 EXPLANATION = ("\n\n", "This", " query", " counts", " the", " customers", ".")
 

@@ -29,7 +29,8 @@ from orchestrator.text_to_sql.contexts import SqlContext, answer_query
 from orchestrator.text_to_sql.guard import SqlRefused, validate_sql
 from orchestrator.text_to_sql.runner import run_query
 from orchestrator.text_to_sql.seed import DEFAULT_DATASET_ROOT, ensure_dataset
-from tests.orchestrator.text_to_sql.test_sql import VALID, checksum
+from tests.orchestrator.text_to_sql.test_sql import VALID
+from tests.orchestrator.text_to_sql.test_sql_runner import checksum
 
 CORPUS_PATH = Path(__file__).resolve().parents[2] / "data" / "hostile_sql.jsonl"
 CATEGORIES = {
@@ -154,6 +155,7 @@ async def unguarded(reader: str, sql: str) -> str:
     return "ran"
 
 
+@pytest.mark.postgres
 async def test_the_corpus_writes_nothing_and_outlives_no_timeout(demo: Database) -> None:
     admin, reader = demo.dataset_url("demo", reader=False), demo.dataset_url("demo", reader=True)
     before = await checksum(admin)

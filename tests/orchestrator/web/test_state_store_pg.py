@@ -19,6 +19,8 @@ from testkit.fake_vllm import FakeVLLM
 from tests.fakes import serve, wait_until
 from tests.sessions import Defaults, settings_for
 
+pytestmark = pytest.mark.postgres
+
 IDS = list(range(1, 100))
 
 
