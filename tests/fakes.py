@@ -1,7 +1,7 @@
-"""What the session tests run against the orchestrator besides the fake vLLM itself
-(`testkit/fake_vllm.py`): uvicorn in the test's own event loop (also on a fixed port, killable
-the way a crashed vLLM dies), a WebSocket client that keeps every frame it receives, and an
-upstream transport that records what the orchestrator sends.
+"""What the session tests run against the orchestrator besides the test kit (the fake vLLM and
+the server runner, `testkit/`): waiting, the fake on a port of the test's own event loop, a
+WebSocket client that keeps every frame it receives, and an upstream transport that records what
+the orchestrator sends.
 
 Everything runs in ONE asyncio loop (the test's), so a test can hold the fake's handlers with
 plain `asyncio.Event`s and look at the orchestrator's own tasks with `asyncio.all_tasks()`.
@@ -12,22 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import uvicorn
-from starlette.types import ASGIApp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
 
 from orchestrator.web.auth import SUBPROTOCOL_PREFIX
 from testkit.fake_vllm import FakeVLLM
-from testkit.serving import free_port
+from testkit.serving import serve
 
 # --- waiting ------------------------------------------------------------------------------
 
@@ -59,101 +56,6 @@ def session_tasks() -> list[asyncio.Task[Any]]:
         if not task.done()
         and getattr(task.get_coro(), "__qualname__", "").startswith(SESSION_TASK_OWNERS)
     ]
-
-
-# --- uvicorn in the current event loop ------------------------------------------------------
-
-
-class QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # leave pytest's signal handlers alone
-
-
-def _bound(port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    return sock
-
-
-def _server(app: ASGIApp, *, websockets: bool = False, log_level: str = "warning") -> QuietServer:
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        log_level=log_level,
-        access_log=False,
-        ws="websockets-sansio" if websockets else "none",
-        lifespan="on" if websockets else "off",
-        timeout_graceful_shutdown=2,
-    )
-    return QuietServer(config)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: ASGIApp, *, websockets: bool = False) -> AsyncIterator[str]:
-    """Serve `app` on a free port as a task of the running loop; yield its base URL."""
-    sock = _bound()
-    port = sock.getsockname()[1]
-    server = _server(app, websockets=websockets)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if task.done():
-                task.result()  # raises what made the start fail
-                raise RuntimeError("uvicorn exited during start-up")
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            await asyncio.sleep(0.005)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=10)
-        sock.close()
-
-
-class Upstream:
-    """`app` on uvicorn at a fixed port in the running loop; `kill()` and `start()` again."""
-
-    def __init__(self, app: ASGIApp, port: int | None = None) -> None:
-        self.app = app
-        self.port = port or free_port()
-        self.server: QuietServer | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        assert self.server is None, "already running"
-        sock = _bound(self.port)
-        self.server = _server(self.app, log_level="critical")
-        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
-        await wait_until(lambda: self.server is not None and self.server.started, what="upstream")
-
-    async def kill(self) -> None:
-        """Die like a crashed process: no new connections, every open one reset at once."""
-        server, task = self.server, self.task
-        assert server is not None, "not running"
-        assert task is not None
-        for listener in server.servers:
-            listener.close()
-        for connection in list(server.server_state.connections):
-            connection.transport.abort()
-        server.force_exit = server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
-        self.server = self.task = None
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.kill()
-
-    @property
-    def open_connections(self) -> int:
-        return len(self.server.server_state.connections) if self.server else 0
 
 
 # --- the fake vLLM --------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from fastapi import FastAPI
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from testkit.fake_vllm import FakeVLLM
-from tests.fakes import fake_on_a_port, let_go, serve, session_tasks, wait_until
+from testkit.serving import serve
+from tests.fakes import fake_on_a_port, let_go, session_tasks, wait_until
 from tests.sessions import App, Defaults, StartApp, settings_for
 
 

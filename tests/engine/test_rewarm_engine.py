@@ -18,9 +18,9 @@ from orchestrator.core.popularity.index import reusable_prefix
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from orchestrator.web.services import Services
+from testkit.serving import serve
 from tests.conftest import Engine
 from tests.engine.test_session_engine import SYSTEM
-from tests.fakes import serve
 
 pytestmark = pytest.mark.engine
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}

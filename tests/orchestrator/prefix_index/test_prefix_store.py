@@ -19,7 +19,8 @@ from orchestrator.prefix_index.cli import main
 from orchestrator.prefix_index.store import PostgresTrace
 from orchestrator.web.app import create_app
 from testkit.fake_vllm import FakeVLLM
-from tests.fakes import fake_on_a_port, serve, wait_until
+from testkit.serving import serve
+from tests.fakes import fake_on_a_port, wait_until
 from tests.helpers import BLOCK, QUESTION, SYSTEM, settings_against
 from tests.orchestrator.web.test_prefix_trace_app import KEYS, final
 from tests.sessions import SECRET, App, salt

@@ -15,8 +15,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orchestrator.core.engine.vllm_metrics import parse_engine_metrics
 from orchestrator.core.metrics import Metrics
 from testkit.fake_vllm import FakeVLLM
-from testkit.serving import free_port
-from tests.fakes import serve, session_tasks, wait_until
+from testkit.serving import free_port, serve
+from tests.fakes import session_tasks, wait_until
 from tests.helpers import BLOCK, QUESTION
 from tests.sessions import App, StartApp, started
 

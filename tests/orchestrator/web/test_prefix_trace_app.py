@@ -9,7 +9,8 @@ import pytest
 
 from orchestrator.core.popularity.index import reusable_prefix
 from testkit.fake_vllm import FakeVLLM
-from tests.fakes import Upstream, wait_until
+from testkit.serving import Upstream
+from tests.fakes import wait_until
 from tests.helpers import BLOCK, QUESTION, SYSTEM
 from tests.sessions import App, Defaults, StartApp, salt, started
 

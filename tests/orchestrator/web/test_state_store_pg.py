@@ -16,7 +16,8 @@ from orchestrator.db.server import Database
 from orchestrator.web.app import create_app
 from orchestrator.web.state_store_pg import PostgresStates
 from testkit.fake_vllm import FakeVLLM
-from tests.fakes import serve, wait_until
+from testkit.serving import serve
+from tests.fakes import wait_until
 from tests.sessions import Defaults, settings_for
 
 pytestmark = pytest.mark.postgres
