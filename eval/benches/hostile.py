@@ -37,8 +37,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from eval.benches.hostile_frames import SYSTEM, FrameMaker, http_request
-from eval.benches.keystroke_load import percentile
 from eval.benches.processes import stop, wait_for
+from eval.reports.results import quantile
 from testkit.serving import free_port
 from vllm_launch.signals import spawn_group
 
@@ -221,7 +221,7 @@ def report(
     print("WebSocket closes by code: " + fmt(tally.closes))
     print("HTTP answers by status and code: " + fmt(tally.http))
     for name, values in (("alone", quiet), ("during the flood", busy)):
-        p50, p99 = percentile(values, 50), percentile(values, 99)
+        p50, p99 = quantile(values, 0.50), quantile(values, 0.99)
         print(f"well-behaved session, keystroke to warm-up dispatch, {name}: "
               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} warm-ups)")  # fmt: skip
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -53,12 +52,6 @@ class Result:
     @property
     def keys_per_s(self) -> float:
         return self.keystrokes / self.seconds
-
-
-def percentile(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 async def settle(fake_url: str, quiet_s: float = 1.0, within_s: float = 60.0) -> None:

@@ -42,8 +42,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eval.benches.keystroke_load import Result, percentile, run_async, run_sessions
+from eval.benches.keystroke_load import Result, run_async, run_sessions
 from eval.benches.processes import BLOCK_SIZE, WARMUPS_PER_SECOND, sources_digest, started
+from eval.reports.results import quantile
 from eval.workloads.keystroke_texts import aligned_system_prompt
 from orchestrator.errors import SetupError
 from orchestrator.settings import Settings
@@ -61,7 +62,7 @@ def report(results: list[Result]) -> None:
         rate = f"{r.keys_per_s:.0f} ({r.target_keys_per_s:.0f})"
         print(
             f"{r.sessions:>5}{r.keystrokes:>11}{rate:>18}{r.warmups:>10}"
-            f"{percentile(r.latencies_ms, 50):>9.2f}{percentile(r.latencies_ms, 99):>9.2f}"
+            f"{quantile(r.latencies_ms, 0.50):>9.2f}{quantile(r.latencies_ms, 0.99):>9.2f}"
             f"{r.cpu_us_per_key:>12.0f}{r.kib_per_session:>13.1f}"
         )
     print()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from eval.reports.results import quantile
 from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
@@ -31,10 +32,6 @@ async def ttft_ms(http: httpx.AsyncClient, url: str, body: dict[str, object]) ->
             if line.startswith("data:") and '"text"' in line:
                 return (time.perf_counter() - started) * 1000
     raise RuntimeError("the stream carried no token")
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 async def run(vllm_url: str, app_url: str, settings: Settings, requests: int) -> None:
@@ -70,7 +67,7 @@ def report(direct: list[float], proxied: list[float]) -> None:
     print(f"requests per path: {len(direct)}")
     print(f"{'path':<14}{'p50 ms':>10}{'p95 ms':>10}")
     for name, values in (("direct", direct), ("passthrough", proxied)):
-        print(f"{name:<14}{statistics.median(values):>10.2f}{percentile(values, 95):>10.2f}")
+        print(f"{name:<14}{statistics.median(values):>10.2f}{quantile(values, 0.95):>10.2f}")
     added = statistics.median(proxied) - statistics.median(direct)
     pairs = statistics.median(p - d for p, d in zip(proxied, direct, strict=True))
     print(f"added at p50: {added:.2f} ms (median of paired differences: {pairs:.2f} ms)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.reports.results import percentile
+from orchestrator.core.engine.prefill_cost import LinearFit, least_squares
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -30,20 +31,13 @@ def finals(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in report.get("results", []) if r.get("ttft_ms") is not None]
 
 
-def uncached_and_ttft(result: dict[str, Any]) -> tuple[float, float]:
-    return result["prompt_tokens"] - result["cached_tokens"], result["ttft_ms"]
-
-
-def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares `y = a + b * x`; raises ValueError with fewer than two distinct x."""
-    n = len(points)
-    mean_x = sum(x for x, _ in points) / n if n else 0.0
-    sxx = sum((x - mean_x) ** 2 for x, _ in points)
-    if n < 2 or sxx == 0:
+def idle_line(report: dict[str, Any]) -> LinearFit:
+    """The idle engine's cost: least squares of TTFT on uncached tokens over `report`'s finals."""
+    points = [(r["prompt_tokens"] - r["cached_tokens"], r["ttft_ms"]) for r in finals(report)]
+    line = least_squares(points)
+    if line is None:
         raise ValueError("the idle run needs finals with different uncached token counts")
-    mean_y = sum(y for _, y in points) / n
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
-    return mean_y - slope * mean_x, slope
+    return line
 
 
 def ratios(report: dict[str, Any], a: float, b: float) -> dict[str, list[float]]:
@@ -61,15 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("reports", type=Path, nargs="+", help="reports to judge")
     args = parser.parse_args(argv)
     try:
-        idle = [
-            (r["prompt_tokens"] - r["cached_tokens"], r["ttft_ms"]) for r in finals(load(args.idle))
-        ]
-        a, b = fit(idle)
+        idle = load(args.idle)
+        line = idle_line(idle)
         reports = [(path, load(path)) for path in args.reports]
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"idle engine: ttft ≈ {a:.0f} ms + {b:.3f} ms x uncached tokens ({len(idle)} finals)")
+    a, b = line.intercept_ms, line.ms_per_token
+    print(
+        f"idle engine: ttft ≈ {a:.0f} ms + {b:.3f} ms x uncached tokens ({len(finals(idle))} finals)"
+    )
     print("| report | mode | finals | ratio p50 | ratio p95 | ratio max |")
     print("|---|---|---:|---:|---:|---:|")
     for path, report in reports:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from eval.reports.results import quantile
+
 Unit = tuple[str, int]  # (case id, repeat)
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -35,14 +37,6 @@ class RatioInterval:
 
     def label(self) -> str:
         return f"{self.ratio:.3f} [{self.low:.3f}, {self.high:.3f}]"
-
-
-def quantile(ordered: Sequence[float], q: float) -> float:
-    """The q-quantile of sorted values, interpolated between the nearest ranks."""
-    rank = (len(ordered) - 1) * q
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def median_ratio(a: Mapping[Unit, float], b: Mapping[Unit, float], units: Sequence[Unit]) -> float:

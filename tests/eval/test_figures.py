@@ -9,7 +9,8 @@ import pytest
 
 from eval.engine.kv_count import Final, StoredBlocks, final_blocks
 from eval.harness.rounds import MIXED, Arm, rounds
-from eval.reports.intervals import bootstrap_ratio, quantile
+from eval.reports.intervals import bootstrap_ratio
+from eval.reports.results import quantile
 from eval.workloads.workload import database_name, load_workload
 from orchestrator.core.cache.kv_events import (
     AllBlocksCleared,

@@ -7,17 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from eval.reports.finals_cost import fit, main, ratios
+from eval.reports.finals_cost import idle_line, main, ratios
 
 
 def result(mode: str, prompt: int, cached: int, ttft: float | None) -> dict[str, object]:
     return {"mode": mode, "prompt_tokens": prompt, "cached_tokens": cached, "ttft_ms": ttft}
 
 
-def test_the_fit_is_the_least_squares_line() -> None:
-    assert fit([(0, 100.0), (1000, 5100.0), (500, 2600.0)]) == pytest.approx((100.0, 5.0))
+def test_the_idle_line_is_the_least_squares_line() -> None:
+    idle = {"results": [result("cold", 1000, 1000, 100.0), result("cold", 2000, 1000, 5100.0)]}
+    idle["results"] += [result("static", 600, 100, 2600.0), result("cold", 50, 0, None)]
+    line = idle_line(idle)
+    assert (line.intercept_ms, line.ms_per_token) == pytest.approx((100.0, 5.0))
     with pytest.raises(ValueError, match="different uncached"):
-        fit([(10, 1.0), (10, 2.0)])
+        idle_line({"results": [result("cold", 20, 10, 1.0), result("static", 10, 0, 2.0)]})
 
 
 def test_a_final_that_waited_for_others_has_a_ratio_over_one() -> None:

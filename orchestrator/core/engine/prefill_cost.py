@@ -14,6 +14,7 @@ Pure: no clock, no I/O; one instance is shared by all sessions of an application
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 DEFAULT_WINDOW = 256  # recent observations kept: the engine's load and flags drift
@@ -28,6 +29,21 @@ class LinearFit:
 
     def at(self, computed_tokens: int) -> float:
         return self.intercept_ms + self.ms_per_token * computed_tokens
+
+
+def least_squares(points: Collection[tuple[float, float]]) -> LinearFit | None:
+    """The least-squares line `y = intercept + slope * x` through `points`; None with fewer
+    than two distinct x (no line is defined)."""
+    n = len(points)
+    if n < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
+    return LinearFit(mean_y - slope * mean_x, slope)
 
 
 class PrefillCost:
@@ -49,19 +65,8 @@ class PrefillCost:
     def fit(self) -> LinearFit | None:
         """The fitted line; None with fewer than two distinct token counts, or when latency
         does not grow with the tokens computed (a slope of 0 or less says nothing of cost)."""
-        n = len(self._points)
-        if n < 2:
-            return None
-        mean_x = sum(x for x, _ in self._points) / n
-        mean_y = sum(y for _, y in self._points) / n
-        sxx = sum((x - mean_x) ** 2 for x, _ in self._points)
-        if sxx == 0:
-            return None
-        sxy = sum((x - mean_x) * (y - mean_y) for x, y in self._points)
-        slope = sxy / sxx
-        if slope <= 0:
-            return None
-        return LinearFit(mean_y - slope * mean_x, slope)
+        line = least_squares(self._points)
+        return line if line is not None and line.ms_per_token > 0 else None
 
     def estimate_ms(self, computed_tokens: int) -> float | None:
         """The latency of a request that computes `computed_tokens` (never below 0), or None
