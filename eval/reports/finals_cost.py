@@ -61,10 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    a, b = line.intercept_ms, line.ms_per_token
-    print(
-        f"idle engine: ttft ≈ {a:.0f} ms + {b:.3f} ms x uncached tokens ({len(finals(idle))} finals)"
-    )
+    a, b, count = line.intercept_ms, line.ms_per_token, len(finals(idle))
+    print(f"idle engine: ttft ≈ {a:.0f} ms + {b:.3f} ms x uncached tokens ({count} finals)")
     print("| report | mode | finals | ratio p50 | ratio p95 | ratio max |")
     print("|---|---|---:|---:|---:|---:|")
     for path, report in reports:
