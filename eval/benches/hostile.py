@@ -210,8 +210,10 @@ def crashes(tally: Tally, log: Path, alive: bool) -> dict[str, int]:
 def report(
     tally: Tally, found: dict[str, int], quiet: list[float], busy: list[float], s: float
 ) -> None:
-    print(f"hostile input: {tally.frames} WebSocket frames + {tally.http_requests} HTTP requests "
-          f"= {tally.frames + tally.http_requests} in {s:.1f} s")  # fmt: skip
+    print(
+        f"hostile input: {tally.frames} WebSocket frames + {tally.http_requests} HTTP requests "
+        f"= {tally.frames + tally.http_requests} in {s:.1f} s"
+    )
     print(
         f"upstream: the fake vLLM (testkit/fake_vllm.py, fast mode, block size {BLOCK_SIZE}); "
         "the orchestrator's default settings, no database"
@@ -222,8 +224,10 @@ def report(
     print("HTTP answers by status and code: " + fmt(tally.http))
     for name, values in (("alone", quiet), ("during the flood", busy)):
         p50, p99 = quantile(values, 0.50), quantile(values, 0.99)
-        print(f"well-behaved session, keystroke to warm-up dispatch, {name}: "
-              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} warm-ups)")  # fmt: skip
+        print(
+            f"well-behaved session, keystroke to warm-up dispatch, {name}: "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} warm-ups)"
+        )
 
 
 def fmt(counts: Counter[str] | Counter[int]) -> str:

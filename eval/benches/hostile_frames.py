@@ -15,22 +15,44 @@ HTTP_LIMIT = 1_048_576  # the default PREFILL_HTTP_MAX_BODY_BYTES
 SYSTEM = "You answer questions about a small shop's orders in one short sentence. " * 4
 
 MALFORMED: list[str | bytes] = [
-    "", "{", "}", "null", "[]", "1", '"start"', '{"type":', "{'type': 'input'}", "NaN",
-    '{"type": "input", "text": "a"} trailing', b"\x00\xff\xfe", b"",
-    "\ud800".encode("utf-8", "surrogatepass"), '{"type": "input", "text": "\\ud800", "seq": 1}',
-    "\x00", '{"type": "input", "text": "a", "seq": 1,}',
-]  # fmt: skip
+    "",
+    "{",
+    "}",
+    "null",
+    "[]",
+    "1",
+    '"start"',
+    '{"type":',
+    "{'type': 'input'}",
+    "NaN",
+    '{"type": "input", "text": "a"} trailing',
+    b"\x00\xff\xfe",
+    b"",
+    "\ud800".encode("utf-8", "surrogatepass"),
+    '{"type": "input", "text": "\\ud800", "seq": 1}',
+    "\x00",
+    '{"type": "input", "text": "a", "seq": 1,}',
+]
 WRONG_SHAPES: list[dict[str, object]] = [
-    {"type": "input", "text": 1, "seq": 1}, {"type": "input"}, {"type": "submit", "text": None},
-    {"type": "start", "context": "x"}, {"type": "start", "context": {"database": "nope"}},
-    {"type": "start", "context": {"system": 1}}, {"type": "start", "params": {"max_tokens": -1}},
-    {"type": "input", "text": "x", "seq": "a"}, {"type": "input", "text": "x", "seq": 10**30},
-    {"type": 5}, {"type": "x" * 1000}, {"type": "start", "warmups": "bogus"},
+    {"type": "input", "text": 1, "seq": 1},
+    {"type": "input"},
+    {"type": "submit", "text": None},
+    {"type": "start", "context": "x"},
+    {"type": "start", "context": {"database": "nope"}},
+    {"type": "start", "context": {"system": 1}},
+    {"type": "start", "params": {"max_tokens": -1}},
+    {"type": "input", "text": "x", "seq": "a"},
+    {"type": "input", "text": "x", "seq": 10**30},
+    {"type": 5},
+    {"type": "x" * 1000},
+    {"type": "start", "warmups": "bogus"},
     {"type": "start", "context": {"system": "s", "history": [{"role": "god", "content": 1}]}},
-    {"type": "start", "cache_namespace": "n" * 5000}, {"type": "cancel", "extra": [1, 2]},
-    {"type": "input", "text": "x", "seq": -1}, {"type": "submit", "text": "", "seq": 0},
+    {"type": "start", "cache_namespace": "n" * 5000},
+    {"type": "cancel", "extra": [1, 2]},
+    {"type": "input", "text": "x", "seq": -1},
+    {"type": "submit", "text": "", "seq": 0},
     {"type": "start", "params": {"temperature": "hot", "max_tokens": 10**9}},
-]  # fmt: skip
+]
 HTTP_PATHS = ["/v1/completions", "/v1/chat/completions", "/v1/warm", "/v1/states"]
 
 

@@ -11,10 +11,20 @@ import httpx
 LABELS = re.compile(r'(\w+)="([^"]*)"')
 INFO_GAUGES = ("vllm:cache_config_info", "vllm:model_config_info", "vllm:scheduler_config_info")
 KEPT_LABELS = (
-    "block_size", "cache_dtype", "enable_prefix_caching", "num_gpu_blocks", "num_cpu_blocks",
-    "dtype", "max_model_len", "max_num_batched_tokens", "max_num_seqs", "policy",
-    "enable_chunked_prefill", "long_prefill_token_threshold", "gpu_memory_utilization",
-)  # fmt: skip
+    "block_size",
+    "cache_dtype",
+    "enable_prefix_caching",
+    "num_gpu_blocks",
+    "num_cpu_blocks",
+    "dtype",
+    "max_model_len",
+    "max_num_batched_tokens",
+    "max_num_seqs",
+    "policy",
+    "enable_chunked_prefill",
+    "long_prefill_token_threshold",
+    "gpu_memory_utilization",
+)
 
 
 async def engine_settings(http: httpx.AsyncClient, vllm_url: str) -> dict[str, Any]:

@@ -37,8 +37,13 @@ SPECULATE = "speculate"
 MODES = ("cold", "static", "keystroke", "oracle", SPECULATE)
 DEFAULT_MODES = ("cold", "static", "keystroke", "oracle")  # a run's modes unless it names some
 FRAME_TIMEOUT_S = 600.0
-WARMUPS = {"cold": "off", "static": "context", "keystroke": "keystroke", "oracle": "off",
-           SPECULATE: "keystroke"}  # fmt: skip
+WARMUPS = {
+    "cold": "off",
+    "static": "context",
+    "keystroke": "keystroke",
+    "oracle": "off",
+    SPECULATE: "keystroke",
+}
 
 
 class EvalError(Exception):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+from tqdm import tqdm
 
 from eval.engine.facts import count_tokens
 from eval.engine.kv_watch import watching
@@ -81,25 +82,6 @@ class RunPlan:
         }
 
 
-class Progress:
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.started = total, 0, time.monotonic()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        filled = int(30 * self.done / self.total)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done)
-        bar = "#" * filled + "." * (30 - filled)
-        end = "\n" if self.done == self.total else ""
-        print(
-            f"\r[{bar}] {self.done}/{self.total} {label:<28} eta {eta:4.0f} s",
-            end=end,
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 @dataclass
 class RunOutcome:
     results: list[CaseResult]
@@ -124,7 +106,9 @@ class Runner:
         self.run_id = secrets.token_hex(4)
         self.typed_tokens: dict[str, int] = {}
         self.rounds = rounds(plan.workload.cases, plan.arms, plan.concurrency, plan.repeats)
-        self.progress = Progress(sum(len(r.cases) for r in self.rounds))
+        self.progress = tqdm(
+            total=sum(len(r.cases) for r in self.rounds), unit="case", file=sys.stderr, leave=True
+        )
         self.salts: dict[CaseKey, str] = {}  # (label, case, repeat) -> its cache salt
 
     async def run(self) -> RunOutcome:
@@ -143,12 +127,13 @@ class Runner:
                 self.typed_tokens[case.id] = await count_tokens(
                     http, up.vllm_url, entered.final_text
                 )
-            for round_ in self.rounds:
-                began = time.monotonic()
-                played = await self.play(round_, engine)
-                for label in {r.mode for r in played}:
-                    spans.setdefault(label, []).append((began, time.monotonic()))
-                results += played
+            with self.progress:
+                for round_ in self.rounds:
+                    began = time.monotonic()
+                    played = await self.play(round_, engine)
+                    for label in {r.mode for r in played}:
+                        spans.setdefault(label, []).append((began, time.monotonic()))
+                    results += played
             if watch is not None:
                 await watch.settle()
         busy = {label: engine.busy_share(spans.get(label, [])) for label in self.plan.labels}
@@ -188,10 +173,12 @@ class Runner:
             done, timeline = await asyncio.wait_for(run_mode(mode, run), timeout=CASE_TIMEOUT_S)
         except (EvalError, OSError, TimeoutError) as error:
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            return CaseResult(case.id, label, None, 0, 0, 0, 0, typed, "", failure=reason,
-                              repeat=round_.repeat)  # fmt: skip
+            return CaseResult(
+                case.id, label, None, 0, 0, 0, 0, typed, "", failure=reason, repeat=round_.repeat
+            )
         finally:
-            self.progress.step(f"{case.id} {label} r{round_.repeat}")
+            self.progress.set_postfix_str(f"{case.id} {label} r{round_.repeat}", refresh=False)
+            self.progress.update()
         self.salts[(label, case.id, round_.repeat)] = self.upstream.salt_of(namespace)
         return await self.result(label, case, done, typed, timeline, round_.repeat)
 

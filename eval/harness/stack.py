@@ -101,16 +101,31 @@ class EvalStack:
     def orchestrator_settings(self) -> dict[str, Any]:
         """The orchestrator's settings that move the figures."""
         settings = self.services.settings
-        names = ("typing_pause_ms", "typing_pause_factor", "warm_priority",
-                 "final_priority", "warmups_per_second", "max_warmups_in_flight",
-                 "ws_frames_per_second", "request_timeout_s", "warm_policy",
-                 "warm_piece_tokens", "warm_pieces_in_flight", "warm_pieces_while_finals",
-                 "final_room_s", "engine_step_tokens", "engine_chunk_tokens",
-                 "speculate", "rewarm_top_k")  # fmt: skip
+        names = (
+            "typing_pause_ms",
+            "typing_pause_factor",
+            "warm_priority",
+            "final_priority",
+            "warmups_per_second",
+            "max_warmups_in_flight",
+            "ws_frames_per_second",
+            "request_timeout_s",
+            "warm_policy",
+            "warm_piece_tokens",
+            "warm_pieces_in_flight",
+            "warm_pieces_while_finals",
+            "final_room_s",
+            "engine_step_tokens",
+            "engine_chunk_tokens",
+            "speculate",
+            "rewarm_top_k",
+        )
         chosen = {name: getattr(settings, name) for name in names}
         scheduler = self.services.dispatcher.scheduler
-        bounds = {"warm_pieces_limit": scheduler.limit,
-                  "warm_pieces_limit_while_finals": scheduler.limit_while_finals}  # fmt: skip
+        bounds = {
+            "warm_pieces_limit": scheduler.limit,
+            "warm_pieces_limit_while_finals": scheduler.limit_while_finals,
+        }
         return {**chosen, **bounds, "cache_view": self.services.cache_view_status()}
 
     def flag(self, name: str) -> str | None:

@@ -66,9 +66,15 @@ def parse(argv: list[str]) -> tuple[EvictionPlan, Path]:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     plan = EvictionPlan(
-        args.cache_blocks, args.typists, args.cases, args.think_s, args.speedup, args.rounds,
-        args.seed, workload=args.workload,
-    )  # fmt: skip
+        args.cache_blocks,
+        args.typists,
+        args.cases,
+        args.think_s,
+        args.speedup,
+        args.rounds,
+        args.seed,
+        workload=args.workload,
+    )
     return plan, args.out
 
 

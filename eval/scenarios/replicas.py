@@ -74,11 +74,17 @@ def rows_of(report: dict[str, Any], replicas: int) -> list[dict[str, Any]]:
     rows = []
     for mode in MODES:
         row = report["modes"][mode]
-        rows.append({
-            "replicas": replicas, "mode": mode, "p50": row["ttft_ms"]["p50"],
-            "p95": row["ttft_ms"]["p95"], "cached": row["cached_tokens_mean"],
-            "prompt": row["prompt_tokens_mean"], "failures": len(row["failures"]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "replicas": replicas,
+                "mode": mode,
+                "p50": row["ttft_ms"]["p50"],
+                "p95": row["ttft_ms"]["p95"],
+                "cached": row["cached_tokens_mean"],
+                "prompt": row["prompt_tokens_mean"],
+                "failures": len(row["failures"]),
+            }
+        )
     return rows
 
 
@@ -120,8 +126,11 @@ def main(argv: list[str]) -> int:
             with engines(plan, replicas, data_dir) as (settings, flags):
 
                 def describe(services: Services, replicas: int = replicas) -> dict[str, Any]:
-                    return {"replicas": replicas, "replica_urls": services.vllm.replicas,
-                            "kv_events": False}  # fmt: skip
+                    return {
+                        "replicas": replicas,
+                        "replica_urls": services.vllm.replicas,
+                        "kv_events": False,
+                    }
 
                 report = asyncio.run(run_once(plan.run_plan(), flags, settings, describe))
             EvalStack.write(report, args.out / f"replicas-{replicas}-{round_}")

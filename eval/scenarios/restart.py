@@ -72,8 +72,9 @@ def contexts(needed: int) -> list[EvalContext]:
     ]
     for context in found:
         if len(context.questions) < needed:
-            raise SystemExit(f"error: {context.name} has {len(context.questions)} questions, "
-                             f"{needed} needed")  # fmt: skip
+            raise SystemExit(
+                f"error: {context.name} has {len(context.questions)} questions, {needed} needed"
+            )
     return found
 
 
@@ -122,10 +123,14 @@ async def ask(app_url: str, context: EvalContext, question: str, max_tokens: int
     url = app_url.replace("http://", "ws://") + "/ws/session"
     async with websockets.connect(url, max_size=2**24) as connection:
         client = Client(connection)
-        await client.send({
-            "type": "start", "context": {"system": context.system}, "warmups": "off",
-            "params": {"max_tokens": max_tokens, "temperature": 0.0},
-        })  # fmt: skip
+        await client.send(
+            {
+                "type": "start",
+                "context": {"system": context.system},
+                "warmups": "off",
+                "params": {"max_tokens": max_tokens, "temperature": 0.0},
+            }
+        )
         await client.until("ready")
         await client.send({"type": "submit", "text": question, "seq": 1})
         return await client.until("done")
@@ -208,8 +213,14 @@ def summarise(rows: list[dict[str, Any]], found: list[EvalContext]) -> list[dict
     for context in found:
 
         def of(arm: str, phase: str, name: str = context.name) -> list[dict[str, Any]]:
-            return [r for r in rows if r["arm"] == arm and r["phase"] == phase and
-                    r["context"] == name and r["ttft_ms"] is not None]  # fmt: skip
+            return [
+                r
+                for r in rows
+                if r["arm"] == arm
+                and r["phase"] == phase
+                and r["context"] == name
+                and r["ttft_ms"] is not None
+            ]
 
         steady = statistics.median(
             r["ttft_ms"] for r in of("index", "steady") + of("none", "steady")
@@ -217,22 +228,24 @@ def summarise(rows: list[dict[str, Any]], found: list[EvalContext]) -> list[dict
         first = {arm: of(arm, "first")[0] for arm in ARMS}
         during = {arm: of(arm, "during")[0] for arm in ARMS}
         cold = statistics.median(r["ttft_ms"] for r in of("index", "cold") + of("none", "cold"))
-        table.append({
-            "context": context.name,
-            "prompt_tokens": first["index"]["prompt_tokens"],
-            "cold_ttft_ms": cold,
-            "steady_ttft_ms": steady,
-            "first_index_ttft_ms": first["index"]["ttft_ms"],
-            "first_index_cached": first["index"]["cached_tokens"],
-            "first_none_ttft_ms": first["none"]["ttft_ms"],
-            "first_none_cached": first["none"]["cached_tokens"],
-            "during_index_ttft_ms": during["index"]["ttft_ms"],
-            "during_index_cached": during["index"]["cached_tokens"],
-            "during_none_ttft_ms": during["none"]["ttft_ms"],
-            "during_none_cached": during["none"]["cached_tokens"],
-            "index_over_steady": first["index"]["ttft_ms"] / steady,
-            "none_over_steady": first["none"]["ttft_ms"] / steady,
-        })  # fmt: skip
+        table.append(
+            {
+                "context": context.name,
+                "prompt_tokens": first["index"]["prompt_tokens"],
+                "cold_ttft_ms": cold,
+                "steady_ttft_ms": steady,
+                "first_index_ttft_ms": first["index"]["ttft_ms"],
+                "first_index_cached": first["index"]["cached_tokens"],
+                "first_none_ttft_ms": first["none"]["ttft_ms"],
+                "first_none_cached": first["none"]["cached_tokens"],
+                "during_index_ttft_ms": during["index"]["ttft_ms"],
+                "during_index_cached": during["index"]["cached_tokens"],
+                "during_none_ttft_ms": during["none"]["ttft_ms"],
+                "during_none_cached": during["none"]["cached_tokens"],
+                "index_over_steady": first["index"]["ttft_ms"] / steady,
+                "none_over_steady": first["none"]["ttft_ms"] / steady,
+            }
+        )
     return table
 
 

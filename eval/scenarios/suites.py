@@ -68,19 +68,46 @@ def default_suite(quick: bool, repeats: int = 3) -> list[RunSpec]:
     some = ("static", "keystroke", "oracle")
     every = (*DEFAULT_MODES, SPECULATE)
     return [
-        RunSpec("demo-enter", "text-to-sql", sql, every, Replay(submit_pause=enter),
-                repeats=repeats),
-        RunSpec("demo-pause", "text-to-sql", sql - 2, every, Replay(submit_pause=pause),
-                repeats=repeats),
-        RunSpec("support-enter-x8", "long-input", long, every, Replay("typing", 8.0, enter),
-                repeats=repeats),
-        RunSpec("support-dictation", "long-input", long // 2, some,
-                Replay("dictation", 1.0, enter), repeats=repeats),
-        RunSpec("library-paste-enter", "paste-then-ask", paste, every,
-                Replay(submit_pause=enter), repeats=repeats),
-        RunSpec("library-context-enter", "long-input", paste, every, Replay(submit_pause=enter),
-                repeats=repeats, dataset="library-context"),
-    ]  # fmt: skip
+        RunSpec(
+            "demo-enter", "text-to-sql", sql, every, Replay(submit_pause=enter), repeats=repeats
+        ),
+        RunSpec(
+            "demo-pause", "text-to-sql", sql - 2, every, Replay(submit_pause=pause), repeats=repeats
+        ),
+        RunSpec(
+            "support-enter-x8",
+            "long-input",
+            long,
+            every,
+            Replay("typing", 8.0, enter),
+            repeats=repeats,
+        ),
+        RunSpec(
+            "support-dictation",
+            "long-input",
+            long // 2,
+            some,
+            Replay("dictation", 1.0, enter),
+            repeats=repeats,
+        ),
+        RunSpec(
+            "library-paste-enter",
+            "paste-then-ask",
+            paste,
+            every,
+            Replay(submit_pause=enter),
+            repeats=repeats,
+        ),
+        RunSpec(
+            "library-context-enter",
+            "long-input",
+            paste,
+            every,
+            Replay(submit_pause=enter),
+            repeats=repeats,
+            dataset="library-context",
+        ),
+    ]
 
 
 def load_suite(quick: bool, repeats: int = 3) -> list[RunSpec]:
@@ -88,18 +115,35 @@ def load_suite(quick: bool, repeats: int = 3) -> list[RunSpec]:
     the mixed-load scenario for every N > 1."""
     typists, cases = ((1, 4), 4) if quick else ((1, 2, 4, 8), 8)
     matrix = [
-        RunSpec(f"load-{cache}-n{n}", "text-to-sql", cases, ("cold", "static", "keystroke"),
-                Replay(), n, cache, repeats=repeats)
+        RunSpec(
+            f"load-{cache}-n{n}",
+            "text-to-sql",
+            cases,
+            ("cold", "static", "keystroke"),
+            Replay(),
+            n,
+            cache,
+            repeats=repeats,
+        )
         for cache in ("own", "shared")
         for n in typists
-    ]  # fmt: skip
+    ]
     mixed = [
-        RunSpec(f"load-mixed-{cache}-n{n}", "text-to-sql", cases, ("cold",), Replay(), n, cache,
-                repeats=repeats, mixed=(MIXED, MIXED_SPECULATE))
+        RunSpec(
+            f"load-mixed-{cache}-n{n}",
+            "text-to-sql",
+            cases,
+            ("cold",),
+            Replay(),
+            n,
+            cache,
+            repeats=repeats,
+            mixed=(MIXED, MIXED_SPECULATE),
+        )
         for cache in ("own", "shared")
         for n in typists
         if n > 1
-    ]  # fmt: skip
+    ]
     return matrix + mixed
 
 
@@ -122,10 +166,12 @@ async def run_suite(session: EvalStack, specs: list[RunSpec], out: Path) -> str:
 COMPARED = {  # the ratios a summary row shows, by mode label
     "keystroke": (("static", "keystroke_over_static_p50"), ("oracle", "keystroke_over_oracle_p50")),
     "mixed:cold": (("all off", "mixed_cold_over_cold_p50"),),
-    SPECULATE: (("keystroke", "speculate_over_keystroke_p50"),
-                ("static", "speculate_over_static_p50")),
+    SPECULATE: (
+        ("keystroke", "speculate_over_keystroke_p50"),
+        ("static", "speculate_over_static_p50"),
+    ),
     "mixed-speculate:cold": (("all off", ratio_name("mixed-speculate:cold", "cold")),),
-}  # fmt: skip
+}
 
 
 def summary_rows(name: str, report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -121,8 +121,10 @@ def load_workload(path: Path, cases: int, kind: WorkloadKind | None = None) -> W
 def document(path: Path, row: dict[str, str]) -> str:
     file = path / "documents" / f"{row['document']}.md"
     if not file.is_file():
-        raise SetupError(f"{path}: case {row['id']} names document {row['document']!r}, but "
-                         f"there is no documents/{row['document']}.md")  # fmt: skip
+        raise SetupError(
+            f"{path}: case {row['id']} names document {row['document']!r}, but "
+            f"there is no documents/{row['document']}.md"
+        )
     return read_text(file).strip()
 
 

@@ -54,8 +54,13 @@ def test_rounds_interleave_the_modes_in_a_rotating_order() -> None:
     assert len(found) == 4 * 3 * 2
     firsts = [r.arm.name for r in found if r.cases == ("a",)]
     assert [r.arm.name for r in found[:6]] == [
-        "cold", "static", "keystroke", "static", "keystroke", "cold",
-    ]  # fmt: skip
+        "cold",
+        "static",
+        "keystroke",
+        "static",
+        "keystroke",
+        "cold",
+    ]
     assert {r.repeat for r in found} == {0, 1}
     assert firsts == ["cold", "static", "keystroke", "static", "keystroke", "cold"]  # rotated
     groups = rounds(["a", "b", "c"], arms, typists=2, repeats=1)
@@ -64,8 +69,11 @@ def test_rounds_interleave_the_modes_in_a_rotating_order() -> None:
 
 def test_a_mixed_arm_labels_its_typists_by_mode() -> None:
     assert [MIXED.label(i) for i in range(4)] == [
-        "mixed:keystroke", "mixed:cold", "mixed:keystroke", "mixed:cold",
-    ]  # fmt: skip
+        "mixed:keystroke",
+        "mixed:cold",
+        "mixed:keystroke",
+        "mixed:cold",
+    ]
     assert Arm.of("cold").label(3) == "cold"
     assert MIXED.labels(1) == ["mixed:keystroke", "mixed:cold"]
 

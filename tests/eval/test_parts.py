@@ -118,26 +118,54 @@ def result(
     scorecard: dict[str, Any] | None = None,
     **extra: int,
 ) -> CaseResult:
-    values = {"prompt_tokens": 100, "cached_tokens": 0, "warm_requests": 0,
-              "warm_prefill_tokens": 0, "typed_tokens": 20}  # fmt: skip
+    values = {
+        "prompt_tokens": 100,
+        "cached_tokens": 0,
+        "warm_requests": 0,
+        "warm_prefill_tokens": 0,
+        "typed_tokens": 20,
+    }
     values.update(extra)
     failure = None if ttft is not None else "no answer"
-    return CaseResult(case, mode, ttft, text=text, sql=text, correct=True, failure=failure,
-                      scorecard=scorecard, **values)  # fmt: skip
+    return CaseResult(
+        case,
+        mode,
+        ttft,
+        text=text,
+        sql=text,
+        correct=True,
+        failure=failure,
+        scorecard=scorecard,
+        **values,
+    )
 
 
 def card(warmed: int, hit: int, spent: int, wasted: int, saved: float | None) -> dict[str, Any]:
-    return {"warmed_tokens": warmed, "hit_tokens": hit, "warm_prefill_tokens": spent,
-            "wasted_prefill_tokens": wasted, "ttft_ms": 100.0, "cold_ttft_ms": None,
-            "saved_ms": saved}  # fmt: skip
+    return {
+        "warmed_tokens": warmed,
+        "hit_tokens": hit,
+        "warm_prefill_tokens": spent,
+        "wasted_prefill_tokens": wasted,
+        "ttft_ms": 100.0,
+        "cold_ttft_ms": None,
+        "saved_ms": saved,
+    }
 
 
 META = {
-    "model": "m", "backend": {"device": "cpu", "block_size": 32}, "dataset": "d",
-    "workload": "text-to-sql", "cases": 2,
-    "settings": {**Replay().settings(), "seed": 1, "max_tokens": 8, "concurrency": 1,
-                 "context_cache": "own"},
-}  # fmt: skip
+    "model": "m",
+    "backend": {"device": "cpu", "block_size": 32},
+    "dataset": "d",
+    "workload": "text-to-sql",
+    "cases": 2,
+    "settings": {
+        **Replay().settings(),
+        "seed": 1,
+        "max_tokens": 8,
+        "concurrency": 1,
+        "context_cache": "own",
+    },
+}
 
 
 def sample_report() -> dict[str, object]:
@@ -157,11 +185,19 @@ def sample_report() -> dict[str, object]:
         for r in results
     ]
     engine = {
-        "static": {"source": "kv-events", "warm_prefill_tokens": 128,
-                   "warm_prefill_tokens_per_final": 64.0, "typed_warm_prefill_tokens": 0},
-        "keystroke": {"source": "kv-events", "warm_prefill_tokens": 320,
-                      "warm_prefill_tokens_per_final": 160.0, "typed_warm_prefill_tokens": 64},
-    }  # fmt: skip
+        "static": {
+            "source": "kv-events",
+            "warm_prefill_tokens": 128,
+            "warm_prefill_tokens_per_final": 64.0,
+            "typed_warm_prefill_tokens": 0,
+        },
+        "keystroke": {
+            "source": "kv-events",
+            "warm_prefill_tokens": 320,
+            "warm_prefill_tokens_per_final": 160.0,
+            "typed_warm_prefill_tokens": 64,
+        },
+    }
     modes = ["cold", "static", "keystroke", "oracle"]
     return build_report(results, META, modes, {"cold": 0.5}, engine)
 
@@ -169,15 +205,29 @@ def sample_report() -> dict[str, object]:
 def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
     write_reports(sample_report(), tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert {"model", "backend", "dataset", "cases", "modes", "identical_outputs",
-            "settings"} <= saved.keys()  # fmt: skip
+    assert {
+        "model",
+        "backend",
+        "dataset",
+        "cases",
+        "modes",
+        "identical_outputs",
+        "settings",
+    } <= saved.keys()
     assert {"submit_pause", "concurrency", "typing_distribution", "seed", "max_tokens"} <= (
         saved["settings"].keys()
     )
     for row in saved["modes"].values():
-        assert {"ttft_ms", "prompt_tokens_mean", "cached_tokens_mean", "warm_requests",
-                "warm_prefill_tokens", "ex", "failures",
-                "identical_outputs"} <= row.keys()  # fmt: skip
+        assert {
+            "ttft_ms",
+            "prompt_tokens_mean",
+            "cached_tokens_mean",
+            "warm_requests",
+            "warm_prefill_tokens",
+            "ex",
+            "failures",
+            "identical_outputs",
+        } <= row.keys()
         assert {"p50", "p95"} <= row["ttft_ms"].keys()
     assert saved["modes"]["cold"]["ttft_ms"]["p50"] == 2000.0
     assert saved["modes"]["cold"]["engine_busy_share"] == 0.5
@@ -191,9 +241,14 @@ def test_report_keeps_the_contract_fields(tmp_path: Path) -> None:
     assert saved["modes"]["cold"]["engine_warm"] is None  # not counted: not 0
     assert saved["ratios"]["keystroke_over_static_p50"]["units"] == 2
     assert saved["modes"]["keystroke"]["scorecard"] == {
-        "warmed_tokens": 160, "hit_tokens": 192, "warm_prefill_tokens": 210,
-        "wasted_prefill_tokens": 54, "saved_ms": 880.5, "saved_ms_cases": 1, "cases": 2,
-    }  # fmt: skip
+        "warmed_tokens": 160,
+        "hit_tokens": 192,
+        "warm_prefill_tokens": 210,
+        "wasted_prefill_tokens": 54,
+        "saved_ms": 880.5,
+        "saved_ms_cases": 1,
+        "cases": 2,
+    }
     assert saved["modes"]["oracle"]["scorecard"]["saved_ms"] is None  # the failed case is out
     assert saved["modes"]["cold"]["scorecard"]["cases"] == 0  # no scorecard, nothing summed
     markdown = (tmp_path / "report.md").read_text()
@@ -258,9 +313,12 @@ def test_warm_pieces_are_summed_per_mode_when_the_done_frames_carry_them() -> No
     ] + [result("a", "static", 200.0)]
     report = build_report(results, META, ["keystroke", "static"])
     assert report["modes"]["keystroke"]["warm_pieces"] == {
-        "sent": 6, "landed": 4, "cancelled": 2,
-        "mean": {"sent": 3.0, "landed": 2.0, "cancelled": 1.0}, "cases": 2,
-    }  # fmt: skip
+        "sent": 6,
+        "landed": 4,
+        "cancelled": 2,
+        "mean": {"sent": 3.0, "landed": 2.0, "cancelled": 1.0},
+        "cases": 2,
+    }
     assert report["modes"]["static"]["warm_pieces"] is None  # absent: not zero
     assert report["ratios"]["keystroke_over_static_p50"]["units"] == 1  # (a, 0) only is paired
 

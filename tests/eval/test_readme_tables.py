@@ -42,16 +42,29 @@ def test_a_table_that_differs_from_its_report_fails_and_write_repairs_it(tmp_pat
 
 def speculating_report() -> dict[str, Any]:
     def result(mode: str, case: str, ttft: float, speculative: bool) -> dict[str, Any]:
-        return {"mode": mode, "case": case, "repeat": 0, "ttft_ms": ttft,
-                "speculative": speculative}  # fmt: skip
+        return {
+            "mode": mode,
+            "case": case,
+            "repeat": 0,
+            "ttft_ms": ttft,
+            "speculative": speculative,
+        }
 
     def row(p50: float, answers: int, wasted: int) -> dict[str, Any]:
-        return {"ttft_ms": {"p50": p50}, "identical_outputs": 1.0,
-                "speculative_answers": answers, "speculation_wasted_tokens": wasted}  # fmt: skip
+        return {
+            "ttft_ms": {"p50": p50},
+            "identical_outputs": 1.0,
+            "speculative_answers": answers,
+            "speculation_wasted_tokens": wasted,
+        }
 
-    results = [result("oracle", "q1", 100.0, False), result("oracle", "q2", 200.0, False),
-               result("speculate", "q1", 5.0, True), result("speculate", "q2", 300.0, False),
-               result("keystroke", "q1", 150.0, False)]  # fmt: skip
+    results = [
+        result("oracle", "q1", 100.0, False),
+        result("oracle", "q2", 200.0, False),
+        result("speculate", "q1", 5.0, True),
+        result("speculate", "q2", 300.0, False),
+        result("keystroke", "q1", 150.0, False),
+    ]
     return {
         "settings": {"seed": 7},
         "results": results,

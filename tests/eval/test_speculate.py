@@ -105,8 +105,13 @@ def test_the_suites_run_speculate_where_asked_and_only_then_the_orchestrator_spe
 ) -> None:
     runs = {spec.name: spec for spec in default_suite(quick=True)}
     speculating_runs = {name for name, spec in runs.items() if SPECULATE in spec.modes}
-    assert speculating_runs == {"demo-enter", "demo-pause", "support-enter-x8",
-                                "library-paste-enter", "library-context-enter"}  # fmt: skip
+    assert speculating_runs == {
+        "demo-enter",
+        "demo-pause",
+        "support-enter-x8",
+        "library-paste-enter",
+        "library-context-enter",
+    }
     mixed = [spec for spec in load_suite(quick=True) if spec.mixed]
     assert mixed
     assert all(MIXED_SPECULATE in spec.mixed and spec.plan().speculates for spec in mixed)
@@ -138,8 +143,11 @@ async def test_only_the_speculate_mode_speculates_on_an_orchestrator_that_would(
 
     monkeypatch.setattr(modes.Client, "send", recording)
     app = await start_app(speculate="on", speculate_tokens=2)
-    upstream = Upstream(app.url.replace("http://", "ws://") + "/ws/session", fake.url,
-                        lambda namespace: salt(namespace=namespace))  # fmt: skip
+    upstream = Upstream(
+        app.url.replace("http://", "ws://") + "/ws/session",
+        fake.url,
+        lambda namespace: salt(namespace=namespace),
+    )
 
     async def no_score(case: Case, done: dict[str, Any]) -> bool | None:
         return None

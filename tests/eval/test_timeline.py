@@ -37,8 +37,11 @@ def workload(pasted: str = "") -> Workload:
 
 async def run(start_app: StartApp, fake: FakeVLLM, plan: RunPlan) -> list[dict[str, object]]:
     app = await start_app()
-    upstream = Upstream(app.url.replace("http://", "ws://") + "/ws/session", fake.url,
-                        lambda namespace: salt(namespace=namespace))  # fmt: skip
+    upstream = Upstream(
+        app.url.replace("http://", "ws://") + "/ws/session",
+        fake.url,
+        lambda namespace: salt(namespace=namespace),
+    )
 
     async def no_score(case: Case, done: dict[str, object]) -> bool | None:
         return None
@@ -51,8 +54,9 @@ async def test_every_mode_starts_typing_and_submits_on_one_schedule(
     start_app: StartApp, fake: FakeVLLM
 ) -> None:
     fake.hold_warmups()  # no warm-up answers: a mode that waited for one would never type
-    plan = RunPlan(workload(), ("cold", "static", "keystroke", "oracle"), FAST_TYPING, 3, 8,
-                   repeats=2)  # fmt: skip
+    plan = RunPlan(
+        workload(), ("cold", "static", "keystroke", "oracle"), FAST_TYPING, 3, 8, repeats=2
+    )
     results = await run(start_app, fake, plan)
     assert len(results) == 2 * 4 * 2
     assert all(r["failure"] is None for r in results), [r["failure"] for r in results]
@@ -72,8 +76,7 @@ async def test_every_mode_starts_typing_and_submits_on_one_schedule(
 async def test_modes_are_interleaved_and_each_final_follows_the_idle_gap(
     start_app: StartApp, fake: FakeVLLM
 ) -> None:
-    plan = RunPlan(workload(), ("cold", "keystroke"), FAST_TYPING, 3, 8, repeats=1,
-                   idle_gap_s=0.3)  # fmt: skip
+    plan = RunPlan(workload(), ("cold", "keystroke"), FAST_TYPING, 3, 8, repeats=1, idle_gap_s=0.3)
     results = await run(start_app, fake, plan)
     order = [(r["case"], r["mode"]) for r in results]
     assert order == [("q0", "cold"), ("q0", "keystroke"), ("q1", "keystroke"), ("q1", "cold")]
@@ -99,13 +102,25 @@ async def test_a_paste_goes_in_one_frame_before_the_question(
 async def test_the_mixed_load_arm_puts_warming_and_cold_typists_side_by_side(
     start_app: StartApp, fake: FakeVLLM
 ) -> None:
-    plan = RunPlan(workload(), ("cold",), FAST_TYPING, 3, 8, concurrency=2, stagger_s=0.0,
-                   repeats=1, mixed=(MIXED,))  # fmt: skip
+    plan = RunPlan(
+        workload(),
+        ("cold",),
+        FAST_TYPING,
+        3,
+        8,
+        concurrency=2,
+        stagger_s=0.0,
+        repeats=1,
+        mixed=(MIXED,),
+    )
     assert plan.labels == ["cold", "mixed:keystroke", "mixed:cold"]
     results = await run(start_app, fake, plan)
     assert sorted((r["case"], r["mode"]) for r in results) == [
-        ("q0", "cold"), ("q0", "mixed:keystroke"), ("q1", "cold"), ("q1", "mixed:cold"),
-    ]  # fmt: skip
+        ("q0", "cold"),
+        ("q0", "mixed:keystroke"),
+        ("q1", "cold"),
+        ("q1", "mixed:cold"),
+    ]
     assert all(r["failure"] is None for r in results)
     mixed_keystroke = next(r for r in results if r["mode"] == "mixed:keystroke")
     assert mixed_keystroke["warm_requests"]  # its warm-ups ran, beside a cold typist
