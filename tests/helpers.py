@@ -1,10 +1,13 @@
-"""What the session tests share: the texts they type, and the orchestrator's test settings."""
+"""What the session tests share: the texts they type, the orchestrator's test settings, and the
+server-sent events of a reply."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import httpx
+from httpx_sse import EventSource
 from pydantic import SecretStr
 
 from orchestrator.settings import Settings
@@ -38,3 +41,8 @@ def settings_against(vllm_url: str, tokenizer_dir: Path, secret: str, **override
         "connect_timeout_s": 2.0,
     }
     return Settings(**{**values, **overrides})
+
+
+def sse_data(response: httpx.Response) -> list[str]:
+    """The data of every server-sent event of `response` (read whole or streaming)."""
+    return [event.data for event in EventSource(response).iter_sse()]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+from httpx_sse import aconnect_sse
 
 from eval.reports.results import quantile
 from orchestrator.core.engine.salt import tenant_salt
@@ -26,10 +27,10 @@ from vllm_launch.signals import exits_on_signals
 
 async def ttft_ms(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> float:
     started = time.perf_counter()
-    async with http.stream("POST", url, json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("data:") and '"text"' in line:
+    async with aconnect_sse(http, "POST", url, json=body) as events:
+        events.response.raise_for_status()
+        async for event in events.aiter_sse():
+            if event.data != "[DONE]" and any(c.get("text") for c in event.json()["choices"]):
                 return (time.perf_counter() - started) * 1000
     raise RuntimeError("the stream carried no token")
 

@@ -13,13 +13,13 @@ of the two alternates between rounds. TTFT is measured by the client at the firs
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.settings import Settings
@@ -45,12 +45,12 @@ def ttft_ms(http: httpx.Client, url: str, key: str, body: dict[str, Any]) -> tup
     """Time to the first streamed token, and vLLM's cached tokens from the usage chunk."""
     started, first, cached = time.perf_counter(), None, -1
     headers = {"Authorization": f"Bearer {key}"}
-    with http.stream("POST", url, json=body, headers=headers) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+    with connect_sse(http, "POST", url, json=body, headers=headers) as events:
+        events.response.raise_for_status()
+        for event in events.iter_sse():
+            if event.data == "[DONE]":
                 continue
-            chunk = json.loads(line[5:])
+            chunk = event.json()
             if first is None and any(c.get("text") for c in chunk.get("choices", [])):
                 first = (time.perf_counter() - started) * 1000
             if chunk.get("usage"):

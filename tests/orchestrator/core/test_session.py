@@ -21,7 +21,7 @@ from orchestrator.core.planning.planner import usable_blocks
 from orchestrator.core.planning.prompt import PromptRenderer
 from testkit.fake_vllm import FakeVLLM
 from tests.fakes import SessionClient, wait_until
-from tests.helpers import BLOCK, QUESTION, SETTLE_S, SYSTEM
+from tests.helpers import BLOCK, QUESTION, SETTLE_S, SYSTEM, sse_data
 from tests.sessions import App, Defaults, StartApp, salt, started
 
 
@@ -424,7 +424,7 @@ async def test_http_chat_for_a_session_streams_chat_chunks(
         app, session_id, stream=True, messages=[{"role": "user", "content": "hi"}]
     )
     assert response.status_code == 200
-    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    events = sse_data(response)
     assert events[-1] == "[DONE]"
     chunks = [json.loads(event) for event in events[:-1]]
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}

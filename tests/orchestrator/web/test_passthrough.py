@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from orchestrator.core.engine.salt import routing_key, tenant_salt
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from tests.helpers import sse_data
 
 
 class RecordingUpstream:
@@ -167,7 +168,7 @@ def test_an_error_in_the_middle_of_a_stream_is_an_sse_error_event(
     with client.stream(
         "POST", "/v1/completions", json={"model": "fake", "prompt": "x", "stream": True}
     ) as reply:
-        events = [json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: {")]
+        events = [json.loads(data) for data in sse_data(reply) if data.startswith("{")]
     assert events[-1]["error"]["message"] == "engine died"
     assert events[-1]["error"]["code"] == "upstream_error"
 

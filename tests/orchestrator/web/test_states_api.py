@@ -17,7 +17,7 @@ from orchestrator.core.planning.prompt import PromptRenderer
 from orchestrator.web.chat_format import chat_logprobs
 from testkit.fake_vllm import FakeVLLM
 from tests.fakes import wait_until
-from tests.helpers import BLOCK
+from tests.helpers import BLOCK, sse_data
 from tests.sessions import App, Defaults, StartApp, salt
 
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
@@ -122,7 +122,7 @@ async def test_a_chat_from_a_chat_state_opens_the_answer_after_its_turns(
         [system, user], tokenize=False, add_generation_prompt=True
     )
     assert fake.finals[-1].body["prompt"] == renderer.encode(expected)
-    events = [line[6:] for line in reply.text.splitlines() if line.startswith("data: ")]
+    events = sse_data(reply)
     chunks = [json.loads(event) for event in events[:-1]]
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
     text = "".join(c["delta"].get("content", "") for chunk in chunks for c in chunk["choices"])

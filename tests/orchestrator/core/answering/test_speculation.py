@@ -25,7 +25,7 @@ from orchestrator.settings import Settings
 from testkit.fake_records import Recorded
 from testkit.fake_vllm import REPLY_ID_BASE, FakeVLLM
 from tests.fakes import SessionClient, session_tasks, wait_until
-from tests.helpers import QUESTION, SYSTEM
+from tests.helpers import QUESTION, SYSTEM, sse_data
 from tests.orchestrator.web.test_observability import scrape
 from tests.sessions import App, Defaults, StartApp, started
 
@@ -333,7 +333,7 @@ async def test_a_chat_completion_of_the_same_text_attaches_like_a_submit(
     response = await chat_for(app, client, stream=stream)
     assert response.status_code == 200, response.text
     if stream:
-        events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        events = sse_data(response)
         chunks = [json.loads(event) for event in events[:-1]]
         text = "".join(c["delta"].get("content", "") for ch in chunks for c in ch["choices"])
         usage = chunks[-1]["usage"]
