@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from testkit.fake_vllm import FakeVLLM
 from tests.fakes import SessionClient, session_tasks, wait_until
 from tests.helpers import QUESTION, SETTLE_S
@@ -16,9 +14,6 @@ from tests.orchestrator.core.test_session import orchestrator_defaults
 from tests.sessions import App, StartApp, started
 
 __all__ = ["orchestrator_defaults"]  # test_session.py's set-up, for these tests too
-
-
-@pytest.fixture(scope="module")
 
 # --- submit, cancel, close ------------------------------------------------------------------
 
