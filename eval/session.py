@@ -103,7 +103,7 @@ class EvalSession:
         settings = self.services.settings
         names = ("typing_pause_ms", "typing_pause_factor", "warm_priority",
                  "final_priority", "warmups_per_second", "max_warmups_in_flight",
-                 "ws_frames_per_second", "request_timeout_s", "warm_policy",
+                 "ws_frames_per_second", "request_timeout_s",
                  "warm_piece_tokens", "warm_pieces_in_flight", "warm_pieces_while_finals",
                  "final_room_s", "engine_step_tokens", "engine_chunk_tokens",
                  "speculate", "rewarm_top_k")  # fmt: skip

@@ -115,12 +115,6 @@ class Settings(BaseSettings):
         description="vLLM's --long-prefill-token-threshold: the most tokens a running prefill "
         "gets of a step (0 or unset: no cap).",
     )
-    warm_policy: Literal["pieces", "hold"] = Field(
-        "pieces",
-        description="`pieces`: the bounded scheduler; `hold`: the old policy, kept for "
-        "comparisons (a final cancels other sessions' warm-ups and holds new ones until its "
-        "first token, up to the request timeout).",
-    )
     max_finals_per_tenant: int = Field(
         16, ge=1, description="Final requests one tenant may have in progress at once (429)."
     )

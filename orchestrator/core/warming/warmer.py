@@ -52,17 +52,12 @@ class WarmStats:
 
 
 class WarmerState(enum.Enum):
-    """Whether a session's warmer sends the warm-ups offered to it, and whether the warm-up it
-    runs was called off to give way to another session's final request (it is sent again, after
-    a short back-off, once its run has ended). The two are independent: a submit may begin while
-    a warm-up gives way, and a warm-up still finishing under a submit may be called off.
+    """Whether a session's warmer sends the warm-ups offered to it.
 
     ```
-    Warmer's step           transition    moves
-    settle (submit begins)  hold          OPEN -> HELD, GIVING_WAY -> HELD_GIVING_WAY
-    release (submit ended)  release       HELD -> OPEN, HELD_GIVING_WAY -> GIVING_WAY
-    preempt (if running)    give_way      OPEN -> GIVING_WAY, HELD -> HELD_GIVING_WAY
-    run ends (retry due)    run_ended     GIVING_WAY -> OPEN, HELD_GIVING_WAY -> HELD
+    Warmer's step           moves
+    settle (submit begins)  OPEN -> HELD
+    release (submit ended)  HELD -> OPEN
     ```
 
     What runs, what is due and what vLLM is computing are the warmer's handles (`task`,
@@ -70,43 +65,7 @@ class WarmerState(enum.Enum):
     """
 
     OPEN = "open"  # offered warm-ups go out
-    GIVING_WAY = "giving way"  # its running warm-up was called off for another session's final
     HELD = "held"  # its submit is under way (it caches the prompt): offered warm-ups are dropped
-    HELD_GIVING_WAY = "held, giving way"  # both at once
-
-    @staticmethod
-    def of(holds: bool, gives_way: bool) -> WarmerState:
-        """The state that holds warm-ups or not, and gives way or not."""
-        if holds:
-            return WarmerState.HELD_GIVING_WAY if gives_way else WarmerState.HELD
-        return WarmerState.GIVING_WAY if gives_way else WarmerState.OPEN
-
-    @property
-    def holds(self) -> bool:
-        """A submit is under way: warm-ups offered now are dropped."""
-        return self in (WarmerState.HELD, WarmerState.HELD_GIVING_WAY)
-
-    @property
-    def gives_way(self) -> bool:
-        """The running warm-up was called off for another session's final: when its run ends,
-        a retry is due."""
-        return self in (WarmerState.GIVING_WAY, WarmerState.HELD_GIVING_WAY)
-
-    def hold(self) -> WarmerState:
-        """A submit of this session begins (`settle`)."""
-        return WarmerState.of(True, self.gives_way)
-
-    def release(self) -> WarmerState:
-        """The submit has ended (`release`)."""
-        return WarmerState.of(False, self.gives_way)
-
-    def give_way(self) -> WarmerState:
-        """Another session's final calls off the running warm-up (`preempt`)."""
-        return WarmerState.of(self.holds, True)
-
-    def run_ended(self) -> WarmerState:
-        """The run that gave way has ended (its retry is scheduled)."""
-        return WarmerState.of(self.holds, False)
 
 
 @dataclass(frozen=True)
@@ -159,7 +118,7 @@ class Warmer:
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
-        while warm is not None and self.state.holds:
+        while warm is not None and self.state is WarmerState.HELD:
             warm = self.planner.on_warm_done(warm, ok=False)
         if warm is None:
             return
@@ -215,7 +174,7 @@ class Warmer:
         """vLLM evicted warmed blocks: warm what the session wants warmed now, unless a
         warm-up is already on its way (it recomputes them) or a submit holds warm-ups.
         True if one was sent."""
-        if self.state.holds or self.retry_due() or self.warming():
+        if self.state is WarmerState.HELD or self.retry_due() or self.warming():
             return False
         before = self.task
         self.offer(self.replan())
@@ -229,7 +188,7 @@ class Warmer:
         otherwise vLLM would compute the same blocks twice, once for it and once for the
         final beside it (the blocks it finished before the cancel stay cached).
         """
-        self.state = self.state.hold()
+        self.state = WarmerState.HELD
         self.cancel_retry()
         task, piece = self.task, self.piece
         if task is None or task.done():
@@ -253,17 +212,9 @@ class Warmer:
         self.piece = SentPiece(tuple(tokens), new_tokens, time.perf_counter())
         self.stats.sent += 1
 
-    def preempt(self) -> None:
-        """Another session's final request starts (policy `hold`): give way, and send this
-        again later."""
-        task = self.task
-        if task is not None and not task.done():
-            self.state = self.state.give_way()
-            task.cancel()
-
     def release(self) -> None:
         """This session's submit has ended: offered warm-ups go out again."""
-        self.state = self.state.release()
+        self.state = WarmerState.OPEN
 
     async def idle(self) -> None:
         """Return once no warm-up of this session is running (a retry waiting for its
@@ -288,9 +239,6 @@ class Warmer:
             self.dispatcher.finish(verdict)
             if verdict is None:  # cancelled: the planner must not wait for it
                 self.planner.on_warm_done(warm, ok=False)
-            if self.state.gives_way:  # warm it again once the finals have their first tokens
-                self.state = self.state.run_ended()
-                self.schedule_retry(RETRY_MIN_S)
 
     def cached_blocks(self, tokens: Sequence[int]) -> int:
         """Full blocks of `tokens` cached: vLLM's word (KV events) or the planner's belief."""
@@ -327,7 +275,6 @@ class Warmer:
                 WarmRequest(self.model, list(piece), self.salt, self.route, self.name,
                             self.tenant, self.klass, request_id),
                 on_sent=lambda: self.on_piece_sent(piece, new_tokens),
-                cancel=self.preempt,
             )  # fmt: skip
         except ServiceError as error:
             await self.piece_failed(warm, error)
