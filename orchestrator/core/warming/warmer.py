@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from orchestrator.core.engine.backoff import Backoff
 from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.core.frames import Error, Send, Warm
 from orchestrator.core.planning.planner import WarmPlanner, WarmUp, split_pieces, valid_blocks
@@ -113,7 +114,7 @@ class Warmer:
         self.state = WarmerState.OPEN
         self.retry_timer: asyncio.TimerHandle | None = None
         self.numbers = itertools.count()
-        self.failures = 0  # warm-ups of this session that failed in a row
+        self.backoff = Backoff(first_s=RETRY_MIN_S, max_s=5.0)  # failed warm-ups in a row
         self.running: WarmUp | None = None  # the warm-up whose task has started
 
     def offer(self, warm: WarmUp | None) -> None:
@@ -164,7 +165,7 @@ class Warmer:
 
     def resume(self) -> None:
         """vLLM is back (restarted, its cache empty): warm again now, not after a back-off."""
-        self.failures = 0
+        self.backoff.succeeded()
         self.planner.forget_cache()
         self.cancel_retry()
         if not self.warming():
@@ -283,7 +284,7 @@ class Warmer:
             if self.piece is not None:
                 self.stats.cancelled += 1
             raise
-        self.failures = 0
+        self.backoff.succeeded()
         self.piece = None
         self.planner.credit(piece)
         self.on_landed(piece)
@@ -307,7 +308,6 @@ class Warmer:
             # vLLM (or the replica behind a router that held this session) may have lost
             # its cache: warm from the start, wherever the next warm-up lands.
             self.planner.forget_cache()
-        self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
-        own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
+        own = self.backoff.failed()  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
         self.schedule_retry(max(own, self.dispatcher.pause_s()))
         await self.send_frame(Error.of(error, code="warmup_failed"))
