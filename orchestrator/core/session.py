@@ -32,7 +32,7 @@ from orchestrator.core.engine.vllm_client import EngineFacts
 from orchestrator.core.planning.planner import WarmPlanner, WarmUp
 from orchestrator.core.planning.prompt import SessionPrompt
 from orchestrator.core.planning.rhythm import TypingRhythm
-from orchestrator.core.popularity.trace import TraceKind
+from orchestrator.core.popularity.popularity import PopularityKind
 from orchestrator.core.services import SessionServices
 from orchestrator.core.started import Started
 from orchestrator.core.warming.modes import STRATEGIES
@@ -90,7 +90,7 @@ class Session:
             self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
             self.replan, functools.partial(self.resident_tokens, salt, facts.block_size),
             route=routing_key(self.settings.server_secret, self.tenant, self.id),
-            on_landed=functools.partial(self.trace, "warm"), tenant=self.tenant,
+            on_landed=functools.partial(self.record_prefix, "warm"), tenant=self.tenant,
         )  # fmt: skip
         strategy = STRATEGIES[frame.warmups]
         messages = ((("system", frame.context.system),) if frame.context.system else ()) + tuple(
@@ -148,7 +148,7 @@ class Session:
         self.text, self.planned_stable = text, None
         tokens = started.prompt.final_tokens(text)
         self.check_length(len(tokens))
-        self.trace("final", tokens)
+        self.record_prefix("final", tokens)
         sheet = ScoreSheet.at_submit(started.planner, tokens, started.warmer.stats.spans)
         stats = started.warmer.stats
         started.warmer.settle(tokens)
@@ -242,8 +242,8 @@ class Session:
             return None
         return feed.index.resident_tokens(salt, tokens, block_size)
 
-    def trace(self, kind: TraceKind, tokens: Sequence[int]) -> None:
-        """Into the prefix trace (`prefix_trace.py`): this session's final or landed warm-up."""
+    def record_prefix(self, kind: PopularityKind, tokens: Sequence[int]) -> None:
+        """Into prefix popularity (`core/popularity/`): this session's final or landed warm-up."""
         if (started := self.started) is not None:
             self.services.record_prefix(
                 self.tenant, started.namespace, tokens, started.facts.block_size, kind,

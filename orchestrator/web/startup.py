@@ -2,7 +2,7 @@
 `AsyncExitStack`.
 
 Each step registers how to undo itself the moment it has succeeded, so a failure half-way
-(the database, the tokenizer, the prefix trace) releases exactly what was opened before it,
+(the database, the tokenizer, prefix popularity) releases exactly what was opened before it,
 and shutdown releases everything in the reverse order: background tasks first, then the
 HTTP client, the log ring, the database.
 """
@@ -29,7 +29,12 @@ from orchestrator.core.engine.vllm_client import VLLMClient, make_http_client
 from orchestrator.core.engine.watch import EngineWatch, stop_task
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.planning.prompt import PromptRenderer
-from orchestrator.core.popularity.trace import MemoryTrace, Popularity, TracePolicy, TraceStore
+from orchestrator.core.popularity.popularity import (
+    MemoryPopularityStore,
+    Popularity,
+    PopularityPolicy,
+    PopularityStore,
+)
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.services import EngineFactsCache, EvictionFollower, LiveSession
 from orchestrator.core.states.keeper import StateKeeper
@@ -40,7 +45,7 @@ from orchestrator.core.warming.scheduler import WarmScheduler
 from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError
 from orchestrator.logs import LogRing
-from orchestrator.prefix_index.store import PostgresTrace
+from orchestrator.popularity.store import PostgresPopularityStore
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.contexts import SqlContexts
 from orchestrator.web.observability import MAX_LOG_LINES
@@ -163,17 +168,19 @@ def open_state_store(database: Database | None) -> StateStore:
 async def open_popularity(
     settings: Settings, database: Database | None, stack: contextlib.AsyncExitStack
 ) -> Popularity | None:
-    """The prefix trace, loaded (from the database, or kept in memory without one) and
+    """Prefix popularity, loaded (from the database, or kept in memory without one) and
     saved in the background; None when it is off."""
-    if not settings.prefix_trace:
+    if not settings.popularity_enabled:
         return None
-    store: TraceStore = PostgresTrace(database) if database is not None else MemoryTrace()
-    popularity = Popularity(store, TracePolicy.of(settings))
+    store: PopularityStore = (
+        PostgresPopularityStore(database) if database is not None else MemoryPopularityStore()
+    )
+    popularity = Popularity(store, PopularityPolicy.of(settings))
     try:
         await popularity.load()
     except DatabaseError as error:
-        log.warning("prefix trace kept in memory only: %s", error.message)
-        popularity = Popularity(MemoryTrace(), TracePolicy.of(settings))
+        log.warning("popularity kept in memory only: %s", error.message)
+        popularity = Popularity(MemoryPopularityStore(), PopularityPolicy.of(settings))
     start_task(popularity.run(), stack)
     return popularity
 

@@ -19,7 +19,7 @@ from tests.unit.test_observability import samples
 
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 ADMIN_KEY = "admin-key"
-SERVICE_WIDE = ("kv_events", "warmups", "prefix_trace", "rewarm")
+SERVICE_WIDE = ("kv_events", "warmups", "popularity", "rewarm")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.core.engine.vllm_client import EngineFacts, Usage
-from orchestrator.core.popularity.trace import Popularity
+from orchestrator.core.popularity.popularity import Popularity
 from orchestrator.core.warming.dispatch import WarmDispatcher
 from orchestrator.core.warming.scheduler import WarmClass
 from orchestrator.errors import RateLimited, ServiceError, UpstreamUnavailable

@@ -107,7 +107,7 @@ class Warmer:
         self.replan = replan  # asks the session for its current candidate (retries)
         self.route = route  # the session's routing key (replicas behind a router)
         self.resident = resident  # what vLLM's KV events say it holds of a prompt (None: no word)
-        self.on_landed = on_landed  # a piece landed: its tokens (the prefix trace)
+        self.on_landed = on_landed  # a piece landed: its tokens (popularity)
         self.stats = WarmStats()
         self.task: asyncio.Task[None] | None = None
         self.piece: SentPiece | None = None  # the piece vLLM is computing now
