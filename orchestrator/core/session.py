@@ -87,26 +87,44 @@ class Session:
         planner = WarmPlanner(facts.block_size)
         salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
         warmer = Warmer(
-            self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
-            self.replan, functools.partial(self.resident_tokens, salt, facts.block_size),
+            self.services.dispatcher,
+            self.send,
+            self.id,
+            facts.model,
+            salt,
+            planner,
+            self.replan,
+            functools.partial(self.resident_tokens, salt, facts.block_size),
             route=routing_key(self.settings.server_secret, self.tenant, self.id),
-            on_landed=functools.partial(self.record_prefix, "warm"), tenant=self.tenant,
-        )  # fmt: skip
+            on_landed=functools.partial(self.record_prefix, "warm"),
+            tenant=self.tenant,
+        )
         strategy = STRATEGIES[frame.warmups]
         messages = ((("system", frame.context.system),) if frame.context.system else ()) + tuple(
             (turn["role"], turn["content"]) for turn in history
         )
         self.started = Started(
-            facts, prompt, planner, warmer, strategy, frame.params, salt, context, messages,
-            frame.cache_namespace, frame.context.database,
-        )  # fmt: skip
+            facts,
+            prompt,
+            planner,
+            warmer,
+            strategy,
+            frame.params,
+            salt,
+            context,
+            messages,
+            frame.cache_namespace,
+            frame.context.database,
+        )
         self.text, self.seq, self.planned_stable, self.warm_memo = "", 0, None, None
         self.speculator.allowed = frame.speculate and strategy.follows_typing
         self.typed()
         ready = frames.Ready(
-            session_id=self.id, model=facts.model, block_size=facts.block_size,
+            session_id=self.id,
+            model=facts.model,
+            block_size=facts.block_size,
             warmups=strategy.name,
-        )  # fmt: skip
+        )
         await self.send(ready)
         warmer.offer(self.replan())  # the context itself, before the first keystroke
 
@@ -204,9 +222,10 @@ class Session:
     async def close(self) -> None:
         self.cancel_all()
         tasks = [
-            self.answer.task, self.started.warmer.task if self.started else None,
+            self.answer.task,
+            self.started.warmer.task if self.started else None,
             self.speculator.task,
-        ]  # fmt: skip
+        ]
         await asyncio.gather(*(task for task in tasks if task is not None), return_exceptions=True)
 
     # -- warm-ups ------------------------------------------------------------------------
@@ -246,9 +265,13 @@ class Session:
         """Into prefix popularity (`core/popularity/`): this session's final or landed warm-up."""
         if (started := self.started) is not None:
             self.services.record_prefix(
-                self.tenant, started.namespace, tokens, started.facts.block_size, kind,
+                self.tenant,
+                started.namespace,
+                tokens,
+                started.facts.block_size,
+                kind,
                 started.label,
-            )  # fmt: skip
+            )
 
     def typed(self) -> None:
         self.last_input = asyncio.get_running_loop().time()

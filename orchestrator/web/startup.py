@@ -67,39 +67,70 @@ async def open_services(
     if database is not None:
         await sql.load(database, settings.datasets_dir)
         await states.start()
-    http = await stack.enter_async_context(
-        make_http_client(
-            settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s,
-            transport,
-        )
-    )  # fmt: skip
-    log_ring = LogRing(MAX_LOG_LINES, settings.log_format)
-    log_ring.install()
-    stack.callback(log_ring.uninstall)
+    http = await open_http(settings, transport, stack)
+    log_ring = open_log_ring(settings, stack)
     engine = engine_side(settings, http)
     keeper = StateKeeper(
-        states, engine.dispatcher, engine.facts.get, settings.state_touch_interval_s,
+        states,
+        engine.dispatcher,
+        engine.facts.get,
+        settings.state_touch_interval_s,
         functools.partial(routing_key, settings.server_secret),
-    )  # fmt: skip
+    )
     sessions: SessionRegistry[LiveSession] = SessionRegistry(
         settings.max_sessions, settings.max_sessions_per_tenant
     )
     evictions = EvictionFollower(ResidentBlocks(), sessions, keeper, engine.metrics)
     popularity = await open_popularity(settings, database, stack)
     services = Services(
-        settings=settings, vllm=engine.vllm, facts=engine.facts, renderer=renderer,
-        dispatcher=engine.dispatcher, finals=engine.finals, contexts=sql, sessions=sessions,
-        state_keeper=keeper, evictions=evictions, kv_feed=kv_feed_of(settings, evictions),
-        metrics=engine.metrics, prefill_cost=engine.dispatcher.cost, popularity=popularity,
-        rewarm=rewarmer_of(settings, popularity, engine), http=http, database=database,
-        sql=sql, log_ring=log_ring, states=states,
-    )  # fmt: skip
+        settings=settings,
+        vllm=engine.vllm,
+        facts=engine.facts,
+        renderer=renderer,
+        dispatcher=engine.dispatcher,
+        finals=engine.finals,
+        contexts=sql,
+        sessions=sessions,
+        state_keeper=keeper,
+        evictions=evictions,
+        kv_feed=kv_feed_of(settings, evictions),
+        metrics=engine.metrics,
+        prefill_cost=engine.dispatcher.cost,
+        popularity=popularity,
+        rewarm=rewarmer_of(settings, popularity, engine),
+        http=http,
+        database=database,
+        sql=sql,
+        log_ring=log_ring,
+        states=states,
+    )
     engine.metrics.watch(
-        lambda: len(sessions), lambda: engine.dispatcher.engine.in_flight,
-        engine.scheduler.queued, lambda: len(engine.scheduler.running),
-    )  # fmt: skip
+        lambda: len(sessions),
+        lambda: engine.dispatcher.engine.in_flight,
+        engine.scheduler.queued,
+        lambda: len(engine.scheduler.running),
+    )
     await run_in_background(services, stack)
     return services
+
+
+async def open_http(
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    stack: contextlib.AsyncExitStack,
+) -> httpx.AsyncClient:
+    """The one HTTP client to vLLM (`transport`: a test's), closed by `stack`."""
+    timeouts = (settings.connect_timeout_s, settings.request_timeout_s)
+    client = make_http_client(settings.vllm_base_url, *timeouts, transport)
+    return await stack.enter_async_context(client)
+
+
+def open_log_ring(settings: Settings, stack: contextlib.AsyncExitStack) -> LogRing:
+    """The recent log lines `/logs` serves, collected until `stack` closes."""
+    log_ring = LogRing(MAX_LOG_LINES, settings.log_format)
+    log_ring.install()
+    stack.callback(log_ring.uninstall)
+    return log_ring
 
 
 @dataclass(frozen=True)
@@ -121,11 +152,16 @@ def engine_side(settings: Settings, http: httpx.AsyncClient) -> EngineSide:
     vllm = VLLMClient(http, on_error=metrics.upstream_error, replicas=replicas)
     scheduler = WarmScheduler.from_settings(settings, metrics.final_waited)
     dispatcher = WarmDispatcher(
-        vllm, WarmupGate(settings.warmups_per_second), EngineWatch(settings.max_warmups_in_flight),
-        settings.warm_priority, scheduler, metrics=metrics,
+        vllm,
+        WarmupGate(settings.warmups_per_second),
+        EngineWatch(settings.max_warmups_in_flight),
+        settings.warm_priority,
+        scheduler,
+        metrics=metrics,
         report_chains=settings.kv_events_url is not None,
-        piece_tokens=settings.warm_piece_tokens, cost=PrefillCost(),
-    )  # fmt: skip
+        piece_tokens=settings.warm_piece_tokens,
+        cost=PrefillCost(),
+    )
     facts = EngineFactsCache(vllm, settings.block_size)
     finals = Finals(vllm, scheduler, metrics)
     return EngineSide(vllm, facts, scheduler, dispatcher, finals, metrics)
@@ -146,9 +182,12 @@ def rewarmer_of(
     if popularity is None:
         return None
     return Rewarmer(
-        popularity, engine.dispatcher, engine.facts.get, settings.server_secret,
+        popularity,
+        engine.dispatcher,
+        engine.facts.get,
+        settings.server_secret,
         settings.rewarm_budget_s,
-    )  # fmt: skip
+    )
 
 
 async def open_database(settings: Settings, stack: contextlib.AsyncExitStack) -> Database | None:

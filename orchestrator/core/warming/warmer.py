@@ -252,9 +252,11 @@ class Warmer:
         the planner holds pending (it goes on from there). The verdict for the engine watch
         (None: no verdict)."""
         pieces = split_pieces(
-            warm.tokens, self.cached_blocks(warm.tokens), self.planner.block_size,
+            warm.tokens,
+            self.cached_blocks(warm.tokens),
+            self.planner.block_size,
             self.dispatcher.piece_tokens,
-        )  # fmt: skip
+        )
         for index, piece in enumerate(pieces):
             if index and self.planner.pending is not None:
                 self.offer(self.planner.on_warm_done(warm, ok=True, complete=False))
@@ -273,10 +275,18 @@ class Warmer:
         new_tokens = len(piece) - self.cached_blocks(piece) * self.planner.block_size
         try:
             usage = await self.dispatcher.send_to_vllm(
-                WarmRequest(self.model, list(piece), self.salt, self.route, self.name,
-                            self.tenant, self.klass, request_id),
+                WarmRequest(
+                    self.model,
+                    list(piece),
+                    self.salt,
+                    self.route,
+                    self.name,
+                    self.tenant,
+                    self.klass,
+                    request_id,
+                ),
                 on_sent=lambda: self.on_piece_sent(piece, new_tokens),
-            )  # fmt: skip
+            )
         except ServiceError as error:
             await self.piece_failed(warm, error)
             return False if isinstance(error, UpstreamUnavailable) else None
