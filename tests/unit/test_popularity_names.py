@@ -80,7 +80,7 @@ def test_the_old_keywords_are_taken_with_a_deprecation_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        settings = Settings(prefix_trace=False, trace_retention_hours=4)  # type: ignore[call-arg]
+        settings = Settings(prefix_trace=False, trace_retention_hours=4)
     assert not settings.popularity_enabled
     assert settings.popularity_retention_hours == 4.0
     assert deprecations(caplog) == [
@@ -93,7 +93,7 @@ def test_a_new_name_wins_over_an_old_one(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("PREFILL_TRACE_RETENTION_HOURS", "3")
     monkeypatch.setenv("PREFILL_POPULARITY_RETENTION_HOURS", "5")
     assert Settings().popularity_retention_hours == 5.0
-    both = Settings(popularity_enabled=True, prefix_trace=False)  # type: ignore[call-arg]
+    both = Settings(popularity_enabled=True, prefix_trace=False)
     assert both.popularity_enabled
 
 
@@ -101,7 +101,7 @@ def test_a_keyword_wins_over_a_variable_under_either_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PREFILL_POPULARITY_ENABLED", "false")
-    assert Settings(prefix_trace=True).popularity_enabled  # type: ignore[call-arg]
+    assert Settings(prefix_trace=True).popularity_enabled
     monkeypatch.setenv("PREFILL_PREFIX_TRACE", "false")
     assert Settings(popularity_enabled=True).popularity_enabled
 
@@ -130,18 +130,25 @@ def test_the_former_module_still_runs_the_command_line() -> None:
 # --- the table ------------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(None, tmp_path / "db")
+@pytest_asyncio.fixture(scope="module")
+async def db(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+    database = Database(None, tmp_path_factory.mktemp("popularity-names-db"))
     await database.start()
     yield database
     await database.stop()
 
 
-async def test_a_table_under_the_old_name_is_renamed_at_start_and_keeps_its_rows(
-    db: Database,
-) -> None:
+@pytest_asyncio.fixture
+async def store(db: Database) -> PostgresPopularityStore:
+    """A store on a database with neither table yet."""
     store = PostgresPopularityStore(db)
+    await store.execute(f"DROP TABLE IF EXISTS {TABLE}, {OLD_TABLE}")
+    return store
+
+
+async def test_a_table_under_the_old_name_is_renamed_at_start_and_keeps_its_rows(
+    db: Database, store: PostgresPopularityStore
+) -> None:
     await store.start()  # the table as 0.2 makes it, then put back under 0.1's name
     tokens = tuple(range(100, 132))
     scope = Scope("tenant-a")
@@ -163,8 +170,9 @@ async def test_a_table_under_the_old_name_is_renamed_at_start_and_keeps_its_rows
     assert len(await upgraded.load(0)) == 2
 
 
-async def test_an_old_table_beside_a_new_one_is_left_alone(db: Database) -> None:
-    store = PostgresPopularityStore(db)
+async def test_an_old_table_beside_a_new_one_is_left_alone(
+    store: PostgresPopularityStore,
+) -> None:
     await store.start()
     await store.execute(f"CREATE TABLE {OLD_TABLE} (id bigserial PRIMARY KEY)")
     await store.start()  # a restart: nothing to rename
