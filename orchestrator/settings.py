@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "PREFILL_"
 DEFAULT_DATA_DIR = Path(".data")
 DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
+
+
+# Settings renamed in release 0.2, their old names accepted (with a warning) until the next one:
+# new name -> old name. Environment variables carry the prefix: PREFILL_PREFIX_TRACE.
+RENAMED = {
+    "popularity_enabled": "prefix_trace",
+    "popularity_retention_hours": "trace_retention_hours",
+    "popularity_opt_out_tenants": "trace_opt_out_tenants",
+}
+log = logging.getLogger(__name__)
+
+
+def renamed(new: str, old: str) -> AliasChoices:
+    """The variables a renamed setting is read from: its own, else the old one's (keywords:
+    the field's name, or the old one, see `Settings._accept_old_names`)."""
+    return AliasChoices(ENV_PREFIX.lower() + new, ENV_PREFIX.lower() + old)
 
 
 class Settings(BaseSettings):
     """Every knob of the orchestrator; read from `PREFILL_*` variables (and `DATABASE_URL`)."""
 
-    model_config = SettingsConfigDict(env_prefix="PREFILL_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_by_name=True
+    )
 
     host: str = Field("127.0.0.1", description="Interface the orchestrator listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port the orchestrator listens on.")
@@ -115,12 +136,6 @@ class Settings(BaseSettings):
         description="vLLM's --long-prefill-token-threshold: the most tokens a running prefill "
         "gets of a step (0 or unset: no cap).",
     )
-    warm_policy: Literal["pieces", "hold"] = Field(
-        "pieces",
-        description="`pieces`: the bounded scheduler; `hold`: the old policy, kept for "
-        "comparisons (a final cancels other sessions' warm-ups and holds new ones until its "
-        "first token, up to the request timeout).",
-    )
     max_finals_per_tenant: int = Field(
         16, ge=1, description="Final requests one tenant may have in progress at once (429)."
     )
@@ -146,18 +161,23 @@ class Settings(BaseSettings):
         300.0, gt=0, description="No re-warm after eviction for a session idle this long."
     )
 
-    prefix_trace: bool = Field(
+    popularity_enabled: bool = Field(
         True,
+        validation_alias=renamed("popularity_enabled", "prefix_trace"),
         description="Record the prefixes of final requests and landed warm-ups (block-hash "
         "chains and token ids, per tenant) and keep a popularity index of them: re-warmed "
         "when vLLM (re)starts, listed by GET /v1/hints. In the database when there is one.",
     )
-    trace_retention_hours: float = Field(
-        168.0, gt=0, description="Trace rows older than this are deleted (and not loaded)."
+    popularity_retention_hours: float = Field(
+        168.0,
+        gt=0,
+        validation_alias=renamed("popularity_retention_hours", "trace_retention_hours"),
+        description="Popularity rows older than this are deleted (and not loaded).",
     )
-    trace_opt_out_tenants: list[str] = Field(
+    popularity_opt_out_tenants: list[str] = Field(
         default_factory=list,
-        description='Tenants whose requests are never traced, as JSON: ["tenant-a"]; their '
+        validation_alias=renamed("popularity_opt_out_tenants", "trace_opt_out_tenants"),
+        description='Tenants whose requests are never recorded, as JSON: ["tenant-a"]; their '
         "rows are deleted at start.",
     )
     popularity_half_life_s: float = Field(
@@ -260,6 +280,25 @@ class Settings(BaseSettings):
         'the configured host, as JSON: ["app.example.com", "*.example.com"] ("*": any Host; '
         "it never vouches for a WebSocket Origin). Other Hosts get 400 (DNS rebinding).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_old_names(cls, data: object) -> object:
+        """A renamed setting given under its old name (keyword or variable) is taken, with a
+        deprecation line; a keyword wins over a variable, as everywhere."""
+        if not isinstance(data, dict):
+            return data
+        environ = {name.upper() for name in os.environ}
+        for new, old in RENAMED.items():
+            if old in data:
+                log.warning("setting %s is deprecated: it is now %s", old, new)
+                variables = {new, (ENV_PREFIX + new).lower(), (ENV_PREFIX + old).lower(), old}
+                value = data.get(new, data[old])  # both: the new name's
+                data = {k: v for k, v in data.items() if k not in variables} | {new: value}
+            elif (ENV_PREFIX + old).upper() in environ:
+                old_variable, variable = (ENV_PREFIX + old).upper(), (ENV_PREFIX + new).upper()
+                log.warning("setting %s is deprecated: it is now %s", old_variable, variable)
+        return data
 
     @model_validator(mode="after")
     def _default_ttl_within_max(self) -> Settings:

@@ -110,7 +110,6 @@ class EvalStack:
             "max_warmups_in_flight",
             "ws_frames_per_second",
             "request_timeout_s",
-            "warm_policy",
             "warm_piece_tokens",
             "warm_pieces_in_flight",
             "warm_pieces_while_finals",

@@ -113,7 +113,7 @@ def arm_settings(arm: str, vllm_url: str) -> Settings:
         vllm_url=vllm_url,
         enable_database=False,  # the trace in memory: the orchestrator itself does not restart
         server_secret=SecretStr(f"restart-eval-{arm}-{time.time_ns()}"),
-        prefix_trace=arm == "index",
+        popularity_enabled=arm == "index",
         max_tokens=8,
     )
 

@@ -8,8 +8,7 @@ Warm-up pieces (a warm-up goes out as pieces, `dispatch.py`) are counted by outc
 - `landed`: vLLM answered it (its blocks are cached);
 - `failed`: vLLM answered an error, or did not answer;
 - `cancelled`: called off after it was sent (its session's submit, a new start, its session
-  closed; under the `hold` policy, another session's final request): vLLM aborts it, the
-  blocks it finished stay cached;
+  closed): vLLM aborts it, the blocks it finished stay cached;
 - `dropped`: never sent (not admitted: the bound on warm-ups outstanding, or vLLM's
   back-off; or called off while it waited for its turn).
 
@@ -118,7 +117,7 @@ class Metrics:
 
     def add_scheduler(self, r: CollectorRegistry) -> None:
         """The warm-up scheduler: waits for a turn, pieces queued and inside vLLM, the time
-        finals shared the engine with warm-ups, pieces called off for finals."""
+        finals shared the engine with warm-ups."""
         self.gate_wait = Histogram(
             "prefill_ahead_warmup_gate_wait_seconds",
             "Time a warm-up piece waited for its turn in the scheduler and the rate gate.",
@@ -135,11 +134,6 @@ class Metrics:
             "prefill_ahead_final_warmup_overlap_seconds",
             "Time a final request waited for its first token while warm-up pieces ran in vLLM.",
             buckets=WAIT_BUCKETS,
-            registry=r,
-        )
-        self.preempted = Counter(
-            "prefill_ahead_warmups_preempted",
-            "Warm-up pieces cancelled for another session's final request (policy hold).",
             registry=r,
         )
 

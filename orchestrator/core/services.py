@@ -19,7 +19,7 @@ from orchestrator.core.engine.watch import EngineWatch
 from orchestrator.core.frames import Error, Send, ServerFrame
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.planning.prompt import PromptRenderer
-from orchestrator.core.popularity.trace import Popularity, TraceKind
+from orchestrator.core.popularity.popularity import Popularity, PopularityKind
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.states.keeper import StateKeeper
 from orchestrator.core.warming.dispatch import WarmDispatcher
@@ -119,7 +119,7 @@ class SessionServices:
     kv_feed: KVEventFeed | None  # vLLM's KV events, when configured
     metrics: Metrics  # the dispatcher's own
     prefill_cost: PrefillCost  # the shared fit behind scorecards' cold TTFT
-    popularity: Popularity | None  # the prefix trace and its index (`prefix_trace.py`)
+    popularity: Popularity | None  # prefix popularity (`popularity/`)
     rewarm: Rewarmer | None  # warms the index's top contexts when vLLM (re)starts
 
     @property
@@ -146,10 +146,10 @@ class SessionServices:
         namespace: str | None,
         tokens: Sequence[int],
         block_size: int,
-        kind: TraceKind,
+        kind: PopularityKind,
         label: str | None = None,
     ) -> None:
-        """A final request was sent, or a warm-up landed: into the prefix trace, if kept."""
+        """A final request was sent, or a warm-up landed: into prefix popularity, if kept."""
         if self.popularity is not None:
             self.popularity.record(tenant, namespace, tokens, block_size, kind, label)
 

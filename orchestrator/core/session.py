@@ -32,7 +32,7 @@ from orchestrator.core.engine.vllm_client import EngineFacts
 from orchestrator.core.planning.planner import WarmPlanner, WarmUp
 from orchestrator.core.planning.prompt import SessionPrompt
 from orchestrator.core.planning.rhythm import TypingRhythm
-from orchestrator.core.popularity.trace import TraceKind
+from orchestrator.core.popularity.popularity import PopularityKind
 from orchestrator.core.services import SessionServices
 from orchestrator.core.started import Started
 from orchestrator.core.warming.modes import STRATEGIES
@@ -87,26 +87,44 @@ class Session:
         planner = WarmPlanner(facts.block_size)
         salt = tenant_salt(self.settings.server_secret, self.tenant, frame.cache_namespace)
         warmer = Warmer(
-            self.services.dispatcher, self.send, self.id, facts.model, salt, planner,
-            self.replan, functools.partial(self.resident_tokens, salt, facts.block_size),
+            self.services.dispatcher,
+            self.send,
+            self.id,
+            facts.model,
+            salt,
+            planner,
+            self.replan,
+            functools.partial(self.resident_tokens, salt, facts.block_size),
             route=routing_key(self.settings.server_secret, self.tenant, self.id),
-            on_landed=functools.partial(self.trace, "warm"), tenant=self.tenant,
-        )  # fmt: skip
+            on_landed=functools.partial(self.record_prefix, "warm"),
+            tenant=self.tenant,
+        )
         strategy = STRATEGIES[frame.warmups]
         messages = ((("system", frame.context.system),) if frame.context.system else ()) + tuple(
             (turn["role"], turn["content"]) for turn in history
         )
         self.started = Started(
-            facts, prompt, planner, warmer, strategy, frame.params, salt, context, messages,
-            frame.cache_namespace, frame.context.database,
-        )  # fmt: skip
+            facts,
+            prompt,
+            planner,
+            warmer,
+            strategy,
+            frame.params,
+            salt,
+            context,
+            messages,
+            frame.cache_namespace,
+            frame.context.database,
+        )
         self.text, self.seq, self.planned_stable, self.warm_memo = "", 0, None, None
         self.speculator.allowed = frame.speculate and strategy.follows_typing
         self.typed()
         ready = frames.Ready(
-            session_id=self.id, model=facts.model, block_size=facts.block_size,
+            session_id=self.id,
+            model=facts.model,
+            block_size=facts.block_size,
             warmups=strategy.name,
-        )  # fmt: skip
+        )
         await self.send(ready)
         warmer.offer(self.replan())  # the context itself, before the first keystroke
 
@@ -148,7 +166,7 @@ class Session:
         self.text, self.planned_stable = text, None
         tokens = started.prompt.final_tokens(text)
         self.check_length(len(tokens))
-        self.trace("final", tokens)
+        self.record_prefix("final", tokens)
         sheet = ScoreSheet.at_submit(started.planner, tokens, started.warmer.stats.spans)
         stats = started.warmer.stats
         started.warmer.settle(tokens)
@@ -204,9 +222,10 @@ class Session:
     async def close(self) -> None:
         self.cancel_all()
         tasks = [
-            self.answer.task, self.started.warmer.task if self.started else None,
+            self.answer.task,
+            self.started.warmer.task if self.started else None,
             self.speculator.task,
-        ]  # fmt: skip
+        ]
         await asyncio.gather(*(task for task in tasks if task is not None), return_exceptions=True)
 
     # -- warm-ups ------------------------------------------------------------------------
@@ -242,13 +261,17 @@ class Session:
             return None
         return feed.index.resident_tokens(salt, tokens, block_size)
 
-    def trace(self, kind: TraceKind, tokens: Sequence[int]) -> None:
-        """Into the prefix trace (`prefix_trace.py`): this session's final or landed warm-up."""
+    def record_prefix(self, kind: PopularityKind, tokens: Sequence[int]) -> None:
+        """Into prefix popularity (`core/popularity/`): this session's final or landed warm-up."""
         if (started := self.started) is not None:
             self.services.record_prefix(
-                self.tenant, started.namespace, tokens, started.facts.block_size, kind,
+                self.tenant,
+                started.namespace,
+                tokens,
+                started.facts.block_size,
+                kind,
                 started.label,
-            )  # fmt: skip
+            )
 
     def typed(self) -> None:
         self.last_input = asyncio.get_running_loop().time()

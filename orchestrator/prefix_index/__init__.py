@@ -1,1 +1,2 @@
-"""The prefix trace in PostgreSQL, and `python -m orchestrator.prefix_index show|warm`."""
+"""Release 0.1's name of `orchestrator.popularity`: `python -m orchestrator.prefix_index` still
+runs its command line, with a notice, for one release."""

@@ -68,9 +68,10 @@ class SqlContexts:
         if name not in self.contexts:
             known = ", ".join(sorted(self.contexts)) or "none"
             raise InvalidRequest(
-                f"unknown database {name!r} (known: {known})", param="context.database",
+                f"unknown database {name!r} (known: {known})",
+                param="context.database",
                 code="unknown_database",
-            )  # fmt: skip
+            )
         return self.contexts[name]
 
     def names(self) -> list[str]:

@@ -8,7 +8,7 @@ Who reads what (`auth.Audience`):
 - a tenant's key reads its own: `/status` gives its open sessions and the engine facts its
   sessions are told anyway (ok, model, block size), `/metrics` its open sessions. What is
   shared by every tenant and cannot be cut per tenant (vLLM's URL, cache usage and hit rate,
-  warm-ups in flight, finals waiting, the warm-up and TTFT counters, the prefix trace, KV
+  warm-ups in flight, finals waiting, the warm-up and TTFT counters, prefix popularity, KV
   events) is not given to a tenant;
 - `/logs` takes an admin key, or, with no key configured, a loopback client.
 """
@@ -74,7 +74,7 @@ async def status(request: Request, reader: Reader) -> dict[str, Any]:
             "in_flight": services.engine.in_flight,
             **services.dispatcher.scheduler.status(),
         },
-        "prefix_trace": services.popularity.status() if services.popularity else None,
+        "popularity": services.popularity.status() if services.popularity else None,
         "rewarm": services.rewarm.progress.as_dict() if services.rewarm else None,
     }
 

@@ -1,6 +1,6 @@
-"""The prefix trace's policy from the settings, `GET /v1/hints` and `DELETE /v1/trace`.
+"""Prefix popularity over HTTP: `GET /v1/hints` and `DELETE /v1/popularity`.
 
-At start (`startup.py`) the trace is loaded from the database (or kept in memory without
+At start (`startup.py`) the popularity rows are loaded from the database (or kept in memory without
 one), its rows are saved in the background, and the index's top contexts are re-warmed: in
 the background while the service serves (its progress in `/health` under `rewarm`), or before
 it serves with `PREFILL_REWARM_BEFORE_READY=true`. The engine watch re-warms them again
@@ -10,9 +10,10 @@ whenever vLLM comes back (`SessionServices.on_engine_recovered`).
 names): which context its users are likely to pick next. A hint carries no token and no text;
 another tenant's contexts are never listed.
 
-`DELETE /v1/trace` forgets the caller's trace (its stored rows, the unsaved ones and its part
-of the index); `DELETE /v1/trace/{tenant}` does so for any tenant with an admin key (a
-tenant's key may name only its own).
+`DELETE /v1/popularity` forgets what was recorded of the caller (its stored rows, the unsaved
+ones and its part of the index); `DELETE /v1/popularity/{tenant}` does so for any tenant with an
+admin key (a tenant's key may name only its own). Release 0.1 named them `DELETE /v1/trace`
+and `/v1/trace/{tenant}`: still served, marked deprecated, until the next release.
 """
 
 from __future__ import annotations
@@ -76,28 +77,32 @@ async def hints(
     )
 
 
-class TraceForgotten(BaseModel):
-    object: str = "trace"
+class PopularityForgotten(BaseModel):
+    object: str = "popularity"
     tenant: str
     deleted: bool = True
-    rows: int = Field(description="Trace rows deleted (stored and not yet saved).")
+    rows: int = Field(description="Popularity rows deleted (stored and not yet saved).")
 
 
-@router.delete("/v1/trace", summary="Forget the caller's prefix trace")
-async def forget_own_trace(request: Request, tenant: Tenant) -> TraceForgotten:
+OWN = "Forget the caller's prefix popularity"
+ANY = "Forget a tenant's prefix popularity (an admin key; a tenant: its own)"
+
+
+@router.delete("/v1/popularity", summary=OWN)
+@router.delete("/v1/trace", summary=OWN + " (deprecated: DELETE /v1/popularity)", deprecated=True)
+async def forget_own_popularity(request: Request, tenant: Tenant) -> PopularityForgotten:
     return await forget(services_of(request), tenant)
 
 
-@router.delete(
-    "/v1/trace/{tenant}", summary="Forget a tenant's prefix trace (an admin key; a tenant: its own)"
-)
-async def forget_trace(request: Request, tenant: str, reader: Reader) -> TraceForgotten:
+@router.delete("/v1/popularity/{tenant}", summary=ANY)
+@router.delete("/v1/trace/{tenant}", summary=ANY + " (deprecated)", deprecated=True)
+async def forget_popularity(request: Request, tenant: str, reader: Reader) -> PopularityForgotten:
     if not reader.admin and reader.tenant != tenant:
-        raise Forbidden("a tenant's key forgets only its own trace", code="admin_key_required")
+        raise Forbidden("a tenant's key forgets only its own rows", code="admin_key_required")
     return await forget(services_of(request), tenant)
 
 
-async def forget(services: Services, tenant: str) -> TraceForgotten:
+async def forget(services: Services, tenant: str) -> PopularityForgotten:
     rows = await services.popularity.forget(tenant) if services.popularity else 0
-    log.info("prefix trace of tenant %s forgotten: %d rows", tenant, rows)
-    return TraceForgotten(tenant=tenant, rows=rows)
+    log.info("popularity of tenant %s forgotten: %d rows", tenant, rows)
+    return PopularityForgotten(tenant=tenant, rows=rows)

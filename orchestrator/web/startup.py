@@ -2,7 +2,7 @@
 `AsyncExitStack`.
 
 Each step registers how to undo itself the moment it has succeeded, so a failure half-way
-(the database, the tokenizer, the prefix trace) releases exactly what was opened before it,
+(the database, the tokenizer, prefix popularity) releases exactly what was opened before it,
 and shutdown releases everything in the reverse order: background tasks first, then the
 HTTP client, the log ring, the database.
 """
@@ -29,7 +29,12 @@ from orchestrator.core.engine.vllm_client import VLLMClient, make_http_client
 from orchestrator.core.engine.watch import EngineWatch, stop_task
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.planning.prompt import PromptRenderer
-from orchestrator.core.popularity.trace import MemoryTrace, Popularity, TracePolicy, TraceStore
+from orchestrator.core.popularity.popularity import (
+    MemoryPopularityStore,
+    Popularity,
+    PopularityPolicy,
+    PopularityStore,
+)
 from orchestrator.core.registry import SessionRegistry
 from orchestrator.core.services import EngineFactsCache, EvictionFollower, LiveSession
 from orchestrator.core.states.keeper import StateKeeper
@@ -40,7 +45,7 @@ from orchestrator.core.warming.scheduler import WarmScheduler
 from orchestrator.db.server import Database
 from orchestrator.errors import DatabaseError
 from orchestrator.logs import LogRing
-from orchestrator.prefix_index.store import PostgresTrace
+from orchestrator.popularity.store import PostgresPopularityStore
 from orchestrator.settings import Settings
 from orchestrator.text_to_sql.contexts import SqlContexts
 from orchestrator.web.observability import MAX_LOG_LINES
@@ -62,39 +67,70 @@ async def open_services(
     if database is not None:
         await sql.load(database, settings.datasets_dir)
         await states.start()
-    http = await stack.enter_async_context(
-        make_http_client(
-            settings.vllm_base_url, settings.connect_timeout_s, settings.request_timeout_s,
-            transport,
-        )
-    )  # fmt: skip
-    log_ring = LogRing(MAX_LOG_LINES, settings.log_format)
-    log_ring.install()
-    stack.callback(log_ring.uninstall)
+    http = await open_http(settings, transport, stack)
+    log_ring = open_log_ring(settings, stack)
     engine = engine_side(settings, http)
     keeper = StateKeeper(
-        states, engine.dispatcher, engine.facts.get, settings.state_touch_interval_s,
+        states,
+        engine.dispatcher,
+        engine.facts.get,
+        settings.state_touch_interval_s,
         functools.partial(routing_key, settings.server_secret),
-    )  # fmt: skip
+    )
     sessions: SessionRegistry[LiveSession] = SessionRegistry(
         settings.max_sessions, settings.max_sessions_per_tenant
     )
     evictions = EvictionFollower(ResidentBlocks(), sessions, keeper, engine.metrics)
     popularity = await open_popularity(settings, database, stack)
     services = Services(
-        settings=settings, vllm=engine.vllm, facts=engine.facts, renderer=renderer,
-        dispatcher=engine.dispatcher, finals=engine.finals, contexts=sql, sessions=sessions,
-        state_keeper=keeper, evictions=evictions, kv_feed=kv_feed_of(settings, evictions),
-        metrics=engine.metrics, prefill_cost=engine.dispatcher.cost, popularity=popularity,
-        rewarm=rewarmer_of(settings, popularity, engine), http=http, database=database,
-        sql=sql, log_ring=log_ring, states=states,
-    )  # fmt: skip
+        settings=settings,
+        vllm=engine.vllm,
+        facts=engine.facts,
+        renderer=renderer,
+        dispatcher=engine.dispatcher,
+        finals=engine.finals,
+        contexts=sql,
+        sessions=sessions,
+        state_keeper=keeper,
+        evictions=evictions,
+        kv_feed=kv_feed_of(settings, evictions),
+        metrics=engine.metrics,
+        prefill_cost=engine.dispatcher.cost,
+        popularity=popularity,
+        rewarm=rewarmer_of(settings, popularity, engine),
+        http=http,
+        database=database,
+        sql=sql,
+        log_ring=log_ring,
+        states=states,
+    )
     engine.metrics.watch(
-        lambda: len(sessions), lambda: engine.dispatcher.engine.in_flight,
-        engine.scheduler.queued, lambda: len(engine.scheduler.running),
-    )  # fmt: skip
+        lambda: len(sessions),
+        lambda: engine.dispatcher.engine.in_flight,
+        engine.scheduler.queued,
+        lambda: len(engine.scheduler.running),
+    )
     await run_in_background(services, stack)
     return services
+
+
+async def open_http(
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    stack: contextlib.AsyncExitStack,
+) -> httpx.AsyncClient:
+    """The one HTTP client to vLLM (`transport`: a test's), closed by `stack`."""
+    timeouts = (settings.connect_timeout_s, settings.request_timeout_s)
+    client = make_http_client(settings.vllm_base_url, *timeouts, transport)
+    return await stack.enter_async_context(client)
+
+
+def open_log_ring(settings: Settings, stack: contextlib.AsyncExitStack) -> LogRing:
+    """The recent log lines `/logs` serves, collected until `stack` closes."""
+    log_ring = LogRing(MAX_LOG_LINES, settings.log_format)
+    log_ring.install()
+    stack.callback(log_ring.uninstall)
+    return log_ring
 
 
 @dataclass(frozen=True)
@@ -116,11 +152,16 @@ def engine_side(settings: Settings, http: httpx.AsyncClient) -> EngineSide:
     vllm = VLLMClient(http, on_error=metrics.upstream_error, replicas=replicas)
     scheduler = WarmScheduler.from_settings(settings, metrics.final_waited)
     dispatcher = WarmDispatcher(
-        vllm, WarmupGate(settings.warmups_per_second), EngineWatch(settings.max_warmups_in_flight),
-        settings.warm_priority, scheduler, metrics=metrics,
+        vllm,
+        WarmupGate(settings.warmups_per_second),
+        EngineWatch(settings.max_warmups_in_flight),
+        settings.warm_priority,
+        scheduler,
+        metrics=metrics,
         report_chains=settings.kv_events_url is not None,
-        piece_tokens=settings.warm_piece_tokens, cost=PrefillCost(),
-    )  # fmt: skip
+        piece_tokens=settings.warm_piece_tokens,
+        cost=PrefillCost(),
+    )
     facts = EngineFactsCache(vllm, settings.block_size)
     finals = Finals(vllm, scheduler, metrics)
     return EngineSide(vllm, facts, scheduler, dispatcher, finals, metrics)
@@ -141,9 +182,12 @@ def rewarmer_of(
     if popularity is None:
         return None
     return Rewarmer(
-        popularity, engine.dispatcher, engine.facts.get, settings.server_secret,
+        popularity,
+        engine.dispatcher,
+        engine.facts.get,
+        settings.server_secret,
         settings.rewarm_budget_s,
-    )  # fmt: skip
+    )
 
 
 async def open_database(settings: Settings, stack: contextlib.AsyncExitStack) -> Database | None:
@@ -163,17 +207,19 @@ def open_state_store(database: Database | None) -> StateStore:
 async def open_popularity(
     settings: Settings, database: Database | None, stack: contextlib.AsyncExitStack
 ) -> Popularity | None:
-    """The prefix trace, loaded (from the database, or kept in memory without one) and
+    """Prefix popularity, loaded (from the database, or kept in memory without one) and
     saved in the background; None when it is off."""
-    if not settings.prefix_trace:
+    if not settings.popularity_enabled:
         return None
-    store: TraceStore = PostgresTrace(database) if database is not None else MemoryTrace()
-    popularity = Popularity(store, TracePolicy.of(settings))
+    store: PopularityStore = (
+        PostgresPopularityStore(database) if database is not None else MemoryPopularityStore()
+    )
+    popularity = Popularity(store, PopularityPolicy.of(settings))
     try:
         await popularity.load()
     except DatabaseError as error:
-        log.warning("prefix trace kept in memory only: %s", error.message)
-        popularity = Popularity(MemoryTrace(), TracePolicy.of(settings))
+        log.warning("popularity kept in memory only: %s", error.message)
+        popularity = Popularity(MemoryPopularityStore(), PopularityPolicy.of(settings))
     start_task(popularity.run(), stack)
     return popularity
 

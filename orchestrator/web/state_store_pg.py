@@ -77,10 +77,18 @@ class PostgresStates:
         await self._run(
             UPSERT,
             (
-                state.id, state.tenant, state.salt, list(state.tokens), state.created_at,
-                state.expires_at, state.parent, roles, source, state.cached_tokens,
+                state.id,
+                state.tenant,
+                state.salt,
+                list(state.tokens),
+                state.created_at,
+                state.expires_at,
+                state.parent,
+                roles,
+                source,
+                state.cached_tokens,
             ),
-        )  # fmt: skip
+        )
 
     async def get(self, tenant: str, state_id: str, now: float) -> State | None:
         rows = await self._run(

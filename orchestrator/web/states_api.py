@@ -202,23 +202,37 @@ async def admit(
     async with services.state_locks[tenant]:
         held = await services.states.of_tenant(tenant, time.time())
         check_budget(
-            held, tokens, facts.block_size,
-            settings.states_max_per_tenant, settings.states_max_tokens_per_tenant,
-        )  # fmt: skip
+            held,
+            tokens,
+            facts.block_size,
+            settings.states_max_per_tenant,
+            settings.states_max_tokens_per_tenant,
+        )
         warmed = warm_prefix(tokens, facts.block_size)
         cached = 0
         if warmed is not None:
             usage = await services.dispatcher.warm_once(
-                facts.model, warmed, salt, tenant_route(services, tenant), tenant=tenant,
+                facts.model,
+                warmed,
+                salt,
+                tenant_route(services, tenant),
+                tenant=tenant,
                 block_size=facts.block_size,
-            )  # fmt: skip
+            )
             cached = usage.cached_tokens
         now = time.time()
         state = State(
-            id=new_state_id(), tenant=tenant, salt=salt, tokens=tokens, created_at=now,
-            expires_at=now + ttl, parent=parent.id if parent else None, roles=roles,
-            source=source if keeping.store_text else None, cached_tokens=cached,
-        )  # fmt: skip
+            id=new_state_id(),
+            tenant=tenant,
+            salt=salt,
+            tokens=tokens,
+            created_at=now,
+            expires_at=now + ttl,
+            parent=parent.id if parent else None,
+            roles=roles,
+            source=source if keeping.store_text else None,
+            cached_tokens=cached,
+        )
         await services.states.put(state)
     warmed_tokens = full_block_tokens(tokens, facts.block_size) if warmed else 0
     keeper.added(state, warmed_tokens, facts.block_size)

@@ -75,9 +75,12 @@ def apply_batch(index: ResidentBlocks, batch: KVEventBatch) -> Eviction:
             continue
         elif isinstance(event, BlockStored):
             index.stored(
-                event.block_hashes, event.parent_block_hash, event.token_ids,
-                event.block_size, event.extra_keys,
-            )  # fmt: skip
+                event.block_hashes,
+                event.parent_block_hash,
+                event.token_ids,
+                event.block_size,
+                event.extra_keys,
+            )
         else:
             index.removed(event.block_hashes, eviction)
     return eviction

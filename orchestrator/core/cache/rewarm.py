@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from orchestrator.core.engine.salt import tenant_salt
 from orchestrator.core.engine.vllm_client import EngineFacts, Usage
-from orchestrator.core.popularity.trace import Popularity
+from orchestrator.core.popularity.popularity import Popularity
 from orchestrator.core.warming.dispatch import WarmDispatcher
 from orchestrator.core.warming.scheduler import WarmClass
 from orchestrator.errors import RateLimited, ServiceError, UpstreamUnavailable
@@ -123,9 +123,13 @@ class Rewarmer:
                     salt = tenant_salt(self.secret, context.scope.tenant, context.scope.namespace)
                     try:
                         usage = await self.warm(
-                            facts.model, context.warm_up(), salt, deadline, facts.block_size,
+                            facts.model,
+                            context.warm_up(),
+                            salt,
+                            deadline,
+                            facts.block_size,
                             context.scope.tenant,
-                        )  # fmt: skip
+                        )
                     except UpstreamUnavailable as error:
                         progress.state, progress.error = "waiting_for_engine", error.message
                         progress.skipped = progress.planned - progress.warmed - progress.failed
@@ -146,8 +150,10 @@ class Rewarmer:
         if plan:
             log.info(
                 "re-warm done: %d of %d contexts, %d tokens computed",
-                progress.warmed, progress.planned, progress.prefill_tokens,
-            )  # fmt: skip
+                progress.warmed,
+                progress.planned,
+                progress.prefill_tokens,
+            )
         return progress
 
     async def warm(
@@ -159,9 +165,13 @@ class Rewarmer:
         while True:
             try:
                 return await self.dispatcher.warm_once(
-                    model, tokens, salt, tenant=tenant, klass=WarmClass.BACKGROUND,
+                    model,
+                    tokens,
+                    salt,
+                    tenant=tenant,
+                    klass=WarmClass.BACKGROUND,
                     block_size=block,
-                )  # fmt: skip
+                )
             except RateLimited:
                 if time.monotonic() + ADMIT_RETRY_S > deadline:
                     raise

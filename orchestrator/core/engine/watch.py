@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from orchestrator.core.engine.backoff import Backoff
 from orchestrator.core.frames import Engine, Error, ServerFrame
 from orchestrator.errors import UpstreamError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
-MAX_BACKOFF_S = 5.0
 SLOW_PROBES_FOR_DOWN = 3  # a refused connection counts at once; timeouts may be our own lag
 
 
@@ -28,7 +27,7 @@ class EngineWatch:
     def __init__(self, max_warmups_in_flight: int, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.up = True
-        self.failures = 0
+        self.backoff = Backoff(first_s=0.25, max_s=5.0, jitter=0.5)  # jitter: no herd
         self.paused_until = 0.0
         self.max_in_flight = max_warmups_in_flight
         self.in_flight = 0
@@ -55,12 +54,10 @@ class EngineWatch:
             self.failed()
 
     def failed(self) -> None:
-        self.failures += 1
-        backoff = min(MAX_BACKOFF_S, 0.25 * 2 ** (self.failures - 1))
-        self.paused_until = self.clock() + backoff * random.uniform(1.0, 1.5)  # no herd
+        self.paused_until = self.clock() + self.backoff.failed()
 
     def succeeded(self) -> None:
-        self.failures = 0
+        self.backoff.succeeded()
         self.paused_until = 0.0
 
     # -- the watcher ---------------------------------------------------------------------

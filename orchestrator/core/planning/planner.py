@@ -173,11 +173,6 @@ class WarmPlanner:
         if common_prefix_len(landed, self._confirmed) < len(landed):
             self._confirmed = landed
 
-    def adds_to(self, warm: WarmUp, tokens: Sequence[int]) -> bool:
-        """True if `warm`, once landed, leaves a block of `tokens` cached that is not yet."""
-        have = valid_blocks(self._confirmed, tokens, self._block_size)
-        return valid_blocks(warm.tokens, tokens, self._block_size) > have
-
     def assume_cached(self, tokens: Sequence[int]) -> None:
         """A request outside the planner (the final one) left ``tokens`` in the cache."""
         self._confirmed = tuple(tokens)

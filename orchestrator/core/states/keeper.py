@@ -156,9 +156,14 @@ class StateKeeper:
             if warmed is None:
                 return
             await self.dispatcher.warm_once(
-                facts.model, warmed, state.salt, self.route_of(state.tenant),
-                tenant=state.tenant, klass=WarmClass.KEEP, block_size=facts.block_size,
-            )  # fmt: skip
+                facts.model,
+                warmed,
+                state.salt,
+                self.route_of(state.tenant),
+                tenant=state.tenant,
+                klass=WarmClass.KEEP,
+                block_size=facts.block_size,
+            )
         except RateLimited:
             raise
         except ServiceError as error:

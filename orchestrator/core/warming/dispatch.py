@@ -88,15 +88,13 @@ class WarmDispatcher:
         self,
         request: WarmRequest,
         on_sent: Callable[[], None] | None = None,
-        cancel: Callable[[], None] | None = None,
     ) -> Usage:
         """Send one piece of an admitted warm-up when the scheduler gives it a turn, and count
-        its outcome (`core/metrics.py`): its usage, or a ServiceError. `cancel` gives way to
-        a final request under the `hold` policy."""
+        its outcome (`core/metrics.py`): its usage, or a ServiceError."""
         waiting = time.perf_counter()
         sent = False
         try:
-            async with self.scheduler.piece(request.owner, request.tenant, request.klass, cancel):
+            async with self.scheduler.piece(request.owner, request.tenant, request.klass):
                 await self.gate.acquire()
                 self.metrics.gate_wait.observe(time.perf_counter() - waiting)
                 self.metrics.warmup("sent")

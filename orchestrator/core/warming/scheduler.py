@@ -19,8 +19,8 @@ passes here first:
   and no final is before its first token;
 - a tenant has at most `max_finals_per_tenant` final requests at once (RateLimited beyond).
 
-Policy `hold` keeps the old behaviour for comparisons: a final cancels other owners' pieces
-in flight (their senders send them again later) and no piece starts until its first token.
+A final never cancels a piece in flight: aborted pieces earn nothing, and holding everyone's
+warm-ups for each final made the next finals colder (README, "Warm-ups under load").
 """
 
 from __future__ import annotations
@@ -33,12 +33,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
 
 from orchestrator.errors import RateLimited
 from orchestrator.settings import Settings
-
-WarmPolicy = Literal["pieces", "hold"]
 
 
 class WarmClass(IntEnum):
@@ -65,14 +62,12 @@ class Piece:
     owner: str
     tenant: str
     klass: WarmClass
-    cancel: Callable[[], None] | None  # called if a final preempts it (policy `hold`)
     started: float = 0.0
 
 
 @dataclass
 class Counts:
     sent: int = 0  # pieces admitted (handed to vLLM)
-    preempted: int = 0  # pieces cancelled for another owner's final (policy `hold`)
     finals: int = 0  # final requests started
     final_overlap_s: float = 0.0  # finals' time before first token with a piece in flight
 
@@ -160,7 +155,6 @@ class WarmScheduler:
         limit: int = 2,
         limit_while_finals: int = 1,
         final_room_s: float = 5.0,
-        policy: WarmPolicy = "pieces",
         max_finals_per_tenant: int = 16,
         on_final_waited: Callable[[float], None] = lambda seconds: None,
         clock: Callable[[], float] = time.monotonic,
@@ -170,7 +164,6 @@ class WarmScheduler:
         self.limit = limit
         self.limit_while_finals = min(limit, limit_while_finals)
         self.final_room_s = final_room_s
-        self.policy = policy
         self.max_finals_per_tenant = max_finals_per_tenant
         self.on_final_waited = on_final_waited  # a final's time before first token with pieces
         self.clock = clock
@@ -192,12 +185,10 @@ class WarmScheduler:
         per_engine = settings.warm_pieces_in_flight or pieces_in_flight(
             settings.engine_step_tokens, settings.engine_chunk_tokens, settings.warm_piece_tokens
         )
-        hold = settings.warm_policy == "hold"  # the old policy held new warm-ups this long
         return cls(
             limit=per_engine * engines,
             limit_while_finals=min(per_engine, settings.warm_pieces_while_finals) * engines,
-            final_room_s=settings.request_timeout_s if hold else settings.final_room_s,
-            policy=settings.warm_policy,
+            final_room_s=settings.final_room_s,
             max_finals_per_tenant=settings.max_finals_per_tenant,
             on_final_waited=on_final_waited,
         )
@@ -218,21 +209,17 @@ class WarmScheduler:
 
     def status(self) -> dict[str, object]:
         return {
-            "policy": self.policy,
             "pieces_in_flight": len(self.running),
             "limit": self.current_limit(),
             "queued": self.queued(),
             "finals_before_first_token": self.waiting_finals,
             "pieces_sent": self.counts.sent,
-            "preempted": self.counts.preempted,
             "finals": self.counts.finals,
             "final_overlap_s": round(self.counts.final_overlap_s, 3),
         }
 
     def current_limit(self) -> int:
-        if not self.waiting_finals:
-            return self.limit
-        return 0 if self.policy == "hold" else self.limit_while_finals
+        return self.limit_while_finals if self.waiting_finals else self.limit
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -242,11 +229,10 @@ class WarmScheduler:
         owner: str,
         tenant: str,
         klass: WarmClass = WarmClass.INTERACTIVE,
-        cancel: Callable[[], None] | None = None,
     ) -> AsyncIterator[Piece]:
         """Wait for this piece's turn, hold its place in the engine while the body sends it."""
         key = await self.turn(owner, tenant, klass)
-        piece = self.running[key] = Piece(owner, tenant, klass, cancel, self.clock())
+        piece = self.running[key] = Piece(owner, tenant, klass, self.clock())
         try:
             yield piece
         finally:
@@ -255,7 +241,7 @@ class WarmScheduler:
     async def turn(self, owner: str, tenant: str, klass: WarmClass) -> int:
         """Wait until this piece may start; the key of its place in `running`."""
         if self.may_start(klass) and not self.queued_up_to(klass):
-            return self.reserve(Piece(owner, tenant, klass, None, self.clock()))
+            return self.reserve(Piece(owner, tenant, klass, self.clock()))
         turn: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.queues[klass].push(_Waiter(owner, tenant, klass, turn))
         try:
@@ -281,7 +267,7 @@ class WarmScheduler:
                 waiter = self.queues[klass].pop()
                 if waiter is None:
                     break
-                held = Piece(waiter.owner, waiter.tenant, klass, None, self.clock())
+                held = Piece(waiter.owner, waiter.tenant, klass, self.clock())
                 waiter.turn.set_result(self.reserve(held))  # counted now: the bound holds
 
     def reserve(self, piece: Piece) -> int:
@@ -315,15 +301,7 @@ class WarmScheduler:
         self.waiting_finals += 1
         loop = asyncio.get_running_loop()
         ticket.room = loop.call_later(self.final_room_s, ticket.release_room)
-        if self.policy == "hold":
-            self.preempt_others(owner)
         return ticket
-
-    def preempt_others(self, owner: str | None) -> None:
-        for piece in list(self.running.values()):
-            if piece.owner != owner and piece.cancel is not None:
-                self.counts.preempted += 1
-                piece.cancel()
 
     def final_first_token(self, ticket: FinalTicket) -> None:
         overlap = self.busy_s() - ticket.started_busy

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from orchestrator.core.engine.backoff import Backoff
 from orchestrator.core.engine.vllm_client import Usage
 from orchestrator.core.frames import Error, Send, Warm
 from orchestrator.core.planning.planner import WarmPlanner, WarmUp, split_pieces, valid_blocks
@@ -52,17 +53,12 @@ class WarmStats:
 
 
 class WarmerState(enum.Enum):
-    """Whether a session's warmer sends the warm-ups offered to it, and whether the warm-up it
-    runs was called off to give way to another session's final request (it is sent again, after
-    a short back-off, once its run has ended). The two are independent: a submit may begin while
-    a warm-up gives way, and a warm-up still finishing under a submit may be called off.
+    """Whether a session's warmer sends the warm-ups offered to it.
 
     ```
-    Warmer's step           transition    moves
-    settle (submit begins)  hold          OPEN -> HELD, GIVING_WAY -> HELD_GIVING_WAY
-    release (submit ended)  release       HELD -> OPEN, HELD_GIVING_WAY -> GIVING_WAY
-    preempt (if running)    give_way      OPEN -> GIVING_WAY, HELD -> HELD_GIVING_WAY
-    run ends (retry due)    run_ended     GIVING_WAY -> OPEN, HELD_GIVING_WAY -> HELD
+    Warmer's step           moves
+    settle (submit begins)  OPEN -> HELD
+    release (submit ended)  HELD -> OPEN
     ```
 
     What runs, what is due and what vLLM is computing are the warmer's handles (`task`,
@@ -70,43 +66,7 @@ class WarmerState(enum.Enum):
     """
 
     OPEN = "open"  # offered warm-ups go out
-    GIVING_WAY = "giving way"  # its running warm-up was called off for another session's final
     HELD = "held"  # its submit is under way (it caches the prompt): offered warm-ups are dropped
-    HELD_GIVING_WAY = "held, giving way"  # both at once
-
-    @staticmethod
-    def of(holds: bool, gives_way: bool) -> WarmerState:
-        """The state that holds warm-ups or not, and gives way or not."""
-        if holds:
-            return WarmerState.HELD_GIVING_WAY if gives_way else WarmerState.HELD
-        return WarmerState.GIVING_WAY if gives_way else WarmerState.OPEN
-
-    @property
-    def holds(self) -> bool:
-        """A submit is under way: warm-ups offered now are dropped."""
-        return self in (WarmerState.HELD, WarmerState.HELD_GIVING_WAY)
-
-    @property
-    def gives_way(self) -> bool:
-        """The running warm-up was called off for another session's final: when its run ends,
-        a retry is due."""
-        return self in (WarmerState.GIVING_WAY, WarmerState.HELD_GIVING_WAY)
-
-    def hold(self) -> WarmerState:
-        """A submit of this session begins (`settle`)."""
-        return WarmerState.of(True, self.gives_way)
-
-    def release(self) -> WarmerState:
-        """The submit has ended (`release`)."""
-        return WarmerState.of(False, self.gives_way)
-
-    def give_way(self) -> WarmerState:
-        """Another session's final calls off the running warm-up (`preempt`)."""
-        return WarmerState.of(self.holds, True)
-
-    def run_ended(self) -> WarmerState:
-        """The run that gave way has ended (its retry is scheduled)."""
-        return WarmerState.of(self.holds, False)
 
 
 @dataclass(frozen=True)
@@ -147,19 +107,19 @@ class Warmer:
         self.replan = replan  # asks the session for its current candidate (retries)
         self.route = route  # the session's routing key (replicas behind a router)
         self.resident = resident  # what vLLM's KV events say it holds of a prompt (None: no word)
-        self.on_landed = on_landed  # a piece landed: its tokens (the prefix trace)
+        self.on_landed = on_landed  # a piece landed: its tokens (popularity)
         self.stats = WarmStats()
         self.task: asyncio.Task[None] | None = None
         self.piece: SentPiece | None = None  # the piece vLLM is computing now
         self.state = WarmerState.OPEN
         self.retry_timer: asyncio.TimerHandle | None = None
         self.numbers = itertools.count()
-        self.failures = 0  # warm-ups of this session that failed in a row
+        self.backoff = Backoff(first_s=RETRY_MIN_S, max_s=5.0)  # failed warm-ups in a row
         self.running: WarmUp | None = None  # the warm-up whose task has started
 
     def offer(self, warm: WarmUp | None) -> None:
         """Send `warm` (a planner decision) unless held, paused or over the bound."""
-        while warm is not None and self.state.holds:
+        while warm is not None and self.state is WarmerState.HELD:
             warm = self.planner.on_warm_done(warm, ok=False)
         if warm is None:
             return
@@ -205,7 +165,7 @@ class Warmer:
 
     def resume(self) -> None:
         """vLLM is back (restarted, its cache empty): warm again now, not after a back-off."""
-        self.failures = 0
+        self.backoff.succeeded()
         self.planner.forget_cache()
         self.cancel_retry()
         if not self.warming():
@@ -215,7 +175,7 @@ class Warmer:
         """vLLM evicted warmed blocks: warm what the session wants warmed now, unless a
         warm-up is already on its way (it recomputes them) or a submit holds warm-ups.
         True if one was sent."""
-        if self.state.holds or self.retry_due() or self.warming():
+        if self.state is WarmerState.HELD or self.retry_due() or self.warming():
             return False
         before = self.task
         self.offer(self.replan())
@@ -229,7 +189,7 @@ class Warmer:
         otherwise vLLM would compute the same blocks twice, once for it and once for the
         final beside it (the blocks it finished before the cancel stay cached).
         """
-        self.state = self.state.hold()
+        self.state = WarmerState.HELD
         self.cancel_retry()
         task, piece = self.task, self.piece
         if task is None or task.done():
@@ -253,17 +213,9 @@ class Warmer:
         self.piece = SentPiece(tuple(tokens), new_tokens, time.perf_counter())
         self.stats.sent += 1
 
-    def preempt(self) -> None:
-        """Another session's final request starts (policy `hold`): give way, and send this
-        again later."""
-        task = self.task
-        if task is not None and not task.done():
-            self.state = self.state.give_way()
-            task.cancel()
-
     def release(self) -> None:
         """This session's submit has ended: offered warm-ups go out again."""
-        self.state = self.state.release()
+        self.state = WarmerState.OPEN
 
     async def idle(self) -> None:
         """Return once no warm-up of this session is running (a retry waiting for its
@@ -288,9 +240,6 @@ class Warmer:
             self.dispatcher.finish(verdict)
             if verdict is None:  # cancelled: the planner must not wait for it
                 self.planner.on_warm_done(warm, ok=False)
-            if self.state.gives_way:  # warm it again once the finals have their first tokens
-                self.state = self.state.run_ended()
-                self.schedule_retry(RETRY_MIN_S)
 
     def cached_blocks(self, tokens: Sequence[int]) -> int:
         """Full blocks of `tokens` cached: vLLM's word (KV events) or the planner's belief."""
@@ -303,9 +252,11 @@ class Warmer:
         the planner holds pending (it goes on from there). The verdict for the engine watch
         (None: no verdict)."""
         pieces = split_pieces(
-            warm.tokens, self.cached_blocks(warm.tokens), self.planner.block_size,
+            warm.tokens,
+            self.cached_blocks(warm.tokens),
+            self.planner.block_size,
             self.dispatcher.piece_tokens,
-        )  # fmt: skip
+        )
         for index, piece in enumerate(pieces):
             if index and self.planner.pending is not None:
                 self.offer(self.planner.on_warm_done(warm, ok=True, complete=False))
@@ -324,11 +275,18 @@ class Warmer:
         new_tokens = len(piece) - self.cached_blocks(piece) * self.planner.block_size
         try:
             usage = await self.dispatcher.send_to_vllm(
-                WarmRequest(self.model, list(piece), self.salt, self.route, self.name,
-                            self.tenant, self.klass, request_id),
+                WarmRequest(
+                    self.model,
+                    list(piece),
+                    self.salt,
+                    self.route,
+                    self.name,
+                    self.tenant,
+                    self.klass,
+                    request_id,
+                ),
                 on_sent=lambda: self.on_piece_sent(piece, new_tokens),
-                cancel=self.preempt,
-            )  # fmt: skip
+            )
         except ServiceError as error:
             await self.piece_failed(warm, error)
             return False if isinstance(error, UpstreamUnavailable) else None
@@ -336,7 +294,7 @@ class Warmer:
             if self.piece is not None:
                 self.stats.cancelled += 1
             raise
-        self.failures = 0
+        self.backoff.succeeded()
         self.piece = None
         self.planner.credit(piece)
         self.on_landed(piece)
@@ -360,7 +318,6 @@ class Warmer:
             # vLLM (or the replica behind a router that held this session) may have lost
             # its cache: warm from the start, wherever the next warm-up lands.
             self.planner.forget_cache()
-        self.failures += 1  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
-        own = min(5.0, RETRY_MIN_S * 2 ** (self.failures - 1))
+        own = self.backoff.failed()  # this session's own back-off: 0.1, 0.2, 0.4 ... 5 s
         self.schedule_retry(max(own, self.dispatcher.pause_s()))
         await self.send_frame(Error.of(error, code="warmup_failed"))

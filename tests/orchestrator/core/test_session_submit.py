@@ -129,27 +129,6 @@ async def test_another_sessions_final_leaves_a_running_piece_alone(
     assert len(fake.warmups) == 2
 
 
-async def test_policy_hold_preempts_another_sessions_warmup_and_sends_it_again_after(
-    start_app: StartApp, fake: FakeVLLM
-) -> None:
-    app = await start_app(warm_policy="hold")
-    typist, submitter = await started(app), await started(app, warmups="off")
-    await typist.next("warm", lambda frame: frame["seq"] == 0)
-    fake.hold_warmups()
-    await typist.send(type="input", text=QUESTION, seq=1)
-    await wait_until(lambda: fake.warm_in_flight == 1, what="the typist's warm-up")
-    preempted = fake.warmups[-1]
-
-    await submitter.send(type="submit", text="How many orders are there?", seq=1)
-    done = await submitter.next("done")
-    assert done["finish_reason"] == "stop"
-    assert preempted.disconnected  # it gave way: vLLM aborts it between two steps
-    await wait_until(lambda: len(fake.warmups) == 3, what="the warm-up sent again")
-    assert fake.warmups[-1].prompt == preempted.prompt
-    fake.release_warmups()
-    await typist.next("warm", lambda frame: frame["seq"] == 1)
-
-
 async def test_submit_drops_a_warmup_still_waiting_at_the_gate(
     start_app: StartApp, fake: FakeVLLM
 ) -> None:

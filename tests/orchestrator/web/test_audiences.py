@@ -19,7 +19,7 @@ from tests.sessions import App, Defaults, StartApp, started
 
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 ADMIN_KEY = "admin-key"
-SERVICE_WIDE = ("kv_events", "warmups", "prefix_trace", "rewarm")
+SERVICE_WIDE = ("kv_events", "warmups", "popularity", "rewarm")
 
 
 @pytest.fixture(scope="module")

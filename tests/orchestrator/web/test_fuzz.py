@@ -325,6 +325,8 @@ OPERATIONS = [
     "POST /v1/chat/completions",
     "POST /v1/warm",
     "GET /v1/hints",
+    "DELETE /v1/popularity",
+    "DELETE /v1/popularity/{tenant}",
     "DELETE /v1/trace",
     "DELETE /v1/trace/{tenant}",
     "POST /v1/states",

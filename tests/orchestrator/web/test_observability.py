@@ -222,7 +222,6 @@ async def test_status_reads_vllms_own_figures(start_app: StartApp, fake: FakeVLL
     assert status["sessions"] == {"open": 1}
     warmups = status["warmups"]
     assert (warmups["in_flight"], warmups["pieces_in_flight"], warmups["queued"]) == (1, 1, 0)
-    assert warmups["policy"] == "pieces"
     assert warmups["finals_before_first_token"] == 0
 
 

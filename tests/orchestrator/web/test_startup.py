@@ -44,7 +44,7 @@ def background() -> set[asyncio.Task[Any]]:
 async def test_a_failure_half_way_releases_what_was_opened(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The last step fails (the start-up re-warm): the watchers, the keeper and the trace's
+    """The last step fails (the start-up re-warm): the watchers, the keeper and popularity's
     saver had started, the HTTP client and the log ring were open; none is left."""
     opened = Opened()
     monkeypatch.setattr(startup, "make_http_client", opened.client)
@@ -53,7 +53,7 @@ async def test_a_failure_half_way_releases_what_was_opened(
         raise RuntimeError("the re-warm could not start")
 
     monkeypatch.setattr(Rewarmer, "trigger", fails)
-    settings = Settings(enable_database=False, load_tokenizer=False, prefix_trace=True)
+    settings = Settings(enable_database=False, load_tokenizer=False, popularity_enabled=True)
     before, rings_before = background(), rings()
     app = FastAPI()
     with pytest.raises(RuntimeError, match="could not start"):
@@ -68,7 +68,7 @@ async def test_a_failure_half_way_releases_what_was_opened(
 async def test_shutdown_releases_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     opened = Opened()
     monkeypatch.setattr(startup, "make_http_client", opened.client)
-    settings = Settings(enable_database=False, load_tokenizer=False, prefix_trace=True)
+    settings = Settings(enable_database=False, load_tokenizer=False, popularity_enabled=True)
     before, rings_before = background(), rings()
     app = FastAPI()
     async with lifespan_for(app, settings, httpx.MockTransport(lambda r: httpx.Response(503))):

@@ -1,5 +1,5 @@
-"""The popularity index (`core/popularity/index.py`), the trace it is built from
-(`core/popularity/trace.py`) and the re-warm that uses it (`core/cache/rewarm.py`), without an
+"""The popularity index (`core/popularity/index.py`), the rows it is built from
+(`core/popularity/popularity.py`) and the re-warm that uses it (`core/cache/rewarm.py`), without an
 engine."""
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from orchestrator.core.popularity.index import (
     reusable_prefix,
     within_budget,
 )
-from orchestrator.core.popularity.trace import MemoryTrace, Popularity, TracePolicy, TraceRow
+from orchestrator.core.popularity.popularity import (
+    MemoryPopularityStore,
+    Popularity,
+    PopularityPolicy,
+    PopularityRow,
+)
 from orchestrator.core.warming.scheduler import WarmClass
 from orchestrator.errors import RateLimited, UpstreamUnavailable
 
@@ -196,13 +201,13 @@ def test_one_tenants_requests_never_show_in_anothers_top() -> None:
     assert [c.score for c in z_same] == [pytest.approx(1.0)]
 
 
-# -- the trace ------------------------------------------------------------------------------
+# -- the rows -------------------------------------------------------------------------------
 
 
-def test_the_trace_records_whole_blocks_only_and_never_an_opted_out_tenant() -> None:
+def test_popularity_records_whole_blocks_only_and_never_an_opted_out_tenant() -> None:
     clock = Clock()
-    store = MemoryTrace()
-    popularity = Popularity(store, TracePolicy(opt_out=frozenset({"tenant-z"})), clock)
+    store = MemoryPopularityStore()
+    popularity = Popularity(store, PopularityPolicy(opt_out=frozenset({"tenant-z"})), clock)
     popularity.record("tenant-a", None, prompt(1, 0), B, "final", "demo")
     popularity.record("tenant-a", None, list(range(B)), B, "final")  # no full reusable block
     popularity.record("tenant-z", None, prompt(1, 0), B, "final")
@@ -220,7 +225,7 @@ def test_the_trace_records_whole_blocks_only_and_never_an_opted_out_tenant() -> 
 
 
 def test_warm_ups_count_for_less_than_finals() -> None:
-    popularity = Popularity(MemoryTrace(), TracePolicy(warm_weight=0.25), Clock())
+    popularity = Popularity(MemoryPopularityStore(), PopularityPolicy(warm_weight=0.25), Clock())
     popularity.record("tenant-a", None, prompt(1, 0), B, "final")
     popularity.record("tenant-a", None, prompt(1, 0, extra=0), B, "warm")
     scores = {len(c.tokens): c.score for c in popularity.top(B, 5)}
@@ -231,13 +236,15 @@ def test_load_applies_retention_and_opt_outs_then_rebuilds_the_index() -> None:
     clock = Clock()
     old, recent = clock.now - 10 * HOUR, clock.now - HOUR
 
-    def row(scope: Scope, at: float) -> TraceRow:
+    def row(scope: Scope, at: float) -> PopularityRow:
         tokens = tuple(prompt(1, 0)[: 5 * B])
-        return TraceRow(scope, "final", B, tuple(block_chain(scope, tokens, B)), tokens, at)
+        return PopularityRow(scope, "final", B, tuple(block_chain(scope, tokens, B)), tokens, at)
 
-    store = MemoryTrace([row(A, old), row(A, recent), row(Z, recent)])
+    store = MemoryPopularityStore([row(A, old), row(A, recent), row(Z, recent)])
     opt_out = frozenset({"tenant-z"})
-    policy = TracePolicy(retention_s=5 * HOUR, opt_out=opt_out, half_life_s=HOUR, min_score=0.1)
+    policy = PopularityPolicy(
+        retention_s=5 * HOUR, opt_out=opt_out, half_life_s=HOUR, min_score=0.1
+    )
     popularity = Popularity(store, policy, clock)
     asyncio.run(popularity.load())
     assert store.rows == [row(A, recent)]  # the old row and the opted-out tenant's: deleted
@@ -282,8 +289,8 @@ def rewarmer(popularity: Popularity, dispatcher: FakeDispatcher, budget_s: float
     return Rewarmer(popularity, dispatcher, facts, SECRET, budget_s)  # type: ignore[arg-type]
 
 
-def traffic(policy: TracePolicy) -> Popularity:
-    popularity = Popularity(MemoryTrace(), policy, Clock())
+def traffic(policy: PopularityPolicy) -> Popularity:
+    popularity = Popularity(MemoryPopularityStore(), policy, Clock())
     for question in range(3):
         popularity.record("tenant-a", None, prompt(1, question, blocks=10), B, "final")
     for question in range(2):
@@ -292,7 +299,7 @@ def traffic(policy: TracePolicy) -> Popularity:
 
 
 def test_rewarm_warms_each_context_under_its_own_tenants_salt() -> None:
-    popularity = traffic(TracePolicy(top_k=1))
+    popularity = traffic(PopularityPolicy(top_k=1))
     dispatcher = FakeDispatcher()
     progress = asyncio.run(rewarmer(popularity, dispatcher).run("engine_recovered"))
     assert progress.state == "done"
@@ -309,7 +316,7 @@ def test_rewarm_warms_each_context_under_its_own_tenants_salt() -> None:
 
 
 def test_rewarm_of_one_tenant_sends_nothing_of_anothers() -> None:
-    popularity = traffic(TracePolicy(top_k=5))
+    popularity = traffic(PopularityPolicy(top_k=5))
     dispatcher = FakeDispatcher()
     asyncio.run(rewarmer(popularity, dispatcher).run("cli", tenant="tenant-z"))
     assert dispatcher.sent
@@ -318,7 +325,7 @@ def test_rewarm_of_one_tenant_sends_nothing_of_anothers() -> None:
 
 
 def test_rewarm_stays_within_its_token_budget() -> None:
-    popularity = traffic(TracePolicy(top_k=5, budget_tokens=8 * B))
+    popularity = traffic(PopularityPolicy(top_k=5, budget_tokens=8 * B))
     dispatcher = FakeDispatcher()
     progress = asyncio.run(rewarmer(popularity, dispatcher).run("start"))
     # tenant-a's 10-block context does not fit; tenant-z's 6-block one does, and then one of
@@ -328,7 +335,7 @@ def test_rewarm_stays_within_its_token_budget() -> None:
 
 
 def test_rewarm_stops_when_its_time_budget_is_spent() -> None:
-    popularity = traffic(TracePolicy(top_k=1))
+    popularity = traffic(PopularityPolicy(top_k=1))
     dispatcher = FakeDispatcher(hang=True)
     progress = asyncio.run(rewarmer(popularity, dispatcher, budget_s=0.05).run("start"))
     assert progress.state == "done"
@@ -338,7 +345,7 @@ def test_rewarm_stops_when_its_time_budget_is_spent() -> None:
 
 
 def test_rewarm_waits_for_admission_and_for_an_engine_that_is_up() -> None:
-    popularity = traffic(TracePolicy(top_k=1))
+    popularity = traffic(PopularityPolicy(top_k=1))
     dispatcher = FakeDispatcher(refuse=2)
     progress = asyncio.run(rewarmer(popularity, dispatcher).run("start"))
     assert progress.warmed == 2
@@ -349,7 +356,7 @@ def test_rewarm_waits_for_admission_and_for_an_engine_that_is_up() -> None:
 
 
 def test_an_empty_index_plans_nothing() -> None:
-    popularity = Popularity(MemoryTrace(), TracePolicy(), Clock())
+    popularity = Popularity(MemoryPopularityStore(), PopularityPolicy(), Clock())
     assert not popularity.wanted()
     dispatcher = FakeDispatcher()
     progress = asyncio.run(rewarmer(popularity, dispatcher).run("start"))

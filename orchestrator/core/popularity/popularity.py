@@ -1,15 +1,16 @@
-"""The trace of what was asked, per tenant, and the popularity index built from it.
+"""Prefix popularity: the rows of what was asked, per tenant, and the index built from them.
 
 Final requests and landed warm-ups are recorded (one-line hooks in `session.py` and
-`web/warm_api.py`) as rows: the cache scope (tenant, namespace), the kind, the chain of block
-hashes of the prompt's reusable full blocks, and their token ids (what a re-warm sends: no
-text). Each row goes at once into the in-memory index (`popularity.py`) and, batched, into a
-`TraceStore`: PostgreSQL in the service (`prefix_index/store.py`), a list in tests and in a
-deployment without a database. At start the index is rebuilt from the stored rows within the
-retention; a tenant in `trace_opt_out_tenants` is never recorded and its rows are deleted.
+`web/warm_api.py`) as popularity rows: the cache scope (tenant, namespace), the kind, the
+chain of block hashes of the prompt's reusable full blocks, and their token ids (what a
+re-warm sends: no text). Each row goes at once into the in-memory index (`index.py`) and,
+batched, into a `PopularityStore`: PostgreSQL in the service (`orchestrator/popularity/
+store.py`), a list in tests and in a deployment without a database. At start the index is
+rebuilt from the stored rows within the retention; a tenant in `popularity_opt_out_tenants`
+is never recorded and its rows are deleted.
 
-The cache salt is not stored: it is derived again from the scope when the rows are used, so a
-trace taken under one server secret never warms under a salt it did not come from.
+The cache salt is not stored: it is derived again from the scope when the rows are used, so
+rows recorded under one server secret never warm under a salt they did not come from.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from orchestrator.errors import ServiceError
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
-TraceKind = Literal["final", "warm"]
+PopularityKind = Literal["final", "warm"]
 FLUSH_S = 1.0
 PRUNE_EVERY_S = 3600.0
 MAX_PENDING = 10_000  # rows waiting for the store; beyond, the oldest are dropped (logged)
 
 
 @dataclass(frozen=True)
-class TraceRow:
+class PopularityRow:
     scope: Scope
-    kind: TraceKind
+    kind: PopularityKind
     block_size: int
     chain: tuple[bytes, ...]
     tokens: tuple[int, ...]  # the chain's full blocks
@@ -51,12 +52,12 @@ class TraceRow:
     label: str | None = None  # the named context (a text-to-SQL database), if any
 
 
-class TraceStore(Protocol):
+class PopularityStore(Protocol):
     async def start(self) -> None: ...
 
-    async def append(self, rows: Sequence[TraceRow]) -> None: ...
+    async def append(self, rows: Sequence[PopularityRow]) -> None: ...
 
-    async def load(self, since: float) -> list[TraceRow]: ...
+    async def load(self, since: float) -> list[PopularityRow]: ...
 
     async def prune(self, before: float) -> int:
         """Delete rows older than `before`; how many."""
@@ -68,18 +69,18 @@ class TraceStore(Protocol):
 
 
 @dataclass
-class MemoryTrace:
-    """A `TraceStore` in a list: tests, and a service without a database."""
+class MemoryPopularityStore:
+    """A `PopularityStore` in a list: tests, and a service without a database."""
 
-    rows: list[TraceRow] = field(default_factory=list)
+    rows: list[PopularityRow] = field(default_factory=list)
 
     async def start(self) -> None:
         return None
 
-    async def append(self, rows: Sequence[TraceRow]) -> None:
+    async def append(self, rows: Sequence[PopularityRow]) -> None:
         self.rows.extend(rows)
 
-    async def load(self, since: float) -> list[TraceRow]:
+    async def load(self, since: float) -> list[PopularityRow]:
         return [row for row in self.rows if row.at >= since]
 
     async def prune(self, before: float) -> int:
@@ -94,7 +95,7 @@ class MemoryTrace:
 
 
 @dataclass(frozen=True)
-class TracePolicy:
+class PopularityPolicy:
     half_life_s: float = 3600.0
     warm_weight: float = 0.25
     retention_s: float = 7 * 86400.0
@@ -104,12 +105,12 @@ class TracePolicy:
     budget_tokens: int = 60_000
 
     @classmethod
-    def of(cls, settings: Settings) -> TracePolicy:
+    def of(cls, settings: Settings) -> PopularityPolicy:
         return cls(
             half_life_s=settings.popularity_half_life_s,
             warm_weight=settings.popularity_warm_weight,
-            retention_s=settings.trace_retention_hours * 3600.0,
-            opt_out=frozenset(settings.trace_opt_out_tenants),
+            retention_s=settings.popularity_retention_hours * 3600.0,
+            opt_out=frozenset(settings.popularity_opt_out_tenants),
             top_k=settings.rewarm_top_k,
             min_score=settings.rewarm_min_score,
             budget_tokens=settings.rewarm_budget_tokens,
@@ -120,13 +121,16 @@ class Popularity:
     """The recorder and the index (one per block size: a vLLM may come back with another)."""
 
     def __init__(
-        self, store: TraceStore, policy: TracePolicy, clock: Callable[[], float] = time.time
+        self,
+        store: PopularityStore,
+        policy: PopularityPolicy,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
         self.indexes: dict[int, PopularityIndex] = {}
-        self.pending: list[TraceRow] = []
+        self.pending: list[PopularityRow] = []
         self.recorded = 0
         self.store_errors = 0
         self.loaded = 0
@@ -143,7 +147,7 @@ class Popularity:
         namespace: str | None,
         tokens: Sequence[int],
         block_size: int,
-        kind: TraceKind,
+        kind: PopularityKind,
         label: str | None = None,
     ) -> None:
         """A final request of `tokens` was sent, or a warm-up of them landed."""
@@ -154,15 +158,15 @@ class Popularity:
             return  # less than one full block: nothing a cache would keep
         scope = Scope(tenant, namespace or "")
         chain = tuple(block_chain(scope, prefix, block_size))
-        row = TraceRow(scope, kind, block_size, chain, tuple(prefix), self.clock(), label)
+        row = PopularityRow(scope, kind, block_size, chain, tuple(prefix), self.clock(), label)
         self.add(row)
         self.pending.append(row)
         self.recorded += 1
         if len(self.pending) > MAX_PENDING:
             del self.pending[: len(self.pending) - MAX_PENDING]
-            log.warning("the prefix trace store lags: oldest unsaved rows dropped")
+            log.warning("the popularity store lags: oldest unsaved rows dropped")
 
-    def add(self, row: TraceRow) -> None:
+    def add(self, row: PopularityRow) -> None:
         weight = 1.0 if row.kind == "final" else self.policy.warm_weight
         if weight > 0:
             index = self.index(row.block_size)
@@ -189,7 +193,7 @@ class Popularity:
             await self.store.append(rows)
         except ServiceError as error:
             self.store_errors += 1
-            log.warning("prefix trace: %d rows not saved: %s", len(rows), error.message)
+            log.warning("popularity: %d rows not saved: %s", len(rows), error.message)
 
     async def run(self) -> None:
         """Until cancelled: save recorded rows every second, apply the retention hourly."""
@@ -218,7 +222,7 @@ class Popularity:
         try:
             await self.store.prune(now - self.policy.retention_s)
         except ServiceError as error:
-            log.warning("prefix trace: retention not applied: %s", error.message)
+            log.warning("popularity: retention not applied: %s", error.message)
         for index in self.indexes.values():
             index.prune(now, min_score=1e-3)
 

@@ -1,5 +1,6 @@
-"""The prefix trace in a real embedded PostgreSQL (`prefix_index/store.py`): rows round-trip,
-retention and opt-outs delete, a restarted service re-warms from it, and the command line."""
+"""Prefix popularity in a real embedded PostgreSQL (`orchestrator/popularity/store.py`): rows
+round-trip, retention and opt-outs delete, a restarted service re-warms from it, and the
+command line."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ import pytest
 import pytest_asyncio
 
 from orchestrator.core.popularity.index import Scope, block_chain, reusable_prefix
-from orchestrator.core.popularity.trace import TraceRow
+from orchestrator.core.popularity.popularity import PopularityRow
 from orchestrator.db.server import Database
-from orchestrator.prefix_index.cli import main
-from orchestrator.prefix_index.store import PostgresTrace
+from orchestrator.popularity.cli import main
+from orchestrator.popularity.store import PostgresPopularityStore
 from orchestrator.web.app import create_app
 from testkit.fake_vllm import FakeVLLM
 from testkit.serving import serve
 from tests.fakes import fake_on_a_port, wait_until
 from tests.helpers import BLOCK, QUESTION, SYSTEM, settings_against
-from tests.orchestrator.web.test_prefix_trace_app import KEYS, final
+from tests.orchestrator.web.test_popularity_app import KEYS, final
 from tests.sessions import SECRET, App, salt
 
 pytestmark = pytest.mark.postgres
@@ -32,27 +33,29 @@ A, Z = Scope("tenant-a"), Scope("tenant-z", "ns")
 
 @pytest_asyncio.fixture(scope="module")
 async def db(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    database = Database(None, tmp_path_factory.mktemp("trace-db"))
+    database = Database(None, tmp_path_factory.mktemp("popularity-db"))
     await database.start()
     yield database
     await database.stop()
 
 
 @pytest_asyncio.fixture
-async def store(db: Database) -> AsyncIterator[PostgresTrace]:
-    trace = PostgresTrace(db)
-    await trace.start()
-    await trace.execute("TRUNCATE prefill_prefix_trace")
-    yield trace
+async def store(db: Database) -> AsyncIterator[PostgresPopularityStore]:
+    popularity = PostgresPopularityStore(db)
+    await popularity.start()
+    await popularity.execute("TRUNCATE prefill_prefix_popularity")
+    yield popularity
 
 
-def row(scope: Scope, at: float, kind: str = "final") -> TraceRow:
+def row(scope: Scope, at: float, kind: str = "final") -> PopularityRow:
     tokens = tuple(range(100, 100 + 2 * BLOCK))
     chain = tuple(block_chain(scope, tokens, BLOCK))
-    return TraceRow(scope, kind, BLOCK, chain, tokens, at, "demo")  # type: ignore[arg-type]
+    return PopularityRow(scope, kind, BLOCK, chain, tokens, at, "demo")  # type: ignore[arg-type]
 
 
-async def test_rows_round_trip_and_retention_and_opt_outs_delete(store: PostgresTrace) -> None:
+async def test_rows_round_trip_and_retention_and_opt_outs_delete(
+    store: PostgresPopularityStore,
+) -> None:
     now = time.time()
     rows = [row(A, now - 7200), row(A, now - 10, "warm"), row(Z, now - 5)]
     await store.append(rows)
@@ -67,8 +70,8 @@ async def test_rows_round_trip_and_retention_and_opt_outs_delete(store: Postgres
     assert [r.kind for r in await store.load(0)] == ["warm"]
 
 
-async def test_a_restarted_service_rewarms_from_the_stored_trace_and_the_cli_shows_it(
-    store: PostgresTrace,
+async def test_a_restarted_service_rewarms_from_the_stored_rows_and_the_cli_shows_them(
+    store: PostgresPopularityStore,
     db: Database,
     tokenizer_dir: Path,
     tmp_path: Path,
@@ -85,7 +88,7 @@ async def test_a_restarted_service_rewarms_from_the_stored_trace_and_the_cli_sho
             async with contextlib.AsyncExitStack() as stack:
                 done = await final(App(settings, app, url, stack), "key-a", SYSTEM, QUESTION)
             popularity = app.state.services.popularity
-            await wait_until(lambda: not popularity.pending, what="the trace to be saved")
+            await wait_until(lambda: not popularity.pending, what="the rows to be saved")
         [saved] = await store.load(0)
         final_prompt = vllm.finals[0].prompt
         assert saved.tokens == tuple(reusable_prefix(final_prompt, BLOCK))
@@ -112,7 +115,7 @@ async def test_a_restarted_service_rewarms_from_the_stored_trace_and_the_cli_sho
         shown = capsys.readouterr().out
         assert "| 1 | tenant-a | - | - |" in shown
         assert await asyncio.to_thread(main, ["show", "--tenant", "tenant-q"]) == 0
-        assert "the trace is empty for tenant 'tenant-q'" in capsys.readouterr().out
+        assert "no popularity recorded for tenant 'tenant-q'" in capsys.readouterr().out
         assert await asyncio.to_thread(main, ["warm"]) == 1
         assert "PREFILL_SERVER_SECRET is not set" in capsys.readouterr().err
         monkeypatch.setenv("PREFILL_SERVER_SECRET", SECRET)
@@ -122,4 +125,4 @@ async def test_a_restarted_service_rewarms_from_the_stored_trace_and_the_cli_sho
         assert [w.body["cache_salt"] for w in vllm.warmups] == [salt("tenant-a")]
         monkeypatch.setenv("PREFILL_ENABLE_DATABASE", "false")
         assert await asyncio.to_thread(main, ["show"]) == 1
-        assert capsys.readouterr().err.startswith("error: the prefix trace is kept in the database")
+        assert capsys.readouterr().err.startswith("error: popularity is kept in the database")

@@ -1,9 +1,13 @@
-"""The prefix trace in the service's PostgreSQL: one table, created when the service starts.
+"""Prefix popularity in the service's PostgreSQL: one table, created when the service starts.
 
-    prefill_prefix_trace(id, at, tenant, namespace, kind, label, block_size, chain, tokens)
+    prefill_prefix_popularity(id, at, tenant, namespace, kind, label, block_size, chain, tokens)
 
 `chain` is the prompt's block-hash chain (`bytea[]`, our own hashes, `core/popularity/index.py`),
 `tokens` the token ids of those blocks (`int[]`): what a re-warm sends. No text, no salt.
+
+Release 0.1 named the table `prefill_prefix_trace`: where it exists and the new one does not,
+it is renamed (with its indexes and id sequence) before anything else, so an upgrade keeps its
+rows.
 """
 
 from __future__ import annotations
@@ -14,12 +18,24 @@ from typing import Any
 import psycopg
 
 from orchestrator.core.popularity.index import Scope
-from orchestrator.core.popularity.trace import TraceRow
+from orchestrator.core.popularity.popularity import PopularityRow
 from orchestrator.db.server import Database
 from orchestrator.db.urls import reason
 from orchestrator.errors import DatabaseError, SetupError
 
-TABLE = "prefill_prefix_trace"
+TABLE = "prefill_prefix_popularity"
+OLD_TABLE = "prefill_prefix_trace"  # its name in release 0.1
+MIGRATE = f"""
+DO $$
+BEGIN
+    IF to_regclass('{OLD_TABLE}') IS NOT NULL AND to_regclass('{TABLE}') IS NULL THEN
+        ALTER TABLE {OLD_TABLE} RENAME TO {TABLE};
+        ALTER INDEX IF EXISTS {OLD_TABLE}_at RENAME TO {TABLE}_at;
+        ALTER INDEX IF EXISTS {OLD_TABLE}_tenant RENAME TO {TABLE}_tenant;
+        ALTER SEQUENCE IF EXISTS {OLD_TABLE}_id_seq RENAME TO {TABLE}_id_seq;
+    END IF;
+END $$;
+"""
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     id bigserial PRIMARY KEY,
@@ -38,16 +54,17 @@ CREATE INDEX IF NOT EXISTS {TABLE}_tenant ON {TABLE} (tenant, at);
 COLUMNS = "at, tenant, namespace, kind, label, block_size, chain, tokens"
 
 
-class PostgresTrace:
-    """A `core.prefix_trace.TraceStore` in the database the service already runs."""
+class PostgresPopularityStore:
+    """A `PopularityStore` (`core/popularity/popularity.py`) in the service's database."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
 
     async def start(self) -> None:
+        await self.execute(MIGRATE)
         await self.execute(SCHEMA)
 
-    async def append(self, rows: Sequence[TraceRow]) -> None:
+    async def append(self, rows: Sequence[PopularityRow]) -> None:
         values = [
             (
                 row.at,
@@ -70,9 +87,9 @@ class PostgresTrace:
                 async with conn.cursor() as cursor:
                     await cursor.executemany(sql, values)
             except psycopg.Error as exc:
-                raise DatabaseError(f"prefix trace: {reason(exc)}") from exc
+                raise DatabaseError(f"popularity store: {reason(exc)}") from exc
 
-    async def load(self, since: float, tenant: str | None = None) -> list[TraceRow]:
+    async def load(self, since: float, tenant: str | None = None) -> list[PopularityRow]:
         sql = (
             "SELECT extract(epoch FROM at)::float8, tenant, namespace, kind, label, block_size, "
             f"chain, tokens FROM {TABLE} WHERE at >= to_timestamp(%s)"
@@ -83,7 +100,7 @@ class PostgresTrace:
             params.append(tenant)
         records = await self.fetch(sql + " ORDER BY at, id", params)
         return [
-            TraceRow(
+            PopularityRow(
                 Scope(t, ns), kind, size, tuple(bytes(h) for h in chain), tuple(tokens), at, label
             )
             for at, t, ns, kind, label, size, chain, tokens in records
@@ -106,7 +123,7 @@ class PostgresTrace:
             try:
                 cursor = await conn.execute(sql, params)
             except psycopg.Error as exc:
-                raise DatabaseError(f"prefix trace: {reason(exc)}") from exc
+                raise DatabaseError(f"popularity store: {reason(exc)}") from exc
             return max(0, cursor.rowcount)
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -115,4 +132,4 @@ class PostgresTrace:
                 cursor = await conn.execute(sql, params)
                 return await cursor.fetchall()
             except psycopg.Error as exc:
-                raise DatabaseError(f"prefix trace: {reason(exc)}") from exc
+                raise DatabaseError(f"popularity store: {reason(exc)}") from exc

@@ -1,4 +1,4 @@
-"""The prefix trace in the running service, against the fake vLLM: what sessions record, the
+"""Prefix popularity in the running service, against the fake vLLM: what sessions record, the
 re-warm when vLLM comes back (with no session open), `GET /v1/hints`, and tenant separation."""
 
 from __future__ import annotations
@@ -116,10 +116,10 @@ async def test_hints_list_only_the_callers_own_contexts(start_app: StartApp) -> 
     assert (await http.get("/v1/hints")).status_code == 401
 
 
-async def test_an_opted_out_tenant_is_neither_traced_nor_re_warmed(
+async def test_an_opted_out_tenant_is_neither_recorded_nor_re_warmed(
     start_app: StartApp, fake: FakeVLLM
 ) -> None:
-    app = await start_app(trace_opt_out_tenants=["tenant-a"])
+    app = await start_app(popularity_opt_out_tenants=["tenant-a"])
     await final(app, "key-a", SYSTEM, QUESTION)
     popularity = app.services.popularity
     assert popularity is not None
@@ -133,7 +133,7 @@ async def test_an_opted_out_tenant_is_neither_traced_nor_re_warmed(
     assert reply.json()["contexts"] == []
 
 
-async def test_session_warm_ups_are_traced_and_a_trace_off_service_keeps_nothing(
+async def test_session_warm_ups_are_recorded_and_a_popularity_off_service_keeps_nothing(
     start_app: StartApp,
 ) -> None:
     app = await start_app(fresh=True)
@@ -141,9 +141,9 @@ async def test_session_warm_ups_are_traced_and_a_trace_off_service_keeps_nothing
     await client.next("warm")  # the context, warmed at start
     popularity = app.services.popularity
     assert popularity is not None
-    await wait_until(lambda: popularity.recorded == 1, what="the warm-up to be traced")
+    await wait_until(lambda: popularity.recorded == 1, what="the warm-up to be recorded")
     assert [row.kind for row in popularity.pending] == ["warm"]
-    off = await start_app(prefix_trace=False)
+    off = await start_app(popularity_enabled=False)
     await final(off, "key-a", SYSTEM, QUESTION)
     assert off.services.popularity is None
     assert "rewarm" not in (await (await off.http()).get("/health", headers=auth(ADMIN_KEY))).json()

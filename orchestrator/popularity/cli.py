@@ -1,4 +1,4 @@
-"""`python -m orchestrator.prefix_index show|warm`: the popularity index, from the trace in the
+"""`python -m orchestrator.popularity show|warm`: the popularity index, from the rows in the
 service's database (the settings' `DATABASE_URL`, or the embedded PostgreSQL of its data folder).
 
     show [--tenant T] [--top K]                  the top contexts of each cache scope
@@ -26,13 +26,17 @@ from orchestrator.core.cache.rewarm import Rewarmer
 from orchestrator.core.engine.vllm_client import VLLMClient, make_http_client
 from orchestrator.core.engine.watch import EngineWatch
 from orchestrator.core.popularity.index import Context
-from orchestrator.core.popularity.trace import MemoryTrace, Popularity, TracePolicy
+from orchestrator.core.popularity.popularity import (
+    MemoryPopularityStore,
+    Popularity,
+    PopularityPolicy,
+)
 from orchestrator.core.warming.dispatch import WarmDispatcher
 from orchestrator.core.warming.gate import WarmupGate
 from orchestrator.core.warming.scheduler import WarmScheduler
 from orchestrator.db.server import Database
 from orchestrator.errors import ServiceError, SetupError
-from orchestrator.prefix_index.store import PostgresTrace
+from orchestrator.popularity.store import PostgresPopularityStore
 from orchestrator.settings import Settings
 
 SECRET_ENV = "PREFILL_SERVER_SECRET"
@@ -40,7 +44,7 @@ SECRET_ENV = "PREFILL_SERVER_SECRET"
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m orchestrator.prefix_index",
+        prog="python -m orchestrator.popularity",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -67,15 +71,15 @@ def positive(text: str) -> int:
 
 
 async def loaded(settings: Settings, tenant: str | None, top: int | None) -> Popularity:
-    """The index of the stored trace (within the retention, opt-outs left out)."""
+    """The index of the stored rows (within the retention, opt-outs left out)."""
     if not settings.enable_database:
-        raise SetupError("the prefix trace is kept in the database: PREFILL_ENABLE_DATABASE=false")
+        raise SetupError("popularity is kept in the database: PREFILL_ENABLE_DATABASE=false")
     database = Database(settings.database_url, settings.data_dir)
     await database.start()
     try:
-        store = PostgresTrace(database)
+        store = PostgresPopularityStore(database)
         await store.start()
-        policy = TracePolicy.of(settings)
+        policy = PopularityPolicy.of(settings)
         since = time.time() - policy.retention_s
         rows = await store.load(since, tenant)
     except ServiceError as error:
@@ -84,7 +88,9 @@ async def loaded(settings: Settings, tenant: str | None, top: int | None) -> Pop
         await database.stop()
     if top is not None:
         policy = dataclasses.replace(policy, top_k=top)
-    popularity = Popularity(MemoryTrace(rows), dataclasses.replace(policy, opt_out=frozenset()))
+    popularity = Popularity(
+        MemoryPopularityStore(rows), dataclasses.replace(policy, opt_out=frozenset())
+    )
     await popularity.load()
     return popularity
 
@@ -108,7 +114,7 @@ def table(contexts: Sequence[Context]) -> str:
 async def show(settings: Settings, args: argparse.Namespace) -> None:
     popularity = await loaded(settings, args.tenant, args.top)
     if not popularity.indexes:
-        print("the trace is empty" + (f" for tenant {args.tenant!r}" if args.tenant else ""))
+        print("no popularity recorded" + (f" for tenant {args.tenant!r}" if args.tenant else ""))
         return
     for block_size in sorted(popularity.indexes):
         print(f"block size {block_size}:")
