@@ -1,4 +1,4 @@
-"""Command line: `python -m vllm_launch {setup,prepare-model,serve,bundle,install}`.
+"""Command line: `python -m vllm_launch {setup,prepare-model,serve,bundle,install,gpu-plan}`.
 
 Every failure ends with one line on stderr (`error: ...`) and a non-zero exit code.
 """
@@ -10,7 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-from vllm_launch.cli_bundle import add_bundle_commands, run_bundle, run_install
+from vllm_launch.cli_bundle import (
+    add_bundle_commands,
+    add_plan_command,
+    run_bundle,
+    run_install,
+    run_plan,
+)
 from vllm_launch.engine_env import EngineEnv, detect_device, ensure_engine_env
 from vllm_launch.errors import LaunchError
 from vllm_launch.model import prepare_model, resolve_model, served_name
@@ -71,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--startup-timeout", type=float, default=600.0)
     serve.add_argument("extra", nargs="*", help="more vLLM flags, after --")
     add_bundle_commands(commands)
+    add_plan_command(commands)
     return parser.parse_args(argv)
 
 
@@ -140,7 +147,8 @@ def serve_replicas(engine: EngineEnv, opts: ServeOptions, args: argparse.Namespa
         raise LaunchError(f"vllm-router exited with code {code}; log: {router.log_path}")
 
 
-OFFLINE_COMMANDS = {"bundle": run_bundle, "install": run_install}  # no engine needed first
+# no engine needed first
+OFFLINE_COMMANDS = {"bundle": run_bundle, "install": run_install, "gpu-plan": run_plan}
 
 
 @exits_on_signals

@@ -1,4 +1,5 @@
-"""The `bundle` and `install` commands: an offline bundle of the engine, and an install from it."""
+"""The `bundle`, `install` and `gpu-plan` commands: an offline bundle of the engine, an
+install from it, and the command sequence of a GPU run built on both."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vllm_launch.bundle import BundleOptions, make_bundle
+from vllm_launch.bundle import GPU_VLLM, BundleOptions, make_bundle
 from vllm_launch.bundle_install import InstallPlan, install_bundle
 from vllm_launch.engine_env import engine_root
+from vllm_launch.gpu_plan import GpuPlan, write_plan
 from vllm_launch.manifest import read_manifest
+from vllm_launch.synthetic import SHAPES
 
 MIB = 1 << 20
 
@@ -55,6 +58,36 @@ def add_bundle_commands(commands: Any) -> None:
     install.add_argument(
         "--python", type=Path, default=Path(sys.executable), help="the interpreter for the venvs"
     )
+
+
+def add_plan_command(commands: Any) -> None:
+    plan = commands.add_parser("gpu-plan", help="print the command sequence of a GPU run")
+    plan.add_argument("--model", choices=tuple(SHAPES), default="7b", help="the synthetic shape")
+    plan.add_argument("--bundle", default="bundle-gpu", help="the bundle folder's name")
+    plan.add_argument("--python-version", default="3.11")
+    plan.add_argument("--platform", default="manylinux_2_28_x86_64")
+    plan.add_argument("--vllm", default=GPU_VLLM)
+    plan.add_argument("--target-has-torch", action="store_true")
+    plan.add_argument("--target-data-dir", default=".data", help="the data folder on the GPU host")
+    plan.add_argument("--port", type=int, default=8001)
+    plan.add_argument("--max-model-len", type=int, default=0)
+    plan.add_argument("--write", type=Path, default=None, help="also write it as a script here")
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    plan = GpuPlan(
+        bundle=args.bundle,
+        data_dir=args.target_data_dir,
+        model=args.model,
+        python_version=args.python_version,
+        platform=args.platform,
+        vllm=args.vllm,
+        target_has_torch=args.target_has_torch,
+        port=args.port,
+        max_model_len=args.max_model_len,
+    )
+    print(write_plan(plan, args.write), end="")
+    return 0
 
 
 def run_bundle(args: argparse.Namespace) -> int:
