@@ -3,9 +3,10 @@
 `make_bundle` resolves the engine (vLLM, gguf, accelerate) and, unless told not to, the
 orchestrator (this project's wheel with its `eval` extra) for a target Python and platform
 (`pip install --dry-run --report`: metadata only), drops what the target already has
-(`--target-has-torch`: torch and the CUDA wheels that come with it), downloads the rest by exact
-pin (`pip download --no-deps`), builds this project's wheel (`pip wheel --no-deps .`) and writes
-`manifest.json`. `bundle_install.py` installs from the folder with `--no-index`.
+(`--target-has-torch`: torch and what torch itself requires, e.g. its CUDA libraries),
+downloads the rest by exact pin (`pip download --no-deps`), builds this project's wheel
+(`pip wheel --no-deps .`) and writes `manifest.json`. `bundle_install.py` installs from the
+folder with `--no-index`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,8 +32,6 @@ PROJECT = "prefill-ahead"
 WHEEL_PREFIX = "prefill_ahead"
 PROJECT_FILES = ("pyproject.toml", "README.md", "orchestrator", "vllm_launch")  # the wheel's
 APP_EXTRAS = "eval"
-# What a target that already has torch does not need: torch, and what comes with a CUDA torch.
-TORCH_FAMILY = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*)$")
 MANYLINUX = re.compile(r"^manylinux_(\d+)_(\d+)_(\w+)$")
 LEGACY_MANYLINUX = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
 OLDEST_GLIBC_MINOR = 5
@@ -114,14 +113,22 @@ def target_flags(opts: BundleOptions) -> list[str]:
     return flags
 
 
-def prune(pins: Iterable[Pin], target_has_torch: bool) -> tuple[list[Pin], list[Pin]]:
-    """(kept, pruned): with a torch on the target, torch and its CUDA family go."""
+def prune(pins: Iterable[Pin], present: Collection[str]) -> tuple[list[Pin], list[Pin]]:
+    """(kept, pruned): the distributions named in `present` (the target has them) go."""
     kept: list[Pin] = []
     pruned: list[Pin] = []
     for pin in pins:
-        gone = target_has_torch and TORCH_FAMILY.match(normalize(pin.name))
-        (pruned if gone else kept).append(pin)
+        (pruned if normalize(pin.name) in present else kept).append(pin)
     return kept, pruned
+
+
+def torch_family(resolved: Iterable[Pin], opts: BundleOptions, log: Path) -> set[str]:
+    """What a target with the engine's torch has: torch and what torch itself requires (its
+    nvidia-* CUDA libraries, triton), resolved for the target; vLLM's own CUDA wheels stay."""
+    torch = next((pin for pin in resolved if pin.name == "torch"), None)
+    if not opts.target_has_torch or torch is None:
+        return set()
+    return {pin.name for pin in resolve([torch.requirement], opts, log)}
 
 
 def pins_of_report(report: dict[str, object]) -> list[Pin]:
@@ -217,7 +224,7 @@ def make_bundle(opts: BundleOptions) -> Manifest:
     log.write_text("")
     own = build_own_wheel(out, log)
     resolved = resolve(opts.engine_requirements(), opts, log)
-    engine_pins, pruned = prune(resolved, opts.target_has_torch)
+    engine_pins, pruned = prune(resolved, torch_family(resolved, opts, log))
     app_pins: list[Pin] = []
     if opts.with_app:
         app = resolve([f"{own}[{APP_EXTRAS}]"], opts, log)

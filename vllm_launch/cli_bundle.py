@@ -65,7 +65,7 @@ def add_plan_command(commands: Any) -> None:
     plan.add_argument("--model", choices=tuple(SHAPES), default="7b", help="the synthetic shape")
     plan.add_argument("--bundle", default="bundle-gpu", help="the bundle folder's name")
     plan.add_argument("--python-version", default="3.11")
-    plan.add_argument("--platform", default="manylinux_2_28_x86_64")
+    plan.add_argument("--platform", default="manylinux_2_35_x86_64")
     plan.add_argument("--vllm", default=GPU_VLLM)
     plan.add_argument("--target-has-torch", action="store_true")
     plan.add_argument("--target-data-dir", default=".data", help="the data folder on the GPU host")

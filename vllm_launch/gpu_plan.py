@@ -33,7 +33,7 @@ class GpuPlan:
     data_dir: str = ".data"
     model: str = "7b"
     python_version: str = "3.11"
-    platform: str = "manylinux_2_28_x86_64"
+    platform: str = "manylinux_2_35_x86_64"  # vLLM 0.26 needs glibc 2.31+ (llguidance)
     vllm: str = GPU_VLLM
     target_has_torch: bool = False
     port: int = 8001

@@ -72,22 +72,22 @@ PINS = [
     Pin("torch", "2.11.0"),
     Pin("triton", "3.6.0"),
     Pin("nvidia-cublas", "13.1.0.3"),
-    Pin("cuda-bindings", "13.0.3"),
+    Pin("nvidia-cutlass-dsl", "4.6.0"),  # vLLM's own, not torch's
     Pin("torchvision", "0.26.0"),
     Pin("numpy", "2.3.5"),
 ]
 
 
-def test_nothing_is_pruned_when_the_target_has_no_torch() -> None:
-    kept, pruned = prune(PINS, target_has_torch=False)
+def test_nothing_is_pruned_when_the_target_has_nothing() -> None:
+    kept, pruned = prune(PINS, set())
     assert kept == PINS
     assert pruned == []
 
 
-def test_a_target_with_torch_gets_neither_torch_nor_its_cuda_wheels() -> None:
-    kept, pruned = prune(PINS, target_has_torch=True)
-    assert {pin.name for pin in pruned} == {"torch", "triton", "nvidia-cublas", "cuda-bindings"}
-    assert {pin.name for pin in kept} == {"vllm", "torchvision", "numpy"}
+def test_what_the_target_has_is_pruned_and_nothing_else() -> None:
+    kept, pruned = prune(PINS, {"torch", "triton", "nvidia-cublas", "filelock"})
+    assert {pin.name for pin in pruned} == {"torch", "triton", "nvidia-cublas"}
+    assert {pin.name for pin in kept} == {"vllm", "nvidia-cutlass-dsl", "torchvision", "numpy"}
 
 
 def test_a_resolution_report_gives_normalized_pins() -> None:
@@ -217,7 +217,14 @@ def test_the_offline_install_sees_no_pip_settings(monkeypatch: pytest.MonkeyPatc
 # --- make_bundle, pip stood in for ---------------------------------------------------------------
 
 RESOLVED = {
-    "engine": ["vllm==0.26.0", "torch==2.11.0", "nvidia-nccl-cu13==2.28.3", "numpy==2.3.5"],
+    "engine": [
+        "vllm==0.26.0",
+        "torch==2.11.0",
+        "nvidia-nccl-cu13==2.28.3",
+        "nvidia-cutlass-dsl==4.6.0",
+        "numpy==2.3.5",
+    ],
+    "torch": ["torch==2.11.0", "nvidia-nccl-cu13==2.28.3"],
     "app": ["fastapi==0.136.3", "numpy==2.3.5", "prefill-ahead==0.1.0"],
 }
 
@@ -228,6 +235,7 @@ def fake_pip(calls: list[list[str]]) -> object:
         if args[0] == "install":  # a dry run: write the report
             report = Path(args[args.index("--report") + 1])
             which = "app" if any("prefill_ahead" in a for a in args) else "engine"
+            which = "torch" if args[-1] == "torch==2.11.0" else which
             install = [
                 {"metadata": {"name": r.split("==")[0], "version": r.split("==")[1]}}
                 for r in RESOLVED[which]
@@ -245,7 +253,7 @@ def fake_pip(calls: list[list[str]]) -> object:
     return run_pip
 
 
-def test_a_bundle_for_a_target_with_torch_never_downloads_torch(
+def test_a_bundle_for_a_target_with_torch_downloads_neither_torch_nor_its_requirements(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[str]] = []
@@ -255,9 +263,9 @@ def test_a_bundle_for_a_target_with_torch_never_downloads_torch(
     )
     manifest = make_bundle(opts)
     downloaded = [a for call in calls if call[0] == "download" for a in call if "==" in a]
-    assert not [a for a in downloaded if a.startswith(("torch", "nvidia"))]
+    assert not [a for a in downloaded if a.startswith(("torch", "nvidia-nccl"))]
     assert set(manifest.pruned) == {"torch==2.11.0", "nvidia-nccl-cu13==2.28.3"}
-    assert manifest.pins["engine"] == ["numpy==2.3.5", "vllm==0.26.0"]
+    assert manifest.pins["engine"] == ["numpy==2.3.5", "nvidia-cutlass-dsl==4.6.0", "vllm==0.26.0"]
     assert manifest.pins["app"] == ["fastapi==0.136.3", "numpy==2.3.5"]
     assert manifest.pins["project"] == ["prefill-ahead==0.1.0"]
     assert manifest.uninstall_after == ()  # the CPU engine's removals only
