@@ -33,6 +33,7 @@ WHEEL_PREFIX = "prefill_ahead"
 PROJECT_FILES = ("pyproject.toml", "README.md", "orchestrator", "vllm_launch")  # the wheel's
 APP_EXTRAS = "eval"
 MANYLINUX = re.compile(r"^manylinux_(\d+)_(\d+)_(\w+)$")
+TORCH_BINARIES = re.compile(r"^(torch|triton|nvidia-.+|cuda-.+)$")
 LEGACY_MANYLINUX = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
 OLDEST_GLIBC_MINOR = 5
 
@@ -123,12 +124,15 @@ def prune(pins: Iterable[Pin], present: Collection[str]) -> tuple[list[Pin], lis
 
 
 def torch_family(resolved: Iterable[Pin], opts: BundleOptions, log: Path) -> set[str]:
-    """What a target with the engine's torch has: torch and what torch itself requires (its
-    nvidia-* CUDA libraries, triton), resolved for the target; vLLM's own CUDA wheels stay."""
+    """What a target with the engine's torch has for sure: torch and the binary part of what
+    torch itself requires (its nvidia-* and cuda-* libraries, triton), resolved for the target.
+    vLLM's own CUDA wheels stay, and so do torch's small pure-Python requirements (sympy,
+    jinja2, ...): the target's may be older than another package wants."""
     torch = next((pin for pin in resolved if pin.name == "torch"), None)
     if not opts.target_has_torch or torch is None:
         return set()
-    return {pin.name for pin in resolve([torch.requirement], opts, log)}
+    needs = {pin.name for pin in resolve([torch.requirement], opts, log)}
+    return {name for name in needs if TORCH_BINARIES.match(name)}
 
 
 def pins_of_report(report: dict[str, object]) -> list[Pin]:

@@ -223,8 +223,9 @@ RESOLVED = {
         "nvidia-nccl-cu13==2.28.3",
         "nvidia-cutlass-dsl==4.6.0",
         "numpy==2.3.5",
+        "sympy==1.14.0",
     ],
-    "torch": ["torch==2.11.0", "nvidia-nccl-cu13==2.28.3"],
+    "torch": ["torch==2.11.0", "nvidia-nccl-cu13==2.28.3", "sympy==1.14.0"],
     "app": ["fastapi==0.136.3", "numpy==2.3.5", "prefill-ahead==0.1.0"],
 }
 
@@ -265,7 +266,12 @@ def test_a_bundle_for_a_target_with_torch_downloads_neither_torch_nor_its_requir
     downloaded = [a for call in calls if call[0] == "download" for a in call if "==" in a]
     assert not [a for a in downloaded if a.startswith(("torch", "nvidia-nccl"))]
     assert set(manifest.pruned) == {"torch==2.11.0", "nvidia-nccl-cu13==2.28.3"}
-    assert manifest.pins["engine"] == ["numpy==2.3.5", "nvidia-cutlass-dsl==4.6.0", "vllm==0.26.0"]
+    assert manifest.pins["engine"] == [  # torch's pure-Python requirements stay
+        "numpy==2.3.5",
+        "nvidia-cutlass-dsl==4.6.0",
+        "sympy==1.14.0",
+        "vllm==0.26.0",
+    ]
     assert manifest.pins["app"] == ["fastapi==0.136.3", "numpy==2.3.5"]
     assert manifest.pins["project"] == ["prefill-ahead==0.1.0"]
     assert manifest.uninstall_after == ()  # the CPU engine's removals only
