@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from vllm_launch.bundle import (
     prune,
 )
 from vllm_launch.bundle_install import InstallPlan, install_bundle, offline_env
+from vllm_launch.engine_env import marker_text
 from vllm_launch.errors import LaunchError
 from vllm_launch.manifest import (
     BundleMismatch,
@@ -280,3 +283,73 @@ def test_a_bundle_for_a_target_with_torch_downloads_neither_torch_nor_its_requir
     assert "manylinux2014_x86_64" in calls[-1]
     on_disk = sorted(p.name for p in opts.out.glob("*.whl"))
     assert on_disk == sorted(entry.name for entry in verify(opts.out).files)
+
+
+# --- install from a bundle of small real wheels (pip, fresh venvs, no index) ---------------------
+
+
+def make_wheel(folder: Path, name: str, version: str, requires: Sequence[str] = ()) -> None:
+    """A minimal pure-Python wheel: package `name` (underscored) holding VERSION."""
+    module = name.replace("-", "_")
+    dist = f"{module}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": metadata,
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{dist}/RECORD"])
+    with zipfile.ZipFile(folder / f"{module}-{version}-py3-none-any.whl", "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+
+
+def small_bundle(tmp_path: Path) -> Path:
+    folder = tmp_path / "small-bundle"
+    folder.mkdir()
+    make_wheel(folder, "bt-engine", "1.0", ["bt-dep>=2"])
+    make_wheel(folder, "bt-dep", "2.0")
+    make_wheel(folder, "bt-extra", "1.0")  # the engine brings it; the CPU engine removes it
+    make_wheel(folder, "bt-model", "0.1.2", ["bt-not-bundled"])  # installed --no-deps
+    make_wheel(folder, "bt-app", "3.0")
+    make_wheel(folder, "bt-project", "0.1.0", ["bt-app"])
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    manifest = Manifest(
+        options={"engine": "cpu", "python_version": version, "target_has_torch": False},
+        pins={
+            "engine": ["bt-engine==1.0", "bt-dep==2.0", "bt-extra==1.0"],
+            "model": ["bt-model==0.1.2"],
+            "app": ["bt-app==3.0"],
+            "project": ["bt-project==0.1.0"],
+        },
+        files=describe(folder, [p.name for p in folder.glob("*.whl")]),
+        uninstall_after=("bt-extra",),
+    )
+    write_manifest(folder, manifest)
+    return folder
+
+
+def test_install_puts_the_engine_and_the_app_in_fresh_venvs_from_the_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # never asked
+    plan = InstallPlan(
+        bundle=small_bundle(tmp_path), engine_venv=tmp_path / "engine", app_venv=tmp_path / "app"
+    )
+    engine = install_bundle(plan)
+    probe = "import importlib.util as u; print([bool(u.find_spec(m)) for m in %r])"
+    modules = ["bt_engine", "bt_dep", "bt_model", "bt_project", "bt_extra", "bt_app"]
+    found = subprocess.run(
+        [str(engine.python), "-c", probe % modules], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == str([True, True, True, True, False, False])
+    assert engine.marker.read_text() == marker_text("cpu")  # `serve` takes it as installed
+    app = subprocess.run(
+        [str(tmp_path / "app" / "bin" / "python"), "-c", probe % ["bt_app", "bt_project"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert app.stdout.strip() == str([True, True])
