@@ -9,7 +9,7 @@ REPLICAS ?= 1
 export PREFILL_DATA_DIR ?= $(abspath $(DATA))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit lint eval eval-load eval-eviction eval-replicas bench-hostile clean distclean rebuild
+.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit test-bundle lint eval eval-load eval-eviction eval-replicas bench-hostile clean distclean rebuild
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ test: setup setup-browser lint ## lint, unit tests, then the suite against a rea
 
 test-unit: $(VENV)/.installed ## the tests that need no vLLM, no PostgreSQL and no browser
 	$(PY) -m pytest -m "not engine and not browser and not postgres"
+
+BUNDLE ?= $(DATA)/bundle-cpu
+test-bundle: $(VENV)/.installed ## the offline bundle (made once in BUNDLE): a fresh venv from it alone serves the product (not in `make test`)
+	PREFILL_TEST_BUNDLE_DIR=$(abspath $(BUNDLE)) $(PY) -m pytest -s tests/bundle
 
 lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/ruff check .

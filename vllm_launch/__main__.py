@@ -1,4 +1,4 @@
-"""Command line: `python -m vllm_launch {setup,prepare-model,serve}`.
+"""Command line: `python -m vllm_launch {setup,prepare-model,serve,bundle,install,gpu-plan}`.
 
 Every failure ends with one line on stderr (`error: ...`) and a non-zero exit code.
 """
@@ -10,12 +10,20 @@ import os
 import sys
 from pathlib import Path
 
+from vllm_launch.cli_bundle import (
+    add_bundle_commands,
+    add_plan_command,
+    run_bundle,
+    run_install,
+    run_plan,
+)
 from vllm_launch.engine_env import EngineEnv, detect_device, ensure_engine_env
 from vllm_launch.errors import LaunchError
 from vllm_launch.model import prepare_model, resolve_model, served_name
 from vllm_launch.replicas import ReplicaPlan, serving_replicas
 from vllm_launch.server import DEFAULT_KV_EVENTS_PORT, EngineProcess, ServeOptions
 from vllm_launch.signals import exits_on_signals
+from vllm_launch.synthetic import SHAPES, prepare_synthetic
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,8 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("setup", help="create the engine's virtual environment")
-    commands.add_parser("prepare-model", help="build the default model folder (once)")
+    prepare = commands.add_parser("prepare-model", help="build the default model folder (once)")
     serve = commands.add_parser("serve", help="start vLLM and wait until it answers")
+    for command in (prepare, serve):
+        command.add_argument(
+            "--synthetic",
+            choices=tuple(SHAPES),
+            default=None,
+            help="a model of this shape with random weights (answers are noise; timings real)",
+        )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8001)
     serve.add_argument("--block-size", type=int, default=None)
@@ -61,15 +76,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--router-metrics-port", type=int, default=None, help="default: port + 1000")
     serve.add_argument("--startup-timeout", type=float, default=600.0)
     serve.add_argument("extra", nargs="*", help="more vLLM flags, after --")
+    add_bundle_commands(commands)
+    add_plan_command(commands)
     return parser.parse_args(argv)
+
+
+def model_to_serve(args: argparse.Namespace, engine: EngineEnv) -> tuple[str, str]:
+    """(what vLLM's --model is, the name it serves it under)."""
+    if args.synthetic:
+        if args.model:
+            raise LaunchError("give --model or --synthetic, not both")
+        folder = prepare_synthetic(args.synthetic, args.data_dir, engine)
+        return str(folder), folder.name
+    resolved = prepare_model(args.model, args.data_dir, engine)
+    return resolved, served_name(args.model, resolved)
 
 
 def serve(args: argparse.Namespace, device: str) -> int:
     engine = ensure_engine_env(args.data_dir, device)
-    resolved = prepare_model(args.model, args.data_dir, engine)
+    model, name = model_to_serve(args, engine)
     opts = ServeOptions(
-        model=resolved,
-        served_model_name=served_name(args.model, resolved),
+        model=model,
+        served_model_name=name,
         device=device,
         host=args.host,
         port=args.port,
@@ -119,22 +147,28 @@ def serve_replicas(engine: EngineEnv, opts: ServeOptions, args: argparse.Namespa
         raise LaunchError(f"vllm-router exited with code {code}; log: {router.log_path}")
 
 
+# no engine needed first
+OFFLINE_COMMANDS = {"bundle": run_bundle, "install": run_install, "gpu-plan": run_plan}
+
+
 @exits_on_signals
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.data_dir = args.data_dir.expanduser().resolve()
     device = detect_device() if args.device == "auto" else args.device
     try:
+        if args.command in OFFLINE_COMMANDS:
+            return OFFLINE_COMMANDS[args.command](args)
         resolve_model(args.model)
         if args.command == "serve":
             return serve(args, device)
         engine = ensure_engine_env(args.data_dir, device)
         if args.command == "prepare-model":
-            print(prepare_model(args.model, args.data_dir, engine))
+            print(model_to_serve(args, engine)[0])
         return 0
     except LaunchError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return error.exit_code
 
 
 if __name__ == "__main__":

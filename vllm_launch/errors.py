@@ -3,3 +3,5 @@
 
 class LaunchError(Exception):
     """Set-up of the model or the engine failed; the message is the one line to print."""
+
+    exit_code = 1

