@@ -249,8 +249,8 @@ async def test_submit_streams_tokens_then_done_with_usage_and_warm_stats(
     assert done["cached_tokens"] == final.usage["prompt_tokens_details"]["cached_tokens"]
     assert done["cached_tokens"] > 0
     warm_usages = [warm.usage for warm in fake.warmups if warm.usage is not None]
-    assert done["warm_requests"] == len(warm_usages) == 2
-    assert done["warm_prefill_tokens"] == sum(
+    assert done["warm_pieces"]["landed"] == len(warm_usages) == 2
+    assert done["scorecard"]["warm_prefill_tokens"] == sum(
         usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
         for usage in warm_usages
     )
@@ -370,7 +370,7 @@ async def test_submit_drops_a_warmup_still_waiting_at_the_gate(
     await asyncio.sleep(SETTLE_S)
 
     assert len(fake.warmups) == 1  # only the context
-    assert done["warm_requests"] == 1
+    assert done["warm_pieces"]["landed"] == 1
     assert not session_tasks()
 
 
@@ -535,7 +535,7 @@ async def test_failing_warmup_reports_warmup_failed_and_submit_still_works(
     await client.send(type="submit", text=QUESTION, seq=1)
     done = await client.next("done")
     assert done["finish_reason"] == "stop"
-    assert done["warm_requests"] == 0
+    assert done["warm_pieces"]["landed"] == 0
 
 
 async def test_warmups_off_sends_no_warmup_at_all(start_app: StartApp, fake: FakeVLLM) -> None:
@@ -551,7 +551,7 @@ async def test_warmups_off_sends_no_warmup_at_all(start_app: StartApp, fake: Fak
     assert fake.warmups == []
     assert len(fake.finals) == 1
     assert client.of_type("warm") == []
-    assert done["warm_requests"] == 0
+    assert done["warm_pieces"]["landed"] == 0
     assert done["cached_tokens"] == 0
 
 
@@ -571,7 +571,7 @@ async def test_warmups_context_warms_only_the_context(
     assert [warm.prompt for warm in fake.warmups] == [
         full_blocks(renderer.session_prompt(SYSTEM).head_tokens)
     ]
-    assert done["warm_requests"] == 1
+    assert done["warm_pieces"]["landed"] == 1
     assert done["cached_tokens"] == usable_blocks(len(fake.warmups[0].prompt), BLOCK) * BLOCK
 
 
