@@ -1,8 +1,10 @@
 """The service's error hierarchy, written once, and the one envelope every error is sent in.
 
 HTTP answers use the OpenAI shape `{"error": {"message", "type", "param", "code"}}`;
-WebSocket sessions send the same facts as `{"type": "error", "code", "message"}` frames
-(`core/frames.py`).
+WebSocket sessions send the same facts as `{"type": "error", "code", "message", "status"}`
+frames (`core/frames.py`). vLLM's error answers, whatever their shape, are read in one place,
+`upstream_error`, for every path (the passthrough, a session's finals on either channel, a
+speculation, the client's own calls): a vLLM 400 is a 400 everywhere.
 """
 
 from __future__ import annotations

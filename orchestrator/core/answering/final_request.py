@@ -117,10 +117,6 @@ class FinalReply:
         self.closed = False
 
     @property
-    def speculative(self) -> bool:
-        return self.attached is not None
-
-    @property
     def headers(self) -> httpx.Headers:
         return self.stream.response.headers if self.stream is not None else httpx.Headers()
 
