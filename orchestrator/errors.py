@@ -1,8 +1,10 @@
 """The service's error hierarchy, written once, and the one envelope every error is sent in.
 
 HTTP answers use the OpenAI shape `{"error": {"message", "type", "param", "code"}}`;
-WebSocket sessions send the same facts as `{"type": "error", "code", "message"}` frames
-(`core/frames.py`).
+WebSocket sessions send the same facts as `{"type": "error", "code", "message", "status"}`
+frames (`core/frames.py`). vLLM's error answers, whatever their shape, are read in one place,
+`upstream_error`, for every path (the passthrough, a session's finals on either channel, a
+speculation, the client's own calls): a vLLM 400 is a 400 everywhere.
 """
 
 from __future__ import annotations
@@ -72,14 +74,6 @@ class UpstreamError(ServiceError):
     code = "upstream_error"
 
 
-class UpstreamRejected(UpstreamError):
-    """vLLM refused the request itself (4xx): the client's input, not the engine."""
-
-    status_code = 400
-    error_type = "invalid_request_error"
-    code = "invalid_request"
-
-
 class UpstreamUnavailable(UpstreamError):
     status_code = 503
     code = "upstream_unavailable"
@@ -91,19 +85,23 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamStatus(UpstreamError):
-    """vLLM answered a final request with an error status: passed on with that status, its
-    error in the OpenAI envelope (`normalise_error`)."""
+    """vLLM answered with an error status (or an error event in a stream): the client gets
+    that status and vLLM's error in the OpenAI envelope, on every path (`upstream_error`)."""
 
-    def __init__(self, status: int, body: bytes) -> None:
-        self.body = normalise_error(status, body)
-        error = self.body["error"]
-        message = f"vLLM answered {status}: {error['message']}"  # a frame's; HTTP: vLLM's own
+    def __init__(self, status: int, envelope: dict[str, Any], message: str) -> None:
+        error = envelope["error"]
         super().__init__(message, param=error["param"], code=error["code"])
         self.status_code = status
         self.error_type = str(error["type"])
+        self.body = envelope
 
     def envelope(self) -> dict[str, Any]:
-        return self.body
+        return self.body  # vLLM's own message; a frame's `message` says it is vLLM's
+
+
+class UpstreamRejected(UpstreamStatus):
+    """vLLM refused the request itself (a 4xx other than 429): the client's input, not the
+    engine (a warm-up refused so does not make the engine look unwell)."""
 
 
 class DatabaseError(ServiceError):
@@ -126,18 +124,38 @@ UPSTREAM_STATUS_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     429: "rate_limited",
 }  # fmt: skip
+ERROR_STATUSES = range(400, 600)
 
 
-def normalise_error(status: int, body: bytes) -> dict[str, Any]:
-    """vLLM's error body (integer codes, older shapes, or not JSON) in the OpenAI envelope."""
+def upstream_error(status: int | None, body: bytes | str) -> UpstreamStatus:
+    """vLLM's error answer as the service's error: the one reading of vLLM's error bodies.
+
+    `status` is the response's; None for an error event in the middle of a stream, whose
+    status is the body's integer `code` (vLLM's) or 500. The body may be vLLM's
+    `{"error": {...}}`, an older flat shape, FastAPI's `{"detail": ...}` or not JSON at all.
+    """
+    raw = body.encode() if isinstance(body, str) else body
     try:
-        parsed = json.loads(body)
+        parsed = json.loads(raw)
     except ValueError:
         parsed = None
     error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    said = f"vLLM answered {status}"
+    if status is None:
+        code = error.get("code") if isinstance(error, dict) else None
+        status = code if isinstance(code, int) and code in ERROR_STATUSES else 500
+        said = f"vLLM failed mid-stream ({status})"
+    envelope = error_body(status, error, raw)
+    message = f"{said}: {envelope['error']['message']}"
+    kind = UpstreamRejected if 400 <= status < 500 and status != 429 else UpstreamStatus
+    return kind(status, envelope, message)
+
+
+def error_body(status: int, error: Any, raw: bytes) -> dict[str, Any]:
+    """vLLM's error (integer codes, older shapes, or not JSON) in the OpenAI envelope."""
     fallback = UPSTREAM_STATUS_CODES.get(status, "upstream_error")
     if not isinstance(error, dict):
-        text = body.decode(errors="replace").strip()[:500] or f"vLLM answered {status}"
+        text = raw.decode(errors="replace").strip()[:500] or f"vLLM answered {status}"
         return error_envelope(text, "upstream_error", None, fallback)
     code = error.get("code")
     return error_envelope(

@@ -238,7 +238,7 @@ export function renderDone(done) {
   byTestId("ttft").textContent = formatMs(done.ttft_ms);
   byTestId("cached").textContent = `${formatCount(done.cached_tokens)} / ${formatCount(done.prompt_tokens)}`;
   byTestId("cached").title = "Prompt tokens vLLM found in its prefix cache / all prompt tokens.";
-  byTestId("warmups").textContent = formatCount(done.warm_requests ?? 0);
+  byTestId("warmups").textContent = formatCount(done.warm_pieces?.landed ?? 0);
   byTestId("total").textContent = formatMs(done.total_ms);
   if (!("sql" in done) && !("refused" in done)) return;
   if (done.sql) {

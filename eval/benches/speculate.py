@@ -141,9 +141,10 @@ async def run_bench(url: str, bench: Bench, rows: dict[tuple[str, str, str], Row
                 add(rows, (bench.name, pause.label, mode), done, cold)
                 print(
                     f"  {bench.name} case {index + 1} {pause.label:>5} {mode:<9} "
-                    f"ttft {done['ttft_ms']:8.1f} ms  speculative {done['speculative']}  "
+                    f"ttft {done['ttft_ms']:8.1f} ms  "
+                    f"speculative {done['scorecard']['speculative']}  "
                     f"identical {done['text'] == cold['text']}  "
-                    f"wasted {done['speculation_wasted_tokens']}",
+                    f"wasted {done['scorecard']['speculation_wasted_tokens']}",
                     flush=True,
                 )
 
@@ -158,8 +159,8 @@ def add(
     if done["ttft_ms"] is not None:
         row.ttft_ms.append(float(done["ttft_ms"]))
     row.identical.append(done["text"] == cold["text"])
-    row.attached += bool(done["speculative"])
-    row.wasted_tokens += int(done["speculation_wasted_tokens"])
+    row.attached += bool(done["scorecard"]["speculative"])
+    row.wasted_tokens += int(done["scorecard"]["speculation_wasted_tokens"])
 
 
 def report(rows: dict[tuple[str, str, str], Row]) -> str:

@@ -200,11 +200,19 @@ class WarmPieces(BaseModel):
 
 
 class Done(ServerFrame):
-    """The end of an answer; a text-to-SQL context adds the query and its rows (or why not)."""
+    """The end of an answer; a text-to-SQL context adds the query and its rows (or why not).
+
+    One name per fact: the TTFT is `ttft_ms` and vLLM's cached tokens `cached_tokens`, so the
+    `scorecard` here leaves out its own copies of both (`ttft_ms`, `hit_tokens`: HTTP answers,
+    which have no such fields of their own, carry the whole scorecard); the question's landed
+    warm-ups are `warm_pieces.landed`, their prefill `scorecard.warm_prefill_tokens`, and
+    speculation's figures `scorecard.speculative` and `scorecard.speculation_wasted_tokens`.
+    """
 
     optional: ClassVar[frozenset[str]] = frozenset(
         {"sql", "refused", "columns", "rows", "truncated", "query_ms"}
     )
+    in_frame_only: ClassVar[frozenset[str]] = frozenset({"ttft_ms", "hit_tokens"})
     type: Literal["done"] = "done"
     seq: int
     ttft_ms: float | None
@@ -215,11 +223,7 @@ class Done(ServerFrame):
     finish_reason: str | None
     stop_reason: str | None  # why generation stopped (`core/answering/stopping.py`)
     text: str
-    warm_requests: int
-    warm_prefill_tokens: int
     warm_pieces: WarmPieces
-    speculative: bool = False  # the answer attached to a speculative final (`speculation.py`)
-    speculation_wasted_tokens: int = 0  # generated tokens of the question's other speculations
     scorecard: Scorecard
     sql: str | None = None
     refused: str | None = None
@@ -228,16 +232,31 @@ class Done(ServerFrame):
     truncated: bool | None = None
     query_ms: float | None = None
 
+    def dump(self) -> dict[str, Any]:
+        frame = super().dump()
+        frame["scorecard"] = {
+            name: value
+            for name, value in frame["scorecard"].items()
+            if name not in self.in_frame_only
+        }
+        return frame
+
 
 class Error(ServerFrame):
+    """A failure or a bad frame: `code` as an HTTP answer's `error.code`, and `status` the
+    HTTP status the same error gets there (a vLLM 400 is a 400 on every path; left out of
+    notices that answer no request)."""
+
+    optional: ClassVar[frozenset[str]] = frozenset({"status"})
     type: Literal["error"] = "error"
     code: str
     message: str
+    status: int | None = None
 
     @classmethod
     def of(cls, error: ServiceError, code: str | None = None) -> Error:
         """The WebSocket form of a service error (HTTP answers use its `envelope()`)."""
-        return cls(code=code or error.code, message=error.message)
+        return cls(code=code or error.code, message=error.message, status=error.status_code)
 
 
 class Engine(ServerFrame):

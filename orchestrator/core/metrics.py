@@ -209,7 +209,3 @@ class Metrics:
 
     def upstream_error(self, error: UpstreamError) -> None:
         self.upstream_errors.labels(error_kind(error)).inc()
-
-    def upstream_status(self, status: int) -> None:
-        """vLLM answered a relayed request with an error status."""
-        self.upstream_errors.labels("rejected" if 400 <= status < 500 else "error").inc()

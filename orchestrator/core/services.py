@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from orchestrator.core.answering.answer import Answer
 from orchestrator.core.answering.final_request import Finals
-from orchestrator.core.answering.session_final import SessionFinal
 from orchestrator.core.cache.kv_events import KVEventFeed
 from orchestrator.core.cache.resident import Eviction, ResidentBlocks
 from orchestrator.core.cache.rewarm import Rewarmer
@@ -43,15 +44,13 @@ class LiveSession(Protocol):
 
     def resume_warmups(self) -> None: ...
 
-    def open_chat_final(
+    def chat_final(
         self,
         messages: list[dict[str, Any]],
         request_id: str,
         received: float,
         fields: dict[str, Any],
-    ) -> SessionFinal: ...
-
-    def close_final(self, final: SessionFinal, answered: bool) -> None: ...
+    ) -> AbstractAsyncContextManager[Answer]: ...
 
     def on_evicted(self, eviction: Eviction, index: ResidentBlocks) -> bool: ...
 

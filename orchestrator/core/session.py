@@ -3,7 +3,9 @@
 The route (`web/ws.py`) parses frames and calls `start`, `on_input`, `submit`, `cancel` and
 `close`. `start` fixes what the session is about (`Started`: prompt, planner, warmer, warm
 strategy); each keystroke then becomes a planner decision (`planner.py`) that the warmer sends
-(`warmer.py`); `submit` hands the final request to `answer.FinalAnswer`.
+(`warmer.py`). A final answer, a `submit` or a chat completion over HTTP with `X-Session-Id`,
+is opened by `final` (`async with session.final(...) as answer`: `answering/answer.py`); a
+`submit` streams it to the WebSocket's formatter in a task that `cancel` ends.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import contextlib
 import functools
 import itertools
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from orchestrator.core import frames
-from orchestrator.core.answering.answer import FinalAnswer
+from orchestrator.core.answering.answer import Answer, Responder
 from orchestrator.core.answering.final_request import FinalRequest
 from orchestrator.core.answering.session_final import (
     SessionFinal,
@@ -37,8 +39,8 @@ from orchestrator.core.services import SessionServices
 from orchestrator.core.started import Started
 from orchestrator.core.warming.modes import STRATEGIES
 from orchestrator.core.warming.scorecard import ScoreSheet
-from orchestrator.core.warming.warmer import Warmer, WarmStats
-from orchestrator.errors import InvalidRequest
+from orchestrator.core.warming.warmer import Warmer
+from orchestrator.errors import InvalidRequest, ServiceError
 
 
 class Session:
@@ -61,8 +63,8 @@ class Session:
         self.speculator = Speculator(
             services.vllm, services.dispatcher, services.settings, self.id, tenant
         )
-        self.answer = FinalAnswer(services.finals, send, services.prefill_cost, self.close_final)
-        self.final: SessionFinal | None = None  # the final request in flight, if any
+        self.answer: Answer | None = None  # the final answer in flight, if any
+        self.answer_task: asyncio.Task[None] | None = None  # a `submit`'s
         self.numbers = itertools.count()  # request ids: final-<session>-<seq>-<n>
 
     @property
@@ -146,21 +148,61 @@ class Session:
         else:
             self.restart_pause_timer()
 
-    async def submit(self, frame: frames.Submit, received: float) -> None:
+    async def submit(self, frame: frames.Submit, received: float, out: Responder) -> None:
+        """A `submit`: its answer streams to `out` (the WebSocket's formatter) in a task."""
         self.seq = frame.seq
         request_id = f"final-{self.id}-{frame.seq}-{next(self.numbers)}"
-        streaming = {"stream": True, "stream_options": {"include_usage": True}}
-        final = self.open_final(frame.text, request_id, received, streaming)
-        self.answer.begin(final, lambda: self.seq)
+        answer = self.prepare(frame.text, request_id, received, {})
+        self.answer_task = asyncio.create_task(self.answer_to(answer, out))
+        self.answer_task.add_done_callback(lambda _: self.end_answer(answer))
 
-    def open_final(
+    async def answer_to(self, answer: Answer, out: Responder) -> None:
+        try:
+            async with self.opened(answer):
+                await answer.deliver(out)
+        except ServiceError as error:  # refused before it streamed (vLLM's error, a limit)
+            await out.failed(error)
+
+    @contextlib.asynccontextmanager
+    async def final(
         self, text: str, request_id: str, received: float, fields: dict[str, Any], mode: str = ""
-    ) -> SessionFinal:
-        """The final request of `text` (a `submit`, or a chat completion over HTTP whose
-        `fields` change the body): the submit-ready prompt, the warm-ups settled, attached to
-        the speculation when it asks the same. One at a time; `close_final` ends it."""
+    ) -> AsyncIterator[Answer]:
+        """The final answer of `text` (`fields` change the final's body): sent, or attached
+        to the speculation that asked the same; leaving the block closes it. One at a time."""
+        async with self.opened(self.prepare(text, request_id, received, fields, mode)) as answer:
+            yield answer
+
+    def chat_final(
+        self,
+        messages: list[dict[str, Any]],
+        request_id: str,
+        received: float,
+        fields: dict[str, Any],
+    ) -> contextlib.AbstractAsyncContextManager[Answer]:
+        """A chat completion over HTTP for this session (`X-Session-Id`): `messages` is the
+        user's message, after the session's context messages or alone; `fields` the
+        client's, over the session's body."""
+        text = submitted_text(messages, self.require_started().messages)
+        return self.final(text, request_id, received, fields, mode="http")
+
+    @contextlib.asynccontextmanager
+    async def opened(self, answer: Answer) -> AsyncIterator[Answer]:
+        try:
+            await answer.open()
+            yield answer
+        finally:
+            try:
+                await answer.close()
+            finally:
+                self.end_answer(answer)
+
+    def prepare(
+        self, text: str, request_id: str, received: float, fields: dict[str, Any], mode: str = ""
+    ) -> Answer:
+        """The answer of `text`, not yet sent: the submit-ready prompt, the warm-ups settled,
+        the speculation that asked the same taken."""
         started = self.require_started()
-        if self.final is not None:
+        if self.answer is not None:
             raise InvalidRequest("a generation is already running; cancel it first", code="busy")
         self.cancel_pause_timer()
         self.text, self.planned_stable = text, None
@@ -170,46 +212,32 @@ class Session:
         sheet = ScoreSheet.at_submit(started.planner, tokens, started.warmer.stats.spans)
         stats = started.warmer.stats
         started.warmer.settle(tokens)
-        body = final_body(started, tokens, self.settings) | fields
+        streaming = {"stream": True, "stream_options": {"include_usage": True}}
+        body = final_body(started, tokens, self.settings) | fields | streaming
         speculation = self.speculator.take(without_streaming(body))
         request = FinalRequest(
             body, self.tenant, started.warmer.route, request_id, mode or started.strategy.name,
             session_id=self.id, received=received,
         )  # fmt: skip
         outcome = self.speculator.outcome(speculation)
-        self.final = SessionFinal(request, started, sheet, stats, speculation, outcome)
-        return self.final
+        final = SessionFinal(request, started, sheet, stats, speculation, outcome)
+        self.answer = Answer(final, self.services.finals, self.services.prefill_cost)
+        return self.answer
 
-    def open_chat_final(
-        self,
-        messages: list[dict[str, Any]],
-        request_id: str,
-        received: float,
-        fields: dict[str, Any],
-    ) -> SessionFinal:
-        """A chat completion over HTTP for this session (`X-Session-Id`): `messages` is the
-        user's message, after the session's context messages or alone; `fields` the
-        client's, over the session's body."""
-        text = submitted_text(messages, self.require_started().messages)
-        return self.open_final(text, request_id, received, fields, mode="http")
-
-    def close_final(self, final: SessionFinal, answered: bool) -> None:
-        """The final is over: its blocks are cached if it was answered, the warm-ups go on,
-        and the next question's figures start (once; later calls do nothing)."""
-        if final.closed:
-            return
-        final.closed = True
-        if self.final is final:
-            self.final = None
-        warmer = final.started.warmer
-        if answered:
-            final.started.planner.assume_cached(final.tokens)
-        warmer.release()
-        if warmer.stats is final.stats:
-            warmer.stats = WarmStats()
+    def end_answer(self, answer: Answer) -> None:
+        """The answer is over for the session (once; later calls do nothing)."""
+        answer.final.close(answer.answered)
+        if self.answer is answer:
+            self.answer = None
 
     def cancel(self) -> None:
-        self.answer.cancel()
+        """The client's cancel: the answer of a `submit` ends with finish_reason cancelled."""
+        answer, task = self.answer, self.answer_task
+        if answer is None or task is None or task.done():
+            return
+        answer.cancel_requested = True
+        if answer.begun:  # otherwise it sees the cancel before it sends anything
+            task.cancel()
 
     def cancel_all(self) -> None:
         """Stop everything in flight: the pause timer, the warm-ups, the generation."""
@@ -217,12 +245,13 @@ class Session:
         self.speculator.cancel()
         if self.started is not None:
             self.started.warmer.cancel()
-        self.answer.stop()
+        if self.answer_task is not None:
+            self.answer_task.cancel()
 
     async def close(self) -> None:
         self.cancel_all()
         tasks = [
-            self.answer.task,
+            self.answer_task,
             self.started.warmer.task if self.started else None,
             self.speculator.task,
         ]

@@ -2,20 +2,18 @@
 
 A session's chat completion (`session_chat.py`) and a named state's (`state_completions.py`)
 are sent to vLLM as token ids, so their answers come back as completions: these functions
-give them the chat shape, whole or streamed, log-probabilities included.
+give them the chat shape, whole or streamed, log-probabilities included (a session's answer,
+one choice of text, is shaped by `chat_delta` and `chat_message`).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from orchestrator.core.answering.final_request import FinalReply
-from orchestrator.errors import ServiceError
-
 Usage = dict[str, Any]
+Chunk = dict[str, Any]
 
 
 def chat_completion(completion: dict[str, Any], opening: str) -> dict[str, Any]:
@@ -88,18 +86,24 @@ def chat_chunk(chunk: dict[str, Any], opening: str, begun: set[int]) -> dict[str
     return converted
 
 
-async def chat_events(
-    reply: FinalReply, opening: str, on_usage: Callable[[Usage], Usage] = lambda usage: usage
-) -> AsyncIterator[bytes]:
-    """The reply's stream as chat completion chunk events, then `[DONE]`; `on_usage` may add
-    to the usage chunk. A failure mid-stream ends it with an OpenAI-shaped error event."""
+def chat_events(opening: str) -> Callable[[Chunk], Chunk]:
+    """`FinalReply.events`' converter: each completion chunk as a chat completion chunk."""
     begun: set[int] = set()
-    try:
-        async for chunk in reply.chunks():
-            converted = chat_chunk(chunk, opening, begun)
-            if isinstance(converted.get("usage"), dict):
-                converted["usage"] = on_usage(converted["usage"])
-            yield f"data: {json.dumps(converted)}\n\n".encode()
-    except ServiceError as error:
-        yield f"data: {json.dumps(error.envelope())}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+    return lambda chunk: chat_chunk(chunk, opening, begun)
+
+
+def chat_head(chat_id: str, model: str | None, kind: str) -> dict[str, Any]:
+    return {"id": chat_id, "object": kind, "created": int(time.time()), "model": model}
+
+
+def chat_delta(head: dict[str, Any], delta: dict[str, Any], finish: str | None) -> Chunk:
+    """One streamed chat chunk of the one choice."""
+    choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    return head | {"choices": [choice]}
+
+
+def chat_message(head: dict[str, Any], content: str, finish: str | None, usage: Usage) -> Chunk:
+    """A whole chat completion of the one choice."""
+    message = {"role": "assistant", "content": content}
+    choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+    return head | {"choices": [choice], "usage": usage}

@@ -3,8 +3,9 @@
 Existing OpenAI clients point at the orchestrator instead of vLLM. Each completion is relayed as
 a final request (`core/answering/final_request.py`) with the tenant's (or the associated WebSocket
 session's) `cache_salt`, routing key and the final-request priority; streams are passed through
-event by event as they arrive, errors always come back in the OpenAI envelope, and a client that
-goes away closes the upstream stream (vLLM aborts).
+event by event as they arrive, errors always come back in the OpenAI envelope with vLLM's status
+(`errors.upstream_error`, as on every path), and a client that goes away closes the upstream
+stream (vLLM aborts).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Body, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from orchestrator.core.answering.final_request import (
     REQUEST_ID_HEADER,
@@ -21,7 +22,6 @@ from orchestrator.core.answering.final_request import (
     final_priority,
 )
 from orchestrator.core.engine.salt import ROUTE_HEADER
-from orchestrator.errors import normalise_error
 from orchestrator.web.dependencies import (
     SESSION_HEADER,
     Tenant,
@@ -84,27 +84,18 @@ async def relay(request: Request, path: str, body: dict[str, Any], tenant: str) 
     reply = await services.finals.open(final)
     headers = forwarded_headers(reply.headers)
     if final.streams:
-        events = reply.closing(reply.events())
-        return StreamingResponse(events, status_code=reply.status_code, headers=headers)
+        return StreamingResponse(reply.closing(reply.events()), headers=headers)
     async with reply:
         content = await reply.read()
-    return Response(content, status_code=reply.status_code, headers=headers)
+    return Response(content, headers=headers)
 
 
 @router.get("/v1/models", summary="Models served by vLLM")
 async def models(request: Request, tenant: Tenant) -> Response:
     services = services_of(request)
     headers = {**client_headers(request), ROUTE_HEADER: route_for(services, request, tenant)}
-    upstream = services.http.build_request("GET", "/v1/models", headers=headers)
-    response = await services.vllm.send(upstream)
-    if response.status_code >= 400:
-        services.metrics.upstream_status(response.status_code)
-        envelope = normalise_error(response.status_code, response.content)
-        return JSONResponse(envelope, status_code=response.status_code)
-    return Response(
-        response.content, status_code=response.status_code,
-        headers=forwarded_headers(response.headers),
-    )  # fmt: skip
+    response = await services.vllm.request("GET", "/v1/models", headers=headers)
+    return Response(response.content, headers=forwarded_headers(response.headers))
 
 
 @router.post("/v1/completions", summary="Completions, relayed to vLLM with the tenant's salt")

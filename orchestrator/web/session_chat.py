@@ -1,22 +1,23 @@
 """`POST /v1/chat/completions` with `X-Session-Id`: a session's final request over HTTP.
 
-The request's last user message is submitted as the session's text: its prompt is built by
-the session (context, openings, chat template: the same token ids a `submit` sends), so it
-hits every block the session's warm-ups left, and it is sent to vLLM's `/v1/completions` as
-token ids, the way every final goes (`core/answering/final_request.py`). The answer comes back as an
-ordinary OpenAI chat completion, streamed or not. When the session speculated on that very
-text and the request changes none of the session's generation fields, the answer attaches to
-the speculation as a `submit` would (`core/answering/speculation.py`).
+The request's last user message is submitted as the session's text: the session opens its
+answer (`Session.final`, `core/answering/answer.py`) exactly as for a `submit` on the
+WebSocket: the same token ids (so it hits every block the session's warm-ups left), attached
+to the speculation that asked the same, streamed from vLLM and stopped by the context's stop
+rule, and, for a text-to-SQL context, its query run. This module only formats the answer as
+an OpenAI chat completion, streamed or not.
 
-Its usage carries the request's scorecard (`core/warming/scorecard.py`) as an extension the OpenAI
-SDKs keep (`completion.usage.model_extra["prefill_ahead"]`): `usage["prefill_ahead"]` in a
-non-streamed body and in the streamed answer's usage chunk. A non-streamed answer also has it
-as `X-Prefill-*` headers (`X-Prefill-Hit-Tokens`, ...; a null figure is left out), and its
-`ttft_ms` is null: the first token is not seen apart from the last.
+Its usage carries the request's scorecard (`core/warming/scorecard.py`) as an extension the
+OpenAI SDKs keep (`completion.usage.model_extra["prefill_ahead"]`), and a text-to-SQL answer
+the `done` frame's SQL fields there too (`sql`, and `columns`, `rows`, `truncated`,
+`query_ms`, or `refused`): `usage["prefill_ahead"]` in a non-streamed body and in the
+streamed answer's usage chunk. A non-streamed answer also has the scorecard as `X-Prefill-*`
+headers (`X-Prefill-Hit-Tokens`, ...; a null figure is left out).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -24,13 +25,12 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from orchestrator.core.answering.final_request import FinalReply, final_priority
-from orchestrator.core.answering.session_final import SessionFinal
-from orchestrator.core.engine.prefill_cost import PrefillCost
+from orchestrator.core.answering.answer import Answer, Ended
+from orchestrator.core.answering.final_request import SSE_DONE, final_priority, sse_event
 from orchestrator.core.frames import Scorecard
 from orchestrator.core.services import LiveSession
-from orchestrator.errors import InvalidRequest
-from orchestrator.web.chat_format import chat_completion, chat_events
+from orchestrator.errors import InvalidRequest, ServiceError
+from orchestrator.web.chat_format import chat_delta, chat_head, chat_message
 from orchestrator.web.services import Services
 
 USAGE_EXTENSION = "prefill_ahead"
@@ -39,26 +39,36 @@ PASSED_ON = frozenset({
     "stream", "stream_options", "presence_penalty", "frequency_penalty", "repetition_penalty",
     "user", "priority",
 })  # fmt: skip
+STREAMING = frozenset({"stream", "stream_options"})  # a session's final always streams
 
 
 def client_fields(body: dict[str, Any], priority: int) -> dict[str, Any]:
     """What a chat request for a session changes in the session's final body: its sampling
-    fields (the model, the prompt and the salt stay the session's)."""
+    fields (the model, the prompt and the salt stay the session's; one answer, streamed)."""
     unknown = sorted(set(body) - PASSED_ON - {"messages", "max_completion_tokens"})
     if unknown:
         raise InvalidRequest(
             f"not supported with X-Session-Id: {', '.join(unknown)}", param=unknown[0]
         )
-    fields = {key: value for key, value in body.items() if key in PASSED_ON - {"model"}}
+    if body.get("n") not in (None, 1):
+        raise InvalidRequest("with X-Session-Id a request has one answer: n is 1", param="n")
+    fields = {key: body[key] for key in PASSED_ON - STREAMING - {"model", "n"} if key in body}
     fields["max_tokens"] = body.get("max_completion_tokens", body.get("max_tokens"))
     fields["priority"] = final_priority(body.get("priority"), priority)
-    if body.get("stream"):
-        fields["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def with_scorecard(usage: dict[str, Any], card: Scorecard) -> dict[str, Any]:
-    return {**usage, USAGE_EXTENSION: card.model_dump(mode="json")}
+def answer_usage(ended: Ended) -> dict[str, Any]:
+    """The usage of a session's answer, with the scorecard (and the context's fields)."""
+    usage = ended.usage
+    extension = ended.scorecard.model_dump(mode="json") | ended.context_fields
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        USAGE_EXTENSION: extension,
+    }
 
 
 def scorecard_headers(card: Scorecard) -> dict[str, str]:
@@ -80,43 +90,43 @@ async def session_chat(
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise InvalidRequest("messages must be a list of chat messages", param="messages")
     fields = client_fields(body, services.settings.final_priority)
-    final = session.open_chat_final(messages, request_id, received, fields)
+    stack = contextlib.AsyncExitStack()
+    final = session.chat_final(messages, request_id, received, fields)
+    answer = await stack.enter_async_context(final)
+    head = chat_head("chatcmpl-" + request_id, answer.final.started.facts.model, "")
+    if body.get("stream"):
+        events = streamed(answer, head | {"object": "chat.completion.chunk"})
+        return StreamingResponse(closed_after(stack, events), media_type="text/event-stream")
+    async with stack:
+        async for _ in answer.pieces():
+            pass
+        ended = await answer.end()
+    whole = head | {"object": "chat.completion"}
+    completion = chat_message(whole, ended.text, ended.finish_reason, answer_usage(ended))
+    return JSONResponse(completion, headers=scorecard_headers(ended.scorecard))
+
+
+async def streamed(answer: Answer, head: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The answer as chat completion chunks, its end, its usage chunk, then `[DONE]`; a
+    failure ends it with an event in the OpenAI envelope."""
     try:
-        reply = await services.finals.open(final.request, final.speculation)
-    except BaseException:
-        session.close_final(final, False)
-        raise
-    opening = final.started.prompt.frame.answer_opening
-    if final.request.streams:
-        events = scored_events(reply, final, session, services.prefill_cost, opening)
-        return StreamingResponse(reply.closing(events), media_type="text/event-stream")
-    async with reply:
-        try:
-            completion = await reply.json()
-        finally:
-            session.close_final(final, reply.usage is not None)
-    answer = chat_completion(completion, opening)
-    if not isinstance(answer.get("usage"), dict):
-        return JSONResponse(answer)
-    card = final.scorecard(reply, services.prefill_cost)  # no TTFT: not streamed
-    answer["usage"] = with_scorecard(answer["usage"], card)
-    return JSONResponse(answer, headers=scorecard_headers(card))
+        async for text in answer.pieces():
+            delta = {"content": text} if len(answer.output) > 1 else {"role": "assistant"}
+            yield sse_event(chat_delta(head, delta | {"content": text}, None))
+        ended = await answer.end()
+    except ServiceError as error:
+        yield sse_event(error.envelope())
+        yield SSE_DONE
+        return
+    yield sse_event(chat_delta(head, {}, ended.finish_reason))
+    yield sse_event(head | {"choices": [], "usage": answer_usage(ended)})
+    yield SSE_DONE
 
 
-async def scored_events(
-    reply: FinalReply,
-    final: SessionFinal,
-    session: LiveSession,
-    cost: PrefillCost,
-    opening: str,
+async def closed_after(
+    stack: contextlib.AsyncExitStack, events: AsyncIterator[bytes]
 ) -> AsyncIterator[bytes]:
-    """The streamed chat answer, its usage chunk carrying the scorecard."""
-
-    def scored(usage: dict[str, Any]) -> dict[str, Any]:
-        return with_scorecard(usage, final.scorecard(reply, cost))
-
-    try:
-        async for event in chat_events(reply, opening, scored):
+    """`events`, then the answer closed: when they end, or the client goes away."""
+    async with stack:
+        async for event in events:
             yield event
-    finally:
-        session.close_final(final, reply.ttft_ms is not None)

@@ -13,7 +13,6 @@ completion, its log-probabilities in the chat shape.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
@@ -131,7 +130,7 @@ async def generate(
     reply = await services.finals.open(final)
     headers = {STATE_HEADER: state.id}
     if final.streams:
-        events: AsyncIterator[bytes] = chat_events(reply, "") if chat else reply.events()
+        events = reply.events(chat_events("")) if chat else reply.events()
         return StreamingResponse(
             reply.closing(events), media_type="text/event-stream", headers=headers
         )

@@ -11,6 +11,9 @@ A refused handshake is answered with HTTP 401/403 and the OpenAI error envelope 
 server supports the WebSocket denial response; a bare 403 otherwise). Later violations close
 the socket with 1008 (policy) or 1009 (too big) and a reason; bad frames get an error frame
 and the session goes on.
+
+A `submit`'s answer is the session's (`core/answering/answer.py`); `FrameResponder` only
+formats it: `token` frames, then the `done` frame (or an `error` frame).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from orchestrator.core import frames as protocol
-from orchestrator.core.frames import Error, ServerFrame
+from orchestrator.core.answering.answer import Answer, Ended
+from orchestrator.core.frames import Done, Error, ServerFrame, Token
 from orchestrator.core.session import Session
 from orchestrator.core.warming.gate import TokenBucket
 from orchestrator.errors import RateLimited, ServiceError
@@ -55,6 +59,46 @@ class FrameSender:
                 return
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await self.websocket.send_json(frame.dump())
+
+
+class FrameResponder:
+    """A session's answer as frames: `token`s (the first says what is known then), `done`."""
+
+    def __init__(self, session: Session, send: FrameSender) -> None:
+        self.session = session
+        self.send = send
+
+    async def piece(self, answer: Answer, text: str) -> None:
+        if len(answer.output) > 1:
+            await self.send(Token(text=text))
+            return
+        sheet = answer.final.sheet
+        ttft_ms = answer.ttft_ms if answer.ttft_ms is not None else 0.0
+        await self.send(Token.first(text, ttft_ms, len(sheet.tokens), sheet.warmed_tokens))
+
+    async def ended(self, answer: Answer, ended: Ended) -> None:
+        await self.send(done_frame(ended, self.session.seq))
+
+    async def failed(self, error: ServiceError) -> None:
+        await self.send(Error.of(error))
+
+
+def done_frame(ended: Ended, seq: int) -> Done:
+    usage = ended.usage
+    return Done(
+        seq=seq,
+        ttft_ms=ended.ttft_ms,
+        total_ms=ended.total_ms,
+        prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.cached_tokens,
+        completion_tokens=usage.completion_tokens,
+        finish_reason=ended.finish_reason,
+        stop_reason=ended.stop_reason,
+        text=ended.text,
+        warm_pieces=ended.warm_pieces,
+        scorecard=ended.scorecard,
+        **ended.context_fields,
+    )
 
 
 class Closing(Exception):
@@ -184,7 +228,7 @@ async def dispatch(
             session.services.metrics.keystrokes.inc()
             session.on_input(frame)
         elif isinstance(frame, protocol.Submit):
-            await session.submit(frame, received)
+            await session.submit(frame, received, FrameResponder(session, send))
         elif isinstance(frame, protocol.Start):
             await session.start(frame)
         else:

@@ -56,7 +56,7 @@ async def test_a_real_session_shows_in_metrics_and_status(app_url: str) -> None:
     keystrokes = "prefill_ahead_keystrokes_total"
     assert after[keystrokes] - before[keystrokes] == len(QUESTION)
     landed = 'prefill_ahead_warmups_total{outcome="landed"}'
-    assert after[landed] - before[landed] == done["warm_requests"] >= 1  # each one counted
+    assert after[landed] - before[landed] == done["warm_pieces"]["landed"] >= 1  # each one counted
     ttft = 'prefill_ahead_final_ttft_seconds_count{mode="keystroke"}'
     assert after[ttft] - before[ttft] == 1
     cached = "prefill_ahead_final_cached_tokens_total"

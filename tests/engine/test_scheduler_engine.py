@@ -28,7 +28,7 @@ async def test_typists_at_once_each_hit_their_own_landed_pieces(app_url: str) ->
         assert done["type"] == "done"
         warms = [frame for frame in frames if frame["type"] == "warm"]
         assert warms, "no piece landed before submit"
-        assert done["warm_pieces"]["landed"] == len(warms) == done["warm_requests"]
+        assert done["warm_pieces"]["landed"] == len(warms)
         assert done["warm_pieces"]["sent"] >= len(warms)
         # The final hits at least what its session's landed pieces left cached.
         assert done["cached_tokens"] >= max(frame["cached_tokens"] for frame in warms) > 0

@@ -69,16 +69,16 @@ async def test_the_done_frames_scorecard_hits_what_the_warmups_left(
     card = done["scorecard"]
     print("scorecard (socket):", card, "prompt", done["prompt_tokens"])
     assert done["prompt_tokens"] == len(final)
-    assert card["hit_tokens"] == done["cached_tokens"]  # vLLM's own figure, exactly
+    assert "hit_tokens" not in card  # it is `cached_tokens`, vLLM's own figure
     assert card["warmed_tokens"] == whole
     # An idle engine evicts nothing: every block the warm-ups cached is hit, and no block
     # past them can be (the final's last token is never a hit).
-    assert card["hit_tokens"] == card["warmed_tokens"]
-    assert card["warm_prefill_tokens"] == done["warm_prefill_tokens"] > 0
+    assert done["cached_tokens"] == card["warmed_tokens"]
+    assert card["warm_prefill_tokens"] > 0
     assert 0 <= card["wasted_prefill_tokens"] <= card["warm_prefill_tokens"]
-    assert card["ttft_ms"] == done["ttft_ms"]
+    assert "ttft_ms" not in card  # it is the frame's `ttft_ms`
     if card["cold_ttft_ms"] is not None:
-        assert card["saved_ms"] == pytest.approx(card["cold_ttft_ms"] - card["ttft_ms"], abs=0.02)
+        assert card["saved_ms"] == pytest.approx(card["cold_ttft_ms"] - done["ttft_ms"], abs=0.02)
 
 
 async def test_the_http_answers_usage_extension_through_the_openai_sdk(

@@ -78,9 +78,9 @@ async def test_typed_prompt_is_cached_at_submit(app_url: str) -> None:
     assert done["prompt_tokens"] >= 600
     template_tail = 5  # "<|im_end|>\n<|im_start|>assistant\n"
     assert done["cached_tokens"] >= done["prompt_tokens"] - block - template_tail
-    assert done["warm_prefill_tokens"] <= 1.2 * done["prompt_tokens"]
+    assert done["scorecard"]["warm_prefill_tokens"] <= 1.2 * done["prompt_tokens"]
     warms = [frame for frame in frames if frame["type"] == "warm"]
-    assert len(warms) == done["warm_requests"] >= 2
+    assert len(warms) == done["warm_pieces"]["landed"] >= 2
     assert any(frame["type"] == "token" for frame in frames)
 
 
@@ -97,7 +97,7 @@ async def test_cold_session_sends_no_warm_up_and_misses(app_url: str) -> None:
             frames.append(json.loads(await asyncio.wait_for(ws.recv(), timeout=120)))
     assert frames[-1]["type"] == "done"
     assert frames[-1]["cached_tokens"] == 0
-    assert frames[-1]["warm_requests"] == 0
+    assert frames[-1]["warm_pieces"]["landed"] == 0
     assert not [frame for frame in frames if frame["type"] == "warm"]
 
 

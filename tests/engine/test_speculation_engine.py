@@ -92,8 +92,8 @@ async def test_an_attached_speculation_answers_as_a_cold_request(
     cold = await asyncio.wait_for(
         ask(speculating_url, question, typed=False, warmups="off", speculate=False), timeout=120
     )
-    assert done["speculative"] is True
-    assert cold["speculative"] is False
+    assert done["scorecard"]["speculative"] is True
+    assert cold["scorecard"]["speculative"] is False
     assert done["completion_tokens"] > BUDGET  # the continuation was needed
     assert done["text"] == done["streamed"] == cold["text"]
     assert done["completion_tokens"] == cold["completion_tokens"]

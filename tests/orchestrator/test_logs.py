@@ -154,7 +154,7 @@ async def test_json_lines_carry_the_session_and_the_request(
     relayed = [line for line in lines if line.get("request_id") == "req-logs-1"]
     assert relayed, lines
     assert relayed[-1]["level"] == "WARNING"
-    assert relayed[-1]["logger"] == "orchestrator.core.answering.final_request"
+    assert relayed[-1]["logger"] == "orchestrator.core.engine.vllm_client"
     assert "500" in relayed[-1]["message"]
     assert {"ts", "level", "logger", "message"} <= set(relayed[-1])
 

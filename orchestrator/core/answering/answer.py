@@ -1,167 +1,164 @@
-"""A session's final request on the WebSocket: the answer streamed back as `token` frames,
-then one `done` frame (with the SQL fields when the session's context adds them).
+"""A session's final answer, whatever channel asked for it: the one owner of an answer.
 
-The request itself is the session's (`Session.open_final`: its warm-ups settled, a
-speculation attached when it asked the same) and goes the one way every final goes
-(`final_request.Finals`); this module adds only the frames, the context's word on where the
-answer stops (`stopping.py`), and what the context does with a whole answer.
+`Session.final` opens it (`async with session.final(...) as answer`): the final request goes
+the one way every final goes (`final_request.Finals`), attached to the session's speculation
+when that asked the same. `Answer.pieces()` is the answer's text as it streams, the answer's
+opening put back in front and the context's stop rule applied (`stopping.py`: the text ends
+where the context judges the answer whole, and the stream is left there); `Answer.end()`
+gives its facts (`Ended`: what the `done` frame and an HTTP answer's usage carry), after the
+context's step for a whole answer (text-to-SQL: the query runs). Leaving the `async with`
+closes the reply (vLLM aborts what is unfinished) and the session's final.
+
+An answer is `answered` when vLLM computed its prompt (its first token came, or its usage):
+then its blocks are cached, and the session's planner believes so.
+
+The channels only format: the WebSocket's formatter (`web/ws.py`) is a `Responder` that
+`deliver` drives (a client's `cancel` ends the answer as `cancelled`); the HTTP handler
+(`web/session_chat.py`) reads `pieces()` and `end()` itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from orchestrator.core.answering.final_request import FinalReply, Finals
 from orchestrator.core.answering.session_final import SessionFinal
 from orchestrator.core.answering.stopping import Stopping
 from orchestrator.core.engine.prefill_cost import PrefillCost
 from orchestrator.core.engine.vllm_client import Usage
-from orchestrator.core.frames import Done, Error, Scorecard, Send, Token, WarmPieces
+from orchestrator.core.frames import Scorecard, WarmPieces
 from orchestrator.errors import ServiceError
 
-CloseFinal = Callable[[SessionFinal, bool], None]  # (the final, whether it was answered)
+
+@dataclass(frozen=True)
+class Ended:
+    """A whole (or cancelled) answer: the `done` frame's facts, an HTTP answer's usage."""
+
+    text: str
+    ttft_ms: float | None  # the request's arrival -> its first token
+    total_ms: float  # the request's arrival -> the answer's end (the context's step included)
+    usage: Usage  # vLLM's (the prompt alone, nothing cached, when vLLM never answered)
+    finish_reason: str | None  # vLLM's, "stop" when the context ended it, or "cancelled"
+    stop_reason: str | None  # why it stopped (`stopping.py`)
+    scorecard: Scorecard
+    warm_pieces: WarmPieces
+    context_fields: dict[str, Any]  # the context's fields for a whole answer (the SQL, rows)
 
 
-class FinalAnswer:
-    """At most one answer of a session at a time; cancellable by the client."""
+class Responder(Protocol):
+    """A channel's formatter of an answer (the WebSocket's frames)."""
 
-    def __init__(self, finals: Finals, send: Send, cost: PrefillCost, close: CloseFinal) -> None:
+    async def piece(self, answer: Answer, text: str) -> None: ...
+
+    async def ended(self, answer: Answer, ended: Ended) -> None: ...
+
+    async def failed(self, error: ServiceError) -> None: ...
+
+
+class Answer:
+    """One final answer of a session, from `Session.final`'s entry to its exit."""
+
+    def __init__(self, final: SessionFinal, finals: Finals, cost: PrefillCost) -> None:
+        self.final = final
         self.finals = finals
-        self.send = send
         self.cost = cost  # the application's shared prefill-cost fit
-        self.close = close  # the session's: its warm-ups go on, the question's figures end
-        self.task: asyncio.Task[None] | None = None
-        self.cancel_requested = False
-        self.notice: asyncio.Future[None] | None = None  # a `done` sent for an early cancel
+        self.reply: FinalReply | None = None  # None until opened (or cancelled before)
+        self.stopping = Stopping(final.started.context)
+        self.output: list[str] = []
+        self.cancel_requested = False  # the client's cancel (not the session closing)
+        self.begun = False  # `open` was called
 
-    def busy(self) -> bool:
-        return self.task is not None and not self.task.done()
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
 
-    def begin(self, final: SessionFinal, seq: Callable[[], int]) -> None:
-        """Send `final`; `seq` is the session's latest input seq."""
-        self.task = asyncio.create_task(self.generate(final, seq))
-        self.task.add_done_callback(functools.partial(self.after_generation, final, seq))
+    @property
+    def ttft_ms(self) -> float | None:
+        return self.reply.ttft_ms if self.reply is not None else None
 
-    def cancel(self) -> None:
-        """The client's cancel: the answer ends with a `done` frame, finish_reason cancelled."""
-        if self.task is not None and not self.task.done():
-            self.cancel_requested = True
-            self.task.cancel()
+    @property
+    def answered(self) -> bool:
+        """vLLM computed the prompt (its first token came, or its usage): the one meaning."""
+        reply = self.reply
+        return reply is not None and (reply.ttft_ms is not None or reply.usage is not None)
 
-    def stop(self) -> None:
-        """A new start, or the session closing: nobody waits for a `done` any more."""
-        if self.task is not None:
-            self.task.cancel()
-
-    def after_generation(
-        self, final: SessionFinal, seq: Callable[[], int], task: asyncio.Task[None]
-    ) -> None:
-        """The final is over for the session; a cancel that landed before the answer
-        streamed (the task never reached its own handler) still owes the client its `done`."""
-        self.close(final, False)  # a no-op when the answer closed it already
-        if task.cancelled() and self.cancel_requested:
-            self.cancel_requested = False
-            card = final.scorecard(None, self.cost)
-            usage = Usage(len(final.tokens), 0, 0)
-            extra = {"stop_reason": "cancelled"}
-            frame = done_frame(final, seq(), None, usage, "cancelled", "", card, extra)
-            self.notice = asyncio.ensure_future(self.send(frame))
-
-    async def generate(self, final: SessionFinal, seq: Callable[[], int]) -> None:
+    async def open(self) -> None:
+        """Send the final (or attach to its speculation); a client's cancel that came first,
+        or comes meanwhile, leaves it unopened and cancelled."""
+        self.begun = True
         try:
-            reply = await self.finals.open(final.request, final.speculation)
-        except ServiceError as error:
-            await self.send(Error.of(error))
+            if not self.cancel_requested:
+                self.reply = await self.finals.open(self.final.request, self.final.speculation)
+                return
+        except asyncio.CancelledError:
+            if not self.cancel_requested:
+                raise
+        self.stopping.cancelled()
+
+    async def close(self) -> None:
+        """Close the reply: vLLM aborts what is unfinished; the final is counted."""
+        if self.reply is not None:
+            await self.reply.aclose()
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """The answer's text as it streams, up to where the context's stop rule ends it; a
+        failure raises a ServiceError."""
+        if self.reply is None:
             return
-        async with reply:
-            await self.stream(final, reply, seq)
+        opening = self.final.started.prompt.frame.answer_opening
+        async for chunk in self.reply.chunks():
+            for choice in chunk.get("choices") or ():
+                self.stopping.see(choice)
+                text = choice.get("text") or ""
+                if text and not self.output:  # the answer's opening was part of the prompt
+                    text = opening + text
+                if text := self.stopping.admit(self.text, text):
+                    self.output.append(text)
+                    yield text
+            if self.stopping.judged is not None:  # the context's word: the answer is whole
+                return
 
-    async def stream(self, final: SessionFinal, reply: FinalReply, seq: Callable[[], int]) -> None:
-        started = final.started
-        output: list[str] = []
-        stopping = Stopping(started.context)
+    async def deliver(self, out: Responder) -> None:
+        """Stream the answer to `out`, then its end; a client's cancel (while reading or
+        sending) ends it as cancelled, a failure goes to `out.failed`."""
         try:
-            async for chunk in reply.chunks():
-                for choice in chunk.get("choices", []):
-                    stopping.see(choice)
-                    text = choice.get("text") or ""
-                    if text and not output:  # the answer's opening was part of the prompt
-                        text = started.prompt.frame.answer_opening + text
-                    if text := stopping.admit("".join(output), text):
-                        await self.send(next_token(text, reply, output, final))
-                        output.append(text)
-                if stopping.judged is not None:  # the context's word: the answer is whole
-                    break
+            async for text in self.pieces():
+                await out.piece(self, text)
         except asyncio.CancelledError:
             if not self.cancel_requested:
                 raise  # the session is closing: nobody to tell
-            stopping.cancelled()
+            self.stopping.cancelled()
         except ServiceError as error:
-            await self.send(Error.of(error))
+            await out.failed(error)
             return
-        finally:
-            self.cancel_requested = False
-        reply.finish = stopping.finish
-        await self.finish(final, reply, "".join(output), stopping, seq)
+        await out.ended(self, await self.end())
 
-    async def finish(
-        self,
-        final: SessionFinal,
-        reply: FinalReply,
-        answer: str,
-        stopping: Stopping,
-        seq: Callable[[], int],
-    ) -> None:
-        """The answer is whole (or cancelled): the `done` frame, after the context's part."""
-        self.close(final, True)  # its blocks are in the cache now
+    async def end(self) -> Ended:
+        """The answer's facts; for a whole answer (not cancelled), after the context's step.
+        The final is released first: the session's warm-ups go on meanwhile."""
+        self.final.close(self.answered)
+        reply, stopping, final = self.reply, self.stopping, self.final
+        if reply is not None:
+            reply.finish = stopping.finish
         context = final.started.context
-        extra: dict[str, Any] = {"stop_reason": stopping.reason}
+        fields: dict[str, Any] = {}
         if context is not None and stopping.finish != "cancelled":
-            extra |= await context.after_answer(answer)
-        usage = reply.usage or Usage(len(final.tokens), 0, 0)
-        card = final.scorecard(reply, self.cost)
-        frame = done_frame(final, seq(), reply.ttft_ms, usage, stopping.finish, answer, card, extra)
-        await self.send(frame)
-
-
-def next_token(text: str, reply: FinalReply, output: list[str], final: SessionFinal) -> Token:
-    """The answer's first token carries what is known at that moment; the others only text."""
-    if output:
-        return Token(text=text)
-    ttft_ms = reply.ttft_ms if reply.ttft_ms is not None else 0.0
-    return Token.first(text, ttft_ms, len(final.sheet.tokens), final.sheet.warmed_tokens)
-
-
-def done_frame(
-    final: SessionFinal,
-    seq: int,
-    ttft_ms: float | None,
-    usage: Usage,
-    finish: str | None,
-    text: str,
-    scorecard: Scorecard,
-    extra: dict[str, Any] | None = None,
-) -> Done:
-    stats = final.stats
-    received = final.request.received
-    return Done(
-        seq=seq,
-        ttft_ms=None if ttft_ms is None else round(ttft_ms, 2),
-        total_ms=round((time.perf_counter() - received) * 1000, 2),
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens,
-        completion_tokens=usage.completion_tokens,
-        finish_reason=finish,
-        text=text,
-        warm_requests=stats.requests,
-        warm_prefill_tokens=stats.prefill_tokens,
-        warm_pieces=WarmPieces(sent=stats.sent, landed=stats.requests, cancelled=stats.cancelled),
-        scorecard=scorecard,
-        speculative=final.outcome.speculative,
-        speculation_wasted_tokens=final.outcome.wasted_tokens,
-        **(extra or {}),
-    )
+            fields = await context.after_answer(self.text)
+        usage = reply.usage if reply is not None else None
+        stats = final.stats
+        pieces = WarmPieces(sent=stats.sent, landed=stats.requests, cancelled=stats.cancelled)
+        return Ended(
+            text=self.text,
+            ttft_ms=None if self.ttft_ms is None else round(self.ttft_ms, 2),
+            total_ms=round((time.perf_counter() - final.request.received) * 1000, 2),
+            usage=usage or Usage(len(final.tokens), 0, 0),
+            finish_reason=stopping.finish,
+            stop_reason=stopping.reason,
+            scorecard=final.scorecard(reply, self.cost),
+            warm_pieces=pieces,
+            context_fields=fields,
+        )

@@ -2,9 +2,9 @@
 (HTTP with `X-Session-Id`), a named state's generate, and the passthrough's relay.
 
 `Finals.open` admits the final to the warm-up scheduler (a `FinalTicket`: fewer warm-up
-pieces until its first token; the tenant's finals limit), sends it with its request id and
-routing key, and checks the status: an error status raises `UpstreamStatus` (vLLM's error in
-the OpenAI envelope, with its status). A session's final may attach to its speculation
+pieces until its first token; the tenant's finals limit) and sends it with its request id and
+routing key through `VLLMClient.open` (an error status raises `errors.upstream_error`: vLLM's
+status and error, the same on every path). A session's final may attach to its speculation
 instead (`speculation.attached_chunks`). The `FinalReply` then gives the answer whole
 (`json`, `read`) or streamed (`chunks`: parsed; `events`: SSE for an HTTP client); it sees
 the first token (TTFT from the request's arrival, the ticket told) and vLLM's usage, and when
@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -27,19 +26,13 @@ import httpx
 
 from orchestrator.core.answering.speculation import Speculation, attached_chunks
 from orchestrator.core.engine.salt import ROUTE_HEADER
-from orchestrator.core.engine.vllm_client import Usage, VLLMClient, parse_sse_line
+from orchestrator.core.engine.vllm_client import Usage, VLLMClient, VLLMStream
 from orchestrator.core.metrics import Metrics
 from orchestrator.core.warming.scheduler import FinalTicket, WarmScheduler
-from orchestrator.errors import (
-    InvalidRequest,
-    UpstreamError,
-    UpstreamStatus,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-    normalise_error,
-)
+from orchestrator.errors import ServiceError
 
-log = logging.getLogger(__name__)
+Chunk = dict[str, Any]
+SSE_DONE = b"data: [DONE]\n\n"  # the end of an OpenAI event stream
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
@@ -92,34 +85,12 @@ class Finals:
             if speculation is not None:
                 chunks = attached_chunks(speculation, self.vllm, request.request_id, request.route)
                 return FinalReply(request, ticket, self, attached=chunks)
-            response = await self.vllm.send(self.build(request), stream=True)
-            if response.status_code >= 400:
-                await self.refuse(response)
+            headers = request.upstream_headers()
+            stream = await self.vllm.open(request.path, request.body, headers)
         except BaseException:
             ticket.close()
             raise
-        return FinalReply(request, ticket, self, response=response)
-
-    def build(self, request: FinalRequest) -> httpx.Request:
-        try:
-            return self.vllm.http.build_request(
-                "POST", request.path, json=request.body, headers=request.upstream_headers()
-            )
-        except ValueError:  # NaN or Infinity: Python's JSON reads them, JSON itself has none
-            raise InvalidRequest(
-                "the body holds a number JSON does not allow (NaN or Infinity)"
-            ) from None
-
-    async def refuse(self, response: httpx.Response) -> None:
-        try:
-            content = await response.aread()
-        finally:
-            await response.aclose()
-        status = response.status_code
-        self.metrics.upstream_status(status)
-        level = logging.WARNING if status >= 500 else logging.INFO
-        log.log(level, "vLLM answered %d to %s", status, response.request.url.path)
-        raise UpstreamStatus(status, content)
+        return FinalReply(request, ticket, self, stream=stream)
 
 
 class FinalReply:
@@ -132,13 +103,13 @@ class FinalReply:
         ticket: FinalTicket,
         finals: Finals,
         *,
-        response: httpx.Response | None = None,
-        attached: AsyncGenerator[dict[str, Any]] | None = None,
+        stream: VLLMStream | None = None,
+        attached: AsyncGenerator[Chunk] | None = None,
     ) -> None:
         self.request = request
         self.ticket = ticket
         self.finals = finals
-        self.response = response
+        self.stream = stream
         self.attached = attached  # the chunks of the speculation it attached to
         self.ttft_ms: float | None = None
         self.usage: Usage | None = None
@@ -146,16 +117,8 @@ class FinalReply:
         self.closed = False
 
     @property
-    def speculative(self) -> bool:
-        return self.attached is not None
-
-    @property
-    def status_code(self) -> int:
-        return self.response.status_code if self.response is not None else 200
-
-    @property
     def headers(self) -> httpx.Headers:
-        return self.response.headers if self.response is not None else httpx.Headers()
+        return self.stream.response.headers if self.stream is not None else httpx.Headers()
 
     def saw(self, chunk: dict[str, Any]) -> None:
         """One chunk of the answer: its first text is the first token; usage is kept."""
@@ -165,91 +128,38 @@ class FinalReply:
         if isinstance(chunk.get("usage"), dict):
             self.usage = Usage.from_body(chunk["usage"])
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+    async def chunks(self) -> AsyncIterator[Chunk]:
         """The streamed answer's chunks; a failure mid-stream raises an UpstreamError."""
-        if self.attached is not None:
-            async for chunk in self.attached:
-                self.saw(chunk)
-                yield chunk
-            return
-        assert self.response is not None
-        try:
-            async for line in self.response.aiter_lines():
-                parsed = parse_sse_line(line)
-                if parsed is not None:
-                    self.saw(parsed)
-                    yield parsed
-        except UpstreamError as error:
-            raise self.finals.vllm.failed(error) from None
-        except httpx.TimeoutException as error:
-            failure = UpstreamTimeout("vLLM stalled in the middle of a stream")
-            raise self.finals.vllm.failed(failure) from error
-        except httpx.TransportError as error:
-            raise self.finals.vllm.failed(UpstreamUnavailable("vLLM dropped the stream")) from error
-
-    async def events(self) -> AsyncIterator[bytes]:
-        """The streamed answer as SSE events for an HTTP client, passed on as they arrive;
-        an error (vLLM's, or a dropped stream) becomes an OpenAI-shaped error event."""
-        if self.attached is not None:
-            async for chunk in self.attached:
-                self.saw(chunk)
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
-            yield b"data: [DONE]\n\n"
-            return
-        assert self.response is not None
-        try:
-            async for line in self.response.aiter_lines():
-                yield (self.seen_line(line) + "\n").encode()
-        except (httpx.TransportError, httpx.TimeoutException) as error:
-            failure = UpstreamError(f"vLLM dropped the stream: {error or type(error).__name__}")
-            yield f"data: {json.dumps(failure.envelope())}\n\ndata: [DONE]\n\n".encode()
-
-    def seen_line(self, line: str) -> str:
-        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-            return line
-        try:
-            chunk = json.loads(line[5:])
-        except ValueError:
-            return line
-        if isinstance(chunk, dict) and "error" in chunk:
-            self.ticket.first_token()  # an answer of sorts: nothing to hold warm-ups for
-            return "data: " + json.dumps(normalise_error(500, line[5:].strip().encode()))
-        if isinstance(chunk, dict):
+        source = self.attached if self.attached is not None else self.upstream().chunks()
+        async for chunk in source:
             self.saw(chunk)
-        return line
+            yield chunk
+
+    async def events(self, convert: Callable[[Chunk], Chunk] = lambda c: c) -> AsyncIterator[bytes]:
+        """The streamed answer as SSE events for an HTTP client (each chunk `convert`ed), as
+        they arrive, then `[DONE]`; an error ends it with an event in the OpenAI envelope."""
+        try:
+            async for chunk in self.chunks():
+                yield sse_event(convert(chunk))
+        except ServiceError as error:
+            yield sse_event(error.envelope())
+        yield SSE_DONE
 
     async def read(self) -> bytes:
         """The whole answer of a final that was not streamed, as vLLM sent it."""
-        if self.response is None:
-            return json.dumps(await self.json()).encode()
-        content = await self.response.aread()
+        content = await self.upstream().read()
         with contextlib.suppress(ValueError):  # not JSON: passed on as it is
             self.saw_body(json.loads(content))
         return content
 
     async def json(self) -> dict[str, Any]:
-        """The whole answer as a completion body (an attached speculation's chunks, joined)."""
-        if self.response is not None:
-            body = json.loads(await self.read())
-            return body if isinstance(body, dict) else {}
-        texts: dict[int, list[str]] = {}
-        finishes: dict[int, str | None] = {}
-        usage: dict[str, Any] | None = None
-        async for chunk in self.chunks():
-            usage = chunk.get("usage") or usage
-            for choice in chunk.get("choices") or ():
-                index = int(choice.get("index", 0))
-                texts.setdefault(index, []).append(choice.get("text") or "")
-                finishes[index] = choice.get("finish_reason") or finishes.get(index)
-        choices = [
-            {"index": i, "text": "".join(t), "finish_reason": finishes.get(i), "logprobs": None}
-            for i, t in sorted(texts.items())
-        ]
-        return {
-            "id": self.request.request_id, "object": "text_completion",
-            "created": int(time.time()), "model": self.request.body.get("model"),
-            "choices": choices, "usage": usage,
-        }  # fmt: skip
+        """The whole answer of a final that was not streamed, as a JSON object."""
+        body = json.loads(await self.read())
+        return body if isinstance(body, dict) else {}
+
+    def upstream(self) -> VLLMStream:
+        assert self.stream is not None, "an attached reply has no upstream answer of its own"
+        return self.stream
 
     def saw_body(self, body: Any) -> None:
         if isinstance(body, dict):
@@ -266,8 +176,8 @@ class FinalReply:
         try:
             if self.attached is not None:
                 await self.attached.aclose()
-            if self.response is not None:
-                await self.response.aclose()
+            if self.stream is not None:
+                await self.stream.aclose()
         finally:
             usage = None if self.finish == "cancelled" else self.usage
             self.finals.metrics.final_answered(self.request.mode, self.ttft_ms, usage, self.finish)
@@ -291,6 +201,11 @@ class FinalReply:
                 yield event
         finally:
             await self.aclose()
+
+
+def sse_event(data: dict[str, Any]) -> bytes:
+    """One server-sent event for an HTTP client."""
+    return f"data: {json.dumps(data)}\n\n".encode()
 
 
 def has_text(choice: Any) -> bool:

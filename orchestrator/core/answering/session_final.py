@@ -1,6 +1,6 @@
-"""A session's final request, however it is submitted: a `submit` frame on the WebSocket
-(`answer.py` streams it back as frames) or a chat completion over HTTP with `X-Session-Id`
-(`web/session_chat.py`). Both ask `Session.open_final` for the same thing: the submit-ready
+"""A session's final request, however it is submitted: a `submit` frame on the WebSocket or a
+chat completion over HTTP with `X-Session-Id`; its answer is `answer.Answer`, the same on
+both channels. Both ask `Session.final` for the same thing: the submit-ready
 prompt, token for token, in the body `final_body` builds (so it hits every block the
 session's warm-ups left, and a speculation on that text can be attached to), the scorecard
 sheet fixed before the warm-ups were settled, and what speculation did for the question.
@@ -49,7 +49,7 @@ def without_streaming(body: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class SessionFinal:
-    """One final request of a session, from `Session.open_final` to `Session.close_final`."""
+    """One final request of a session, from `Session.final`'s entry to its `close`."""
 
     request: FinalRequest
     started: Started  # what the session was about when it was submitted
@@ -62,6 +62,19 @@ class SessionFinal:
     @property
     def tokens(self) -> list[int]:
         return list(self.request.body["prompt"])
+
+    def close(self, answered: bool) -> None:
+        """The final is over for the session's warm-ups: its blocks are cached if it was
+        answered, the warm-ups go on, and the next question's figures start (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        warmer = self.started.warmer
+        if answered:
+            self.started.planner.assume_cached(self.tokens)
+        warmer.release()
+        if warmer.stats is self.stats:
+            warmer.stats = WarmStats()
 
     def scorecard(self, reply: FinalReply | None, cost: PrefillCost) -> Scorecard:
         """The final's scorecard once answered (`reply` None: it never went out). Only a

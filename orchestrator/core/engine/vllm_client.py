@@ -1,23 +1,35 @@
-"""Talking to vLLM: one shared `httpx.AsyncClient`; errors mapped once to the service's own."""
+"""Talking to vLLM: one shared `httpx.AsyncClient`; errors mapped once to the service's own.
+
+Every streamed request to vLLM (each final, a speculation, its continuation) goes through
+`VLLMClient.open`: the status is checked (an error status raises `errors.upstream_error`,
+the one reading of vLLM's error bodies), and `VLLMStream.chunks` reads the event stream
+with `httpx-sse` (an error event raises the same way; a stall or a drop becomes
+UpstreamTimeout / UpstreamUnavailable). Every failure is told to `on_error` (the metrics).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
 from orchestrator.core.engine.salt import ROUTE_HEADER
 from orchestrator.errors import (
+    InvalidRequest,
     UpstreamError,
-    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
+    upstream_error,
 )
+
+log = logging.getLogger(__name__)
 
 BLOCK_SIZE_METRIC = re.compile(r'^vllm:cache_config_info\{[^}]*\bblock_size="(\d+)"', re.MULTILINE)
 
@@ -61,18 +73,6 @@ def parse_block_size(metrics: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def upstream_message(response: httpx.Response) -> str:
-    """vLLM's own error message, whatever shape its body has."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    error = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error)
-    return str(error)
-
-
 class VLLMClient:
     """The few vLLM calls the orchestrator makes itself (the passthrough relays the rest)."""
 
@@ -105,18 +105,31 @@ class VLLMClient:
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = await self.send(self.http.build_request(method, path, **kwargs))
-        if 400 <= response.status_code < 500 and response.status_code != 429:
-            raise self.failed(
-                UpstreamRejected(
-                    f"vLLM refused the request ({response.status_code}): "
-                    f"{upstream_message(response)}"
-                )
-            )
         if response.status_code >= 400:
-            raise self.failed(
-                UpstreamError(f"vLLM answered {response.status_code}: {upstream_message(response)}")
-            )
+            raise self.failed(upstream_error(response.status_code, response.content))
         return response
+
+    async def open(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> VLLMStream:
+        """POST `body` to `path` and return the answer, its status checked: the one way a
+        streamed request goes to vLLM (close the `VLLMStream`, or use `async with`)."""
+        try:
+            request = self.http.build_request("POST", path, json=body, headers=headers)
+        except ValueError:  # NaN or Infinity: Python's JSON reads them, JSON itself has none
+            raise InvalidRequest(
+                "the body holds a number JSON does not allow (NaN or Infinity)"
+            ) from None
+        response = await self.send(request, stream=True)
+        if response.status_code < 400:
+            return VLLMStream(response, self)
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+        level = logging.WARNING if response.status_code >= 500 else logging.INFO
+        log.log(level, "vLLM answered %d to %s", response.status_code, path)
+        raise self.failed(upstream_error(response.status_code, content))
 
     async def facts(self, block_size: int | None = None) -> EngineFacts:
         """The served model, its block size (unless given) and context length."""
@@ -180,27 +193,57 @@ class VLLMClient:
         """Stream `/v1/completions` chunks; closing the iterator closes the upstream stream."""
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
         headers = upstream_headers(request_id, route)
-        request = self.http.build_request("POST", "/v1/completions", json=payload, headers=headers)
-        response = await self.send(request, stream=True)
+        async with await self.open("/v1/completions", payload, headers) as stream:
+            async for chunk in stream.chunks():
+                yield chunk
+
+
+class VLLMStream:
+    """vLLM's answer to one request, its status checked: `chunks()` when it streams, `read()`
+    when not; `aclose()` (or `async with`) closes it, and vLLM aborts what is unfinished."""
+
+    def __init__(self, response: httpx.Response, client: VLLMClient) -> None:
+        self.response = response
+        self.client = client
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The JSON of each event (`[DONE]` and empty events left out); an error event, a
+        stream that is not SSE, a stall or a drop raises an UpstreamError."""
         try:
-            if response.status_code >= 400:
-                await response.aread()
-                raise UpstreamError(
-                    f"vLLM answered {response.status_code}: {upstream_message(response)}"
-                )
-            async for line in response.aiter_lines():
-                chunk = parse_sse_line(line)
-                if chunk is not None:
-                    yield chunk
+            async for event in EventSource(self.response).aiter_sse():
+                if event.data and event.data != "[DONE]":
+                    chunk = parsed_event(event.data)
+                    if chunk is not None:
+                        yield chunk
         except UpstreamError as error:
-            self.failed(error)
-            raise
+            raise self.client.failed(error) from None
+        except SSEError as error:
+            raise self.client.failed(UpstreamError(f"vLLM did not stream: {error}")) from None
         except httpx.TimeoutException as error:
-            raise self.failed(UpstreamTimeout("vLLM stalled in the middle of a stream")) from error
+            stalled = UpstreamTimeout("vLLM stalled in the middle of a stream")
+            raise self.client.failed(stalled) from error
         except httpx.TransportError as error:
-            raise self.failed(UpstreamUnavailable("vLLM dropped the stream")) from error
-        finally:
-            await response.aclose()
+            dropped = UpstreamUnavailable("vLLM dropped the stream")
+            raise self.client.failed(dropped) from error
+
+    async def read(self) -> bytes:
+        """The whole body of an answer that is not streamed."""
+        try:
+            return await self.response.aread()
+        except httpx.TimeoutException as error:
+            raise self.client.failed(UpstreamTimeout("vLLM did not finish its answer")) from error
+        except httpx.TransportError as error:
+            failure = UpstreamUnavailable("vLLM dropped the answer")
+            raise self.client.failed(failure) from error
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+    async def __aenter__(self) -> VLLMStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def upstream_headers(request_id: str | None, route: str | None) -> dict[str, str]:
@@ -208,18 +251,14 @@ def upstream_headers(request_id: str | None, route: str | None) -> dict[str, str
     return headers | ({ROUTE_HEADER: route} if route else {})
 
 
-def parse_sse_line(line: str) -> dict[str, Any] | None:
-    """The JSON of one `data:` line; None for blanks, comments and `[DONE]`."""
-    if not line.startswith("data:"):
-        return None
-    data = line[5:].strip()
-    if not data or data == "[DONE]":
-        return None
-    chunk = json.loads(data)
+def parsed_event(data: str) -> dict[str, Any] | None:
+    """One event's JSON object; an error event raises (`errors.upstream_error`)."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise UpstreamError(f"vLLM sent an event that is not JSON: {data[:200]}") from None
     if isinstance(chunk, dict) and "error" in chunk:
-        error = chunk["error"]
-        message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-        raise UpstreamError(f"vLLM failed mid-stream: {message}")
+        raise upstream_error(None, data)
     return chunk if isinstance(chunk, dict) else None
 
 

@@ -314,7 +314,7 @@ async def test_failing_warmup_reports_warmup_failed_and_submit_still_works(
     await client.send(type="submit", text=QUESTION, seq=1)
     done = await client.next("done")
     assert done["finish_reason"] == "stop"
-    assert done["warm_requests"] == 0
+    assert done["warm_pieces"]["landed"] == 0
 
 
 async def test_warmups_off_sends_no_warmup_at_all(start_app: StartApp, fake: FakeVLLM) -> None:
@@ -330,7 +330,7 @@ async def test_warmups_off_sends_no_warmup_at_all(start_app: StartApp, fake: Fak
     assert fake.warmups == []
     assert len(fake.finals) == 1
     assert client.of_type("warm") == []
-    assert done["warm_requests"] == 0
+    assert done["warm_pieces"]["landed"] == 0
     assert done["cached_tokens"] == 0
 
 
@@ -350,7 +350,7 @@ async def test_warmups_context_warms_only_the_context(
     assert [warm.prompt for warm in fake.warmups] == [
         full_blocks(renderer.session_prompt(SYSTEM).head_tokens)
     ]
-    assert done["warm_requests"] == 1
+    assert done["warm_pieces"]["landed"] == 1
     assert done["cached_tokens"] == usable_blocks(len(fake.warmups[0].prompt), BLOCK) * BLOCK
 
 

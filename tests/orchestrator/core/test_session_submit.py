@@ -42,8 +42,8 @@ async def test_submit_streams_tokens_then_done_with_usage_and_warm_stats(
     assert done["cached_tokens"] == final.usage["prompt_tokens_details"]["cached_tokens"]
     assert done["cached_tokens"] > 0
     warm_usages = [warm.usage for warm in fake.warmups if warm.usage is not None]
-    assert done["warm_requests"] == len(warm_usages) == 2
-    assert done["warm_prefill_tokens"] == sum(
+    assert done["warm_pieces"]["landed"] == len(warm_usages) == 2
+    assert done["scorecard"]["warm_prefill_tokens"] == sum(
         usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
         for usage in warm_usages
     )
@@ -142,7 +142,7 @@ async def test_submit_drops_a_warmup_still_waiting_at_the_gate(
     await asyncio.sleep(SETTLE_S)
 
     assert len(fake.warmups) == 1  # only the context
-    assert done["warm_requests"] == 1
+    assert done["warm_pieces"]["landed"] == 1
     assert not session_tasks()
 
 

@@ -353,7 +353,8 @@ def test_validate_refuses(sql: str, reason: str) -> None:
     assert isinstance(error, InvalidRequest)
     assert error.code == "sql_refused"
     frame = Error.of(error).dump()
-    assert frame == {"type": "error", "code": "sql_refused", "message": error.message}
+    expected = {"type": "error", "code": "sql_refused", "message": error.message, "status": 400}
+    assert frame == expected
 
 
 def test_hostile_corpus_is_large() -> None:

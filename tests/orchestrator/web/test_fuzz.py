@@ -90,7 +90,7 @@ FRAME_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "done": {
         "seq": int, "ttft_ms": (*NUMBER, type(None)), "total_ms": NUMBER, "prompt_tokens": int,
         "cached_tokens": int, "completion_tokens": int, "finish_reason": (str, type(None)),
-        "text": str, "warm_requests": int, "warm_prefill_tokens": int, "scorecard": dict,
+        "text": str, "warm_pieces": dict, "scorecard": dict,
     },
     "error": {"code": str, "message": str},
     "engine": {"ok": bool},

@@ -73,7 +73,7 @@ def speculation_ended(app: App) -> bool:
     return any(s.speculator.current and s.speculator.current.ended for s in sessions)
 
 
-async def submitted(client: SessionClient, text: str = QUESTION) -> dict[str, object]:
+async def submitted(client: SessionClient, text: str = QUESTION) -> dict[str, Any]:
     await client.send(type="submit", text=text, seq=2)
     done = await client.next("done")
     await wait_until(lambda: not session_tasks(), what="the session's tasks to end")
@@ -100,16 +100,15 @@ async def test_a_submit_of_the_same_prompt_attaches_and_answers_as_a_cold_reques
     assert rest.max_tokens == app.settings.max_tokens - BUDGET
     assert rest.body["cache_salt"] == spec.body["cache_salt"]
     assert [frame["text"] for frame in client.of_type("token")] == list(fake.reply)
-    assert done["speculative"] is True
-    assert done["speculation_wasted_tokens"] == 0
-    assert done["scorecard"]["speculative"] is True  # type: ignore[index]
+    assert done["scorecard"]["speculative"] is True
+    assert done["scorecard"]["speculation_wasted_tokens"] == 0
     assert done["completion_tokens"] == len(fake.reply)
     assert done["prompt_tokens"] == len(tokens)
 
     cold = await started(app, speculate=False)
     await cold.send(type="submit", text=QUESTION, seq=1)
     cold_done = await cold.next("done")
-    assert cold_done["speculative"] is False
+    assert cold_done["scorecard"]["speculative"] is False
     assert cold_done["text"] == done["text"] == "".join(fake.reply)
     figures = await scrape(app)
     assert figures['prefill_ahead_speculations_total{outcome="attached"}'] == 1
@@ -126,7 +125,7 @@ async def test_a_submit_before_the_first_token_attaches_and_waits_for_it(
     assert len(fake.finals) == 1  # the final waits for the speculation, sends nothing of its own
     fake.release_streams()
     done = await client.next("done")
-    assert done["speculative"] is True
+    assert done["scorecard"]["speculative"] is True
     assert done["text"] == "".join(fake.reply)
     assert not speculations(fake)[0].disconnected
 
@@ -142,8 +141,8 @@ async def test_an_edit_cancels_the_speculation_at_once_and_counts_its_tokens(
     await client.barrier()
 
     done = await submitted(client, edited)
-    assert done["speculative"] is False
-    assert done["speculation_wasted_tokens"] == BUDGET
+    assert done["scorecard"]["speculative"] is False
+    assert done["scorecard"]["speculation_wasted_tokens"] == BUDGET
     (final,) = plain_finals(fake)
     assert final.prompt[-BUDGET:] != reply_ids(BUDGET)
     assert done["text"] == "".join(fake.reply)
@@ -174,8 +173,8 @@ async def test_a_different_submit_sends_the_normal_final(
     done = await submitted(client, other)
     (final,) = plain_finals(fake)
     assert final.prompt == renderer.session_prompt(SYSTEM).final_tokens(other)
-    assert done["speculative"] is False
-    assert done["speculation_wasted_tokens"] == BUDGET
+    assert done["scorecard"]["speculative"] is False
+    assert done["scorecard"]["speculation_wasted_tokens"] == BUDGET
 
 
 class RecordingContext:
@@ -208,7 +207,7 @@ async def test_the_sql_runs_only_after_the_submit(
     assert context.answers == []
 
     done = await submitted(client)
-    assert done["speculative"] is True
+    assert done["scorecard"]["speculative"] is True
     assert context.answers == ["```sql\n" + "".join(fake.reply)]
     assert done["sql"] == context.answers[0]
 
@@ -258,7 +257,7 @@ async def test_the_budget_is_the_final_max_tokens_when_smaller(
     (spec,) = speculations(fake)
     assert spec.max_tokens == 1
     done = await submitted(client)
-    assert done["speculative"] is True
+    assert done["scorecard"]["speculative"] is True
     assert done["finish_reason"] == "length"
     assert done["text"] == fake.reply[0]
     assert not plain_finals(fake)  # nothing left to ask for
@@ -305,7 +304,7 @@ async def test_speculation_off_for_a_session_that_opts_out(
     client = await started(app, speculate=False)
     await client.send(type="input", text=QUESTION, seq=1)
     done = await submitted(client)
-    assert done["speculative"] is False
+    assert done["scorecard"]["speculative"] is False
     assert not speculations(fake)
 
 
