@@ -18,10 +18,10 @@ from pathlib import Path
 
 import openai
 import pytest
-from eval.serving import free_port, serve_in_thread
 
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import free_port, serve_in_thread
 from tests.conftest import ROOT, wait_until_answers
 from vllm_launch.engine_env import engine_root
 from vllm_launch.manifest import read_manifest, verify

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from eval.serving import free_port, serve_in_thread
 
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from testkit.serving import free_port, serve_in_thread
 from vllm_launch.engine_env import EngineEnv, engine_root
 from vllm_launch.model import default_model_dir
 from vllm_launch.server import EngineProcess, ServeOptions
