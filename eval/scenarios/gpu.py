@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +182,7 @@ def main(argv: list[str]) -> int:
     )
     folder = synthetic_model(form.model)
     started = time.monotonic()
-    facts = run_facts(form, folder, args.quick, planned)
+    facts = run_facts(form, folder, args.quick, planned, argv)
     with launched([p.workload for p in plans], args.enforce_eager, True, str(folder)) as session:
         facts["seconds"]["engine_start"] = round(time.monotonic() - started, 1)
         summary = asyncio.run(run_all(session, runs, out, facts))
@@ -194,10 +193,12 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_facts(form: Form, folder: Path, quick: bool, planned_s: float) -> dict[str, Any]:
+def run_facts(
+    form: Form, folder: Path, quick: bool, planned_s: float, argv: list[str]
+) -> dict[str, Any]:
     """What `run.json` records beside the reports (vLLM's version once it answers)."""
     return {
-        "command": ["python", "-m", "eval", "gpu", *sys.argv[2:]],
+        "command": ["python", "-m", "eval", "gpu", *argv],
         "form": "quick" if quick else "full",
         "plan": {**dataclasses.asdict(form), "runs": [run.name for run in gpu_runs(form)]},
         "model": json.loads((folder / MARKER_NAME).read_text()),
