@@ -9,7 +9,7 @@ REPLICAS ?= 1
 export PREFILL_DATA_DIR ?= $(abspath $(DATA))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit test-bundle lint eval eval-load eval-eviction eval-replicas bench-hostile clean distclean rebuild
+.PHONY: help setup setup-engine setup-browser setup-db run-app test test-unit test-bundle lint eval eval-load eval-gpu eval-gpu-quick eval-eviction eval-replicas bench-hostile clean distclean rebuild
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +59,12 @@ eval: setup setup-db ## TTFT per mode: Enter at once and a pause, long inputs, d
 
 eval-load: setup setup-db ## final TTFT with N = 1, 2, 4, 8 typists at once (eval/data/reports/load)
 	$(PY) -m eval load --out eval/data/reports/load $(EVAL_ARGS)
+
+eval-gpu: setup setup-db ## on a GPU: the synthetic 7B, four workloads in five modes, 1/8/32 typists (eval/data/reports/gpu-7b)
+	$(PY) -m eval gpu $(EVAL_ARGS)
+
+eval-gpu-quick: setup setup-db ## the GPU run's small form on a CPU: the tiny synthetic model, eager, a 1 GiB KV cache (about 4 min)
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(PY) -m eval gpu --quick --enforce-eager $(EVAL_ARGS)
 
 eval-eviction: setup ## a small KV cache under N typists: hit rate at submit with vLLM's KV events and without
 	$(PY) -m eval eviction $(EVAL_ARGS)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from eval.benches import hostile, keystrokes, passthrough, speculate
 from eval.harness.modes import EvalError
 from eval.reports import compare, finals_cost, readme_tables
-from eval.scenarios import eviction, replicas, restart, run, states
+from eval.scenarios import eviction, gpu, replicas, restart, run, states
 from orchestrator.errors import ServiceError, SetupError
 from testkit.serving import StartupFailed
 from vllm_launch.errors import LaunchError
@@ -40,6 +40,7 @@ COMMANDS: dict[str, Command] = {
     "replicas": Command(replicas.main, "N typists on one vLLM, then on replicas behind a router"),
     "restart": Command(restart.main, "vLLM restarts: first requests, prefix index on/off"),
     "states": Command(states.main, "TTFT from a named state vs the same prompt cold"),
+    "gpu": Command(gpu.main, "the eval on the engine with a synthetic model (--quick: a CPU)"),
     "compare": Command(compare.compare_main, "two reports side by side"),
     "readme-tables": Command(readme_tables.main, "README's figure tables against their reports"),
     "finals-cost": Command(finals_cost.main, "each final's TTFT against its own uncached cost"),

@@ -71,6 +71,7 @@ def add_plan_command(commands: Any) -> None:
     plan.add_argument("--target-data-dir", default=".data", help="the data folder on the GPU host")
     plan.add_argument("--port", type=int, default=8001)
     plan.add_argument("--max-model-len", type=int, default=0)
+    plan.add_argument("--reports", default="", help="the eval's report folder on the GPU host")
     plan.add_argument("--write", type=Path, default=None, help="also write it as a script here")
 
 
@@ -85,6 +86,7 @@ def run_plan(args: argparse.Namespace) -> int:
         target_has_torch=args.target_has_torch,
         port=args.port,
         max_model_len=args.max_model_len,
+        out=args.reports,
     )
     print(write_plan(plan, args.write), end="")
     return 0

@@ -1,10 +1,9 @@
 """`gpu-plan`: the command sequence of one GPU run, printed (or written as a shell script).
 
-It covers the engine side end to end: the bundle (made where an index is reachable), the
-install on the GPU host with no index, the synthetic model, and vLLM started with the flags the
-product relies on (prefix caching, KV events, priority scheduling: `vllm_launch serve` adds
-them). The eval steps are listed as the workloads and modes the run needs; their commands are
-not wired here.
+It covers the run end to end: the bundle (made where an index is reachable), the install on
+the GPU host with no index, the synthetic model, and the eval's `gpu` command, which starts vLLM
+with the flags the product relies on (prefix caching, KV events, priority scheduling, `--load-
+format dummy`) and runs the workloads, modes and typist counts below (`eval/scenarios/gpu.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +37,11 @@ class GpuPlan:
     target_has_torch: bool = False
     port: int = 8001
     max_model_len: int = 0  # 0: the shape's max_position_embeddings
+    out: str = ""  # the eval's report folder (default: docs/results/gpu-MODEL)
+
+    @property
+    def report_dir(self) -> str:
+        return self.out or f"docs/results/gpu-{self.model}"
 
     @property
     def model_len(self) -> int:
@@ -56,9 +60,6 @@ def engine_steps(plan: GpuPlan) -> list[str]:
     bundle += ["--vllm", plan.vllm] + (["--target-has-torch"] if plan.target_has_torch else [])
     engine_python = f"{plan.data_dir}/vllm-gpu-venv/bin/python"
     gpu = (engine_python, "-m", "vllm_launch", "--data-dir", plan.data_dir, "--device", "gpu")
-    serve = [*gpu, "serve", "--synthetic", plan.model, "--port", str(plan.port)]
-    serve += ["--kv-events-port", str(DEFAULT_KV_EVENTS_PORT)]
-    serve += ["--max-model-len", str(plan.model_len)]
     like = SHAPES[plan.model].like
     return [
         "# 1. where a package index is reachable: the GPU engine's wheels and ours",
@@ -67,21 +68,40 @@ def engine_steps(plan: GpuPlan) -> list[str]:
         _line(*launcher, "install", "--from", plan.bundle, "--app-venv", ".venv"),
         f"# 3. the synthetic {plan.model} ({like}'s shape, random weights, SmolLM2 tokenizer)",
         _line(*gpu, "prepare-model", "--synthetic", plan.model),
-        "# 4. vLLM: prefix caching, prompt-token details, priority scheduling, KV events, "
-        "block size 16, --load-format dummy (the launcher adds them); Ctrl-C stops it",
-        _line(*serve) + " &",
-        f"until curl -sf http://127.0.0.1:{plan.port}/v1/models >/dev/null; do sleep 5; done",
-        f"export PREFILL_VLLM_URL=http://127.0.0.1:{plan.port}",
-        f"export PREFILL_KV_EVENTS_URL=tcp://127.0.0.1:{DEFAULT_KV_EVENTS_PORT}",
     ]
 
 
+def serve_line(plan: GpuPlan) -> str:
+    """vLLM alone with the synthetic model, as the eval starts it (for a look by hand)."""
+    gpu = (f"{plan.data_dir}/vllm-gpu-venv/bin/python", "-m", "vllm_launch")
+    serve = [*gpu, "--data-dir", plan.data_dir, "--device", "gpu", "serve"]
+    serve += ["--synthetic", plan.model, "--port", str(plan.port)]
+    serve += ["--kv-events-port", str(DEFAULT_KV_EVENTS_PORT)]
+    return _line(*serve, "--max-model-len", str(plan.model_len))
+
+
+def eval_command(plan: GpuPlan) -> list[str]:
+    """The eval's GPU run: it starts vLLM itself (and stops it) and writes the reports."""
+    python = (".venv/bin/python", "-m", "eval")
+    return [*python, "gpu", "--model", plan.model, "--out", plan.report_dir]
+
+
 def eval_steps(plan: GpuPlan) -> list[str]:
-    lines = ["# 5. the eval (its commands are wired separately), with .venv/bin/python:"]
-    for workload in EVAL_WORKLOADS:
-        lines.append(f"#    {workload}: modes {EVAL_MODES}")
     typists = ", ".join(str(n) for n in TYPISTS)
-    lines.append(f"#    then {typists} typists at once; reports under docs/results/ (GPU named)")
+    env = [f"PREFILL_DATA_DIR={plan.data_dir}", f"PREFILL_VLLM_URL=http://127.0.0.1:{plan.port}"]
+    if plan.max_model_len:
+        env.append("PREFILL_EVAL_VLLM_ARGS=" + shlex.quote(f"--max-model-len {plan.model_len}"))
+    lines = [
+        "# 4. the eval: vLLM started with prefix caching, prompt-token details, priority "
+        "scheduling, KV events, block size 16 and --load-format dummy; then",
+    ]
+    lines += [f"#    {workload}: modes {EVAL_MODES}" for workload in EVAL_WORKLOADS]
+    lines += [
+        f"#    then {typists} typists at once (cold, static, keystroke); one report folder per "
+        f"run, summary.md and run.json (model shape, GPU, vLLM version) under {plan.report_dir}",
+        f"#    (vLLM alone, by hand: {serve_line(plan)})",
+        " ".join([*env, _line(*eval_command(plan))]),
+    ]
     return lines
 
 

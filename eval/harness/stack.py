@@ -184,19 +184,25 @@ def staged(workloads: list[Workload]) -> Iterator[Path]:
         yield Path(folder)
 
 
-def eval_settings(datasets_dir: Path, speculating: bool) -> Settings:
+def eval_settings(datasets_dir: Path, speculating: bool, model: str | None = None) -> Settings:
     """The eval's orchestrator: the user's settings (PREFILL_*) but for what a run must fix.
     A sped-up replay sends more keystrokes a second than a person: they are let through. No
     re-warm at start: the popular prefixes in the data folder's trace are earlier runs' (salts
     no case uses again), and warming them would keep the engine busy through this run's first
-    cases. The report records both."""
+    cases. The report records both. `model`: the folder vLLM serves (and the tokenizer's),
+    instead of the user's (a synthetic model, `eval/scenarios/gpu.py`)."""
     return Settings(
         datasets_dir=datasets_dir,
+        **model_for(model),
         ws_frames_per_second=EVAL_FRAMES_PER_SECOND,
         rewarm_top_k=0,
         **eval_timeouts(),
         **speculation_for(speculating),
     )
+
+
+def model_for(model: str | None) -> dict[str, Any]:
+    return {} if model is None else {"model": model}
 
 
 def speculation_for(speculating: bool) -> dict[str, Any]:
@@ -211,15 +217,19 @@ def speculation_for(speculating: bool) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def launched(
-    workloads: list[Workload], enforce_eager: bool = False, speculating: bool = False
+    workloads: list[Workload],
+    enforce_eager: bool = False,
+    speculating: bool = False,
+    model: str | None = None,
 ) -> Iterator[EvalStack]:
     """vLLM (compiled, as users run it, unless `enforce_eager`) unless one answers, and the
     orchestrator on a port, serving the text-to-SQL datasets among `workloads`, speculating
-    when some run has the `speculate` mode (`speculating`)."""
+    when some run has the `speculate` mode (`speculating`); `model`: a model folder to serve
+    instead of the user's."""
     from orchestrator.web.app import create_app  # the app pulls in the tokenizer stack
 
     with staged(workloads) as datasets_dir:
-        settings = eval_settings(datasets_dir, speculating)
+        settings = eval_settings(datasets_dir, speculating, model)
         if speculating and settings.speculate == "off":
             print("note: PREFILL_SPECULATE=off: the speculate mode runs as keystroke", flush=True)
         settings = with_kv_events(settings)  # as `python -m orchestrator --launch-vllm` runs

@@ -217,9 +217,14 @@ def interval(r: dict[str, Any]) -> str:
     return f"{r['ratio']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
 
 
-def write_summary(rows: list[dict[str, Any]], out: Path) -> None:
+def write_summary(rows: list[dict[str, Any]], out: Path, header: str = "") -> None:
+    """`summary.json` (the rows) and `summary.md` (`header`, then one table row per row)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "summary.md").write_text(header + "\n".join(summary_table(rows)) + "\n")
+
+
+def summary_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| run | mode | submit | replay | typists | cache | repeats | TTFT p50 ms | TTFT p95 ms "
         "| cached / prompt | warm prefill / final | busy | identical | attached (wasted tokens) "
@@ -240,4 +245,4 @@ def write_summary(rows: list[dict[str, Any]], out: Path) -> None:
             f"| {fmt(r['warm_per_final'], '.0f')} | {fmt(r['busy'], '.2f')} | {r['identical']} "
             f"| {attached} | {r['failures']} | {versus} |"
         )
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return lines

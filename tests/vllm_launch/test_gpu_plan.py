@@ -13,12 +13,15 @@ from vllm_launch.gpu_plan import GpuPlan, render
 
 
 def launcher_commands(text: str) -> dict[str, list[str]]:
-    """The launcher's argv (after `-m vllm_launch`) of each command line, by subcommand."""
+    """The launcher's argv (after `-m vllm_launch`) of each command line, by subcommand (and
+    of the serve command the plan shows in a comment)."""
     found: dict[str, list[str]] = {}
     for line in text.splitlines():
         if line.startswith("#"):
-            continue
-        words = shlex.split(line.removesuffix(" &"))
+            if "(vLLM alone, by hand: " not in line:
+                continue
+            line = line.split("by hand: ", 1)[1].removesuffix(")")
+        words = shlex.split(line)
         if "vllm_launch" in words:
             argv = words[words.index("vllm_launch") + 1 :]
             found[next(w for w in argv if w in ("bundle", "install", "prepare-model", "serve"))] = (
@@ -50,6 +53,8 @@ def test_options_reach_the_plan() -> None:
     serve = parse_args(commands["serve"])
     assert (serve.synthetic, serve.port, serve.max_model_len) == ("32b", 9001, 36000)
     assert "PREFILL_VLLM_URL=http://127.0.0.1:9001" in text
+    assert "PREFILL_EVAL_VLLM_ARGS='--max-model-len 36000' " in text
+    assert text.rstrip().endswith("-m eval gpu --model 32b --out docs/results/gpu-32b")
 
 
 def test_gpu_plan_prints_and_writes_a_script(
